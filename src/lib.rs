@@ -6,4 +6,12 @@
 //! ([`log`]), then applied to the in-memory projection ([`presence`]) and, asynchronously, to the
 //! SQL view ([`view`]). [`http`] and [`gateway`] are the two edges; [`app`] wires them.
 
+pub mod app;
+pub mod config;
 pub mod domain;
+pub mod gateway;
+pub mod http;
+pub mod log;
+pub mod presence;
+pub mod service;
+pub mod view;

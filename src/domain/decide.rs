@@ -164,7 +164,12 @@ pub fn decide(state: &UserState, command: &Command) -> Result<Vec<Event>, Reject
     }
 }
 
-fn disconnected(uid: &Uid, session_id: SessionId, device_flag: DeviceFlag, reason: CloseReason) -> Event {
+fn disconnected(
+    uid: &Uid,
+    session_id: SessionId,
+    device_flag: DeviceFlag,
+    reason: CloseReason,
+) -> Event {
     Event::Disconnected(Disconnected {
         session_id,
         uid: uid.clone(),
@@ -315,7 +320,12 @@ mod tests {
 
     #[test]
     fn master_connect_replaces_every_other_connection_of_its_flag() {
-        let (a, b, c, new) = (SessionId::new(), SessionId::new(), SessionId::new(), SessionId::new());
+        let (a, b, c, new) = (
+            SessionId::new(),
+            SessionId::new(),
+            SessionId::new(),
+            SessionId::new(),
+        );
         let given = [
             token(1, DeviceLevel::Slave, "t"),
             connected(a, 1, DeviceLevel::Slave, "phone"),
@@ -368,7 +378,10 @@ mod tests {
         };
         assert_eq!(
             given_when(&given, set(DeviceLevel::Master)),
-            Ok(vec![token(1, DeviceLevel::Master, "t"), closed(a, 1, CloseReason::TokenUpdated)])
+            Ok(vec![
+                token(1, DeviceLevel::Master, "t"),
+                closed(a, 1, CloseReason::TokenUpdated)
+            ])
         );
         assert_eq!(
             given_when(&given, set(DeviceLevel::Slave)),
@@ -390,7 +403,10 @@ mod tests {
         assert_eq!(
             given_when(&given, quit(one)),
             Ok(vec![
-                Event::DeviceQuit(DeviceQuit { uid: uid(), device_flag: one }),
+                Event::DeviceQuit(DeviceQuit {
+                    uid: uid(),
+                    device_flag: one
+                }),
                 closed(b, 2, CloseReason::DeviceQuit),
             ])
         );
@@ -414,7 +430,10 @@ mod tests {
     #[test]
     fn a_session_closes_at_most_once() {
         let a = SessionId::new();
-        let given = [token(1, DeviceLevel::Slave, "t"), connected(a, 1, DeviceLevel::Slave, "d")];
+        let given = [
+            token(1, DeviceLevel::Slave, "t"),
+            connected(a, 1, DeviceLevel::Slave, "d"),
+        ];
         let bye = Command::Disconnect {
             uid: uid(),
             session_id: a,
@@ -432,7 +451,12 @@ mod tests {
         let u = |s: &str| Uid::parse(s).unwrap();
         let mut set = BTreeSet::new();
         let added = decide_system_uids(&set, true, &[u("b"), u("a"), u("b")]);
-        assert_eq!(added, vec![Event::SystemUidsAdded(SystemUids { uids: vec![u("a"), u("b")] })]);
+        assert_eq!(
+            added,
+            vec![Event::SystemUidsAdded(SystemUids {
+                uids: vec![u("a"), u("b")]
+            })]
+        );
         evolve_system_uids(&mut set, &added[0]);
         assert!(decide_system_uids(&set, true, &[u("a")]).is_empty());
         assert!(decide_system_uids(&set, false, &[u("c")]).is_empty());

@@ -290,7 +290,9 @@ mod tests {
             Event::SystemUidsAdded(SystemUids {
                 uids: vec![uid("a"), uid("b")],
             }),
-            Event::SystemUidsRemoved(SystemUids { uids: vec![uid("a")] }),
+            Event::SystemUidsRemoved(SystemUids {
+                uids: vec![uid("a")],
+            }),
             Event::NodeStarted(NodeLifetime {
                 node_id: NodeId(1),
                 boot_id: Uuid::now_v7(),

@@ -276,7 +276,8 @@ impl Serialize for TokenHash {
 impl<'de> Deserialize<'de> for TokenHash {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
-        TokenHash::from_hex(&s).ok_or_else(|| serde::de::Error::custom("token_hash must be 64 hex digits"))
+        TokenHash::from_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom("token_hash must be 64 hex digits"))
     }
 }
 
@@ -341,7 +342,9 @@ impl fmt::Display for NodeId {
 }
 
 /// Position of an event in the log: dense, starting at 1, never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Seq(pub u64);
 
@@ -479,7 +482,10 @@ mod tests {
     fn close_reasons_round_trip() {
         for r in CloseReason::ALL {
             assert_eq!(CloseReason::parse(r.as_str()), Some(r));
-            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
         }
     }
 }

@@ -11,7 +11,10 @@ use super::ids::*;
 /// What a device flag of a user holds for authentication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenSlot {
-    Active { hash: TokenHash, level: DeviceLevel },
+    Active {
+        hash: TokenHash,
+        level: DeviceLevel,
+    },
     /// Cleared by a device quit: the flag was known, and its token no longer admits anyone.
     Cleared,
 }

@@ -1,0 +1,286 @@
+//! Wiring: build the whole service on a data directory and two ports, run it, stop it.
+//!
+//! Owns the lifetime order of `architecture.md` section 4. Start: open the log, catch the SQL
+//! view up from its checkpoint, rebuild the memory state from the view, close what the previous
+//! lifetime left open (`server_restart`), record `NodeStarted`, and only then open the ports
+//! and turn `/readyz` to 200. Stop: refuse new work, close every session (`server_shutdown`),
+//! record `NodeStopped`, let the projector finish, release the data directory. Must never: serve
+//! a request before recovery is over, or exit with an acknowledged event not yet in the view's
+//! reach (it is in the log; the view catches up at the next start at the latest).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::{Config, ConfigError};
+use crate::domain::event::NodeLifetime;
+use crate::domain::{CloseReason, Command, Event, NodeId, Seq};
+use crate::gateway::{Gateway, GatewaySettings};
+use crate::http::{self, ApiLimits, ApiState, ManagerToken};
+use crate::log::{EventLog, LogError, LogStore, SledStore};
+use crate::presence::Presence;
+use crate::service::{ServiceError, UserService};
+use crate::view::projector::{self, Projector, ProjectorError};
+use crate::view::{SqliteView, ViewError, ViewStore};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    View(#[from] ViewError),
+    #[error(transparent)]
+    Projector(#[from] ProjectorError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    api_addr: SocketAddr,
+    ws_addr: SocketAddr,
+    node_id: NodeId,
+    boot_id: Uuid,
+    service: Arc<UserService>,
+    view: Arc<dyn ViewStore>,
+    projector: Projector,
+    gateway: Arc<Gateway>,
+    ready: Arc<AtomicBool>,
+    stop_api: CancellationToken,
+    api_task: JoinHandle<()>,
+    gateway_task: JoinHandle<()>,
+}
+
+/// Opens the log in `config`'s data directory (sled locks it: one process at a time).
+pub async fn open_log(config: &Config) -> Result<Arc<dyn LogStore>, StartError> {
+    let dir = config.log_dir();
+    let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
+        .await
+        .map_err(LogError::storage)??;
+    Ok(Arc::new(store))
+}
+
+impl Server {
+    /// Recovers the state in `config.data_dir` and starts serving.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        for warning in config.check()? {
+            tracing::warn!("{warning}");
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let store = open_log(&config).await?;
+        Self::start_with_log(config, store).await
+    }
+
+    /// Like [`Server::start`], over a log store the caller opened (tests use failing stores).
+    pub async fn start_with_log(
+        config: Config,
+        store: Arc<dyn LogStore>,
+    ) -> Result<Server, StartError> {
+        let node_id = NodeId(config.node_id);
+        let log = EventLog::start(store, node_id)?;
+        let view: Arc<dyn ViewStore> = Arc::new(SqliteView::open(&config.view_path()).await?);
+
+        let caught_up = projector::catch_up(&log, view.as_ref()).await?;
+        let state = view.load_state().await?;
+        let presence = Arc::new(Presence::load(
+            state.tokens,
+            state.open_sessions,
+            state.system_uids,
+        ));
+        let service = Arc::new(UserService::new(log.clone(), presence.clone()));
+        let projector = Projector::spawn(log.clone(), view.clone(), caught_up);
+        tracing::info!(last_seq = %log.last_durable(), "recovered the event log and the view");
+
+        let left_open = close_all(&service, CloseReason::ServerRestart).await?;
+        if left_open > 0 {
+            tracing::info!(
+                sessions = left_open,
+                "closed the sessions the previous lifetime left open"
+            );
+        }
+        let boot_id = Uuid::now_v7();
+        service
+            .record(vec![Event::NodeStarted(lifetime(node_id, boot_id))])
+            .await?;
+
+        let api_listener = bind(config.api_addr).await?;
+        let ws_listener = bind(config.ws_addr).await?;
+        let api_addr = api_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.api_addr,
+                source,
+            })?;
+        let ws_addr = ws_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.ws_addr,
+                source,
+            })?;
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let api_state = ApiState {
+            service: service.clone(),
+            view: view.clone(),
+            limits: Arc::new(ApiLimits {
+                max_body_bytes: config.max_body_bytes,
+                max_uids_per_request: config.max_uids_per_request,
+            }),
+            manager_token: config.manager_token.as_deref().map(ManagerToken::new),
+            ready: ready.clone(),
+        };
+        let stop_api = CancellationToken::new();
+        let router = http::router(api_state);
+        let stop = stop_api.clone();
+        let api_task = tokio::spawn(async move {
+            let served = axum::serve(
+                api_listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the API server stopped");
+            }
+        });
+        let gateway = Gateway::new(
+            service.clone(),
+            GatewaySettings {
+                node_id,
+                first_frame_timeout: config.first_frame_timeout,
+                idle_timeout: config.idle_timeout,
+                max_message_bytes: config.max_message_bytes,
+                outbound_queue: config.outbound_queue,
+                max_connections: config.max_connections,
+                max_pending: config.max_pending,
+                max_pending_per_ip: config.max_pending_per_ip,
+            },
+        );
+        let gateway_task = tokio::spawn(gateway.clone().serve(ws_listener));
+        ready.store(true, Ordering::Release);
+        tracing::info!(node_id = %node_id, "listening api={api_addr} ws={ws_addr}");
+
+        Ok(Server {
+            api_addr,
+            ws_addr,
+            node_id,
+            boot_id,
+            service,
+            view,
+            projector,
+            gateway,
+            ready,
+            stop_api,
+            api_task,
+            gateway_task,
+        })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.ws_addr
+    }
+
+    pub fn service(&self) -> &Arc<UserService> {
+        &self.service
+    }
+
+    pub fn view(&self) -> &Arc<dyn ViewStore> {
+        &self.view
+    }
+
+    /// Waits until the SQL view has applied every event up to `seq`.
+    pub async fn view_caught_up(&self, seq: Seq) {
+        let mut projected = self.projector.projected();
+        let _ = projected.wait_for(|s| *s >= seq).await;
+    }
+
+    /// The graceful stop: see the module header. Returns once the data directory is released.
+    pub async fn shutdown(self) {
+        self.ready.store(false, Ordering::Release);
+        self.gateway.shut_down(Duration::from_secs(5)).await;
+        let _ = self.gateway_task.await;
+        // Sessions that could not close themselves in time are closed here.
+        if let Err(e) = close_all(&self.service, CloseReason::ServerShutdown).await {
+            tracing::error!(error = %e, "could not record every session's close");
+        }
+        self.stop_api.cancel();
+        if tokio::time::timeout(Duration::from_secs(5), self.api_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("HTTP connections still open after 5 s; closing them");
+        }
+        let stopped = Event::NodeStopped(lifetime(self.node_id, self.boot_id));
+        if let Err(e) = self.service.record(vec![stopped]).await {
+            tracing::error!(error = %e, "could not record NodeStopped");
+        }
+        let log = self.service.log().clone();
+        self.projector.stop().await;
+        self.view.close().await;
+        log.close().await;
+        tracing::info!("stopped");
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn lifetime(node_id: NodeId, boot_id: Uuid) -> NodeLifetime {
+    NodeLifetime {
+        node_id,
+        boot_id,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+/// Records the close of every open session with `reason`; returns how many were closed.
+async fn close_all(service: &Arc<UserService>, reason: CloseReason) -> Result<usize, ServiceError> {
+    let open = service.presence().open_sessions();
+    let n = open.len();
+    let mut closes = tokio::task::JoinSet::new();
+    for (uid, session) in open {
+        let service = service.clone();
+        closes.spawn(async move {
+            service
+                .execute(Command::Disconnect {
+                    uid,
+                    session_id: session.session_id,
+                    reason,
+                })
+                .await
+        });
+    }
+    while let Some(done) = closes.join_next().await {
+        done.expect("a close task panicked")?;
+    }
+    Ok(n)
+}

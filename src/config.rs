@@ -1,0 +1,175 @@
+//! One options struct for the server: every setting is a flag and a `WK_*` environment
+//! variable, with its default written once, here.
+//!
+//! Promises: `--help` explains each setting and shows its default; [`Config::check`] refuses a
+//! configuration that would expose the API without a manager token. Must never: print the
+//! manager token (its environment value is hidden from `--help`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Directory of the event log (`log/`, sled) and the SQL view (`view.sqlite`).
+    #[arg(long, env = "WK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Address of the HTTP API. Port 0 binds a free port (logged at start).
+    #[arg(long, env = "WK_API_ADDR", default_value = "127.0.0.1:5001")]
+    pub api_addr: SocketAddr,
+
+    /// Address of the WebSocket gateway. Port 0 binds a free port (logged at start).
+    #[arg(long, env = "WK_WS_ADDR", default_value = "0.0.0.0:5200")]
+    pub ws_addr: SocketAddr,
+
+    /// Manager token: when set, every API request must carry it in the `token` header.
+    #[arg(long, env = "WK_MANAGER_TOKEN", hide_env_values = true)]
+    pub manager_token: Option<String>,
+
+    /// Serve the API on a non-loopback address without a manager token (warns at every start).
+    #[arg(long, env = "WK_ALLOW_OPEN_API")]
+    pub allow_open_api: bool,
+
+    /// This node's id, recorded in every event and session.
+    #[arg(long, env = "WK_NODE_ID", default_value_t = 1)]
+    pub node_id: u64,
+
+    /// A session with no inbound frame for this long is closed (`idle_timeout`).
+    #[arg(long, env = "WK_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// A new WebSocket must send its `connect` frame within this long after the upgrade.
+    #[arg(long, env = "WK_FIRST_FRAME_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub first_frame_timeout: Duration,
+
+    /// Largest HTTP request body, in bytes (larger: 413).
+    #[arg(long, env = "WK_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Most uids in one `/user/onlinestatus` or system-uids request.
+    #[arg(long, env = "WK_MAX_UIDS_PER_REQUEST", default_value_t = 10_000)]
+    pub max_uids_per_request: usize,
+
+    /// Largest WebSocket message, in bytes, after reassembly (larger: close 1009).
+    #[arg(long, env = "WK_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
+    pub max_message_bytes: usize,
+
+    /// Most open WebSocket connections in total.
+    #[arg(long, env = "WK_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Most connections not yet authenticated, in total.
+    #[arg(long, env = "WK_MAX_PENDING", default_value_t = 10_000)]
+    pub max_pending: usize,
+
+    /// Most connections not yet authenticated from one peer address.
+    #[arg(long, env = "WK_MAX_PENDING_PER_IP", default_value_t = 2_048)]
+    pub max_pending_per_ip: usize,
+
+    /// Outbound frames queued per session before it is closed as a slow consumer.
+    #[arg(long, env = "WK_OUTBOUND_QUEUE", default_value_t = 256)]
+    pub outbound_queue: usize,
+}
+
+/// Parses only the server options (tests and tools build configs this way, so that the
+/// defaults above are the only ones).
+#[derive(Parser)]
+struct ConfigOnly {
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "refusing to serve the API on {0} without a manager token: set --manager-token \
+         (WK_MANAGER_TOKEN), bind a loopback address, or pass --allow-open-api"
+    )]
+    OpenApi(SocketAddr),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Builds a config from command-line style arguments (without the program name).
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let all = std::iter::once(std::ffi::OsString::from("wkuser"))
+            .chain(args.into_iter().map(Into::into));
+        ConfigOnly::try_parse_from(all).map(|c| c.config)
+    }
+
+    /// Refuses settings that are unsafe or meaningless; returns warnings for the log.
+    pub fn check(&self) -> Result<Vec<String>, ConfigError> {
+        let mut warnings = Vec::new();
+        if self.manager_token.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(
+                "the manager token must not be empty".into(),
+            ));
+        }
+        if !self.api_addr.ip().is_loopback() && self.manager_token.is_none() {
+            if !self.allow_open_api {
+                return Err(ConfigError::OpenApi(self.api_addr));
+            }
+            warnings.push(format!(
+                "the API on {} is open to anyone who can reach it: no manager token is set",
+                self.api_addr
+            ));
+        }
+        for (name, value) in [
+            ("max-body-bytes", self.max_body_bytes),
+            ("max-uids-per-request", self.max_uids_per_request),
+            ("max-message-bytes", self.max_message_bytes),
+            ("max-connections", self.max_connections),
+            ("max-pending", self.max_pending),
+            ("max-pending-per-ip", self.max_pending_per_ip),
+            ("outbound-queue", self.outbound_queue),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("--{name} must be at least 1")));
+            }
+        }
+        Ok(warnings)
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("log")
+    }
+
+    pub fn view_path(&self) -> PathBuf {
+        self.data_dir.join("view.sqlite")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_contracts() {
+        let c = Config::from_args(Vec::<String>::new()).unwrap();
+        assert_eq!(c.api_addr.to_string(), "127.0.0.1:5001");
+        assert_eq!(c.ws_addr.to_string(), "0.0.0.0:5200");
+        assert_eq!(c.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert!(c.check().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_open_api_needs_a_token_or_an_explicit_flag() {
+        let open = Config::from_args(["--api-addr", "0.0.0.0:5001"]).unwrap();
+        assert!(matches!(open.check(), Err(ConfigError::OpenApi(_))));
+        let allowed =
+            Config::from_args(["--api-addr", "0.0.0.0:5001", "--allow-open-api"]).unwrap();
+        assert_eq!(allowed.check().unwrap().len(), 1);
+        let guarded =
+            Config::from_args(["--api-addr", "0.0.0.0:5001", "--manager-token", "m"]).unwrap();
+        assert!(guarded.check().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,379 @@
+//! JSON-RPC 2.0 frames as the EasySDK clients speak them (`protocol.md` 3.1 to 3.3).
+//!
+//! Owns the reading of inbound text frames into typed requests (the first frame into a
+//! [`FirstFrame`], the rest into an [`Inbound`]) and the writing of every outbound frame with
+//! its fields in the contract's order. Promises: a server notification never carries an `id`
+//! key; a response echoes the request's id unchanged; no input makes it panic. Must never: put
+//! a token in an error or a log line.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::domain::{DeviceFlag, DeviceId, Uid};
+
+/// What the connect frame asks for, parsed.
+#[derive(Debug)]
+pub struct ConnectParams {
+    pub uid: Uid,
+    pub token: String,
+    pub device_flag: DeviceFlag,
+    /// `None`: the client sent none (or an empty one); the server makes one.
+    pub device_id: Option<DeviceId>,
+    pub client_timestamp: Option<i64>,
+}
+
+/// The first frame of a connection.
+#[derive(Debug)]
+pub enum FirstFrame {
+    Connect {
+        id: String,
+        params: ConnectParams,
+    },
+    /// A connect request with an id but bad params: answered with the auth failure.
+    BadConnect {
+        id: String,
+        why: String,
+    },
+    /// Anything else: closed (1008) without a reply.
+    Refused(&'static str),
+}
+
+/// A frame after connect.
+#[derive(Debug, PartialEq)]
+pub enum Inbound {
+    Request {
+        id: Value,
+        method: String,
+    },
+    Notification {
+        method: String,
+    },
+    /// Not a request or notification: answered with -32700 and the id when one could be read.
+    Unparsable {
+        id: Value,
+    },
+}
+
+fn object(text: &str) -> Option<Map<String, Value>> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => Some(map),
+        _ => None,
+    }
+}
+
+fn jsonrpc_ok(map: &Map<String, Value>) -> bool {
+    match map.get("jsonrpc") {
+        None => true,
+        Some(v) => v.as_str() == Some("2.0"),
+    }
+}
+
+pub fn parse_first(text: &str) -> FirstFrame {
+    let Some(map) = object(text) else {
+        return FirstFrame::Refused("first frame is not a JSON object");
+    };
+    if !jsonrpc_ok(&map) {
+        return FirstFrame::Refused("jsonrpc is not \"2.0\"");
+    }
+    if map.get("method").and_then(Value::as_str) != Some("connect") {
+        return FirstFrame::Refused("first frame is not a connect");
+    }
+    let Some(id) = map.get("id").and_then(Value::as_str) else {
+        return FirstFrame::Refused("connect without a string id");
+    };
+    let id = id.to_owned();
+    match connect_params(map.get("params")) {
+        Ok(params) => FirstFrame::Connect { id, params },
+        Err(why) => FirstFrame::BadConnect { id, why },
+    }
+}
+
+fn connect_params(params: Option<&Value>) -> Result<ConnectParams, String> {
+    let Some(Value::Object(p)) = params else {
+        return Err("params missing or not an object".into());
+    };
+    let field = |name: &str| p.get(name).filter(|v| !v.is_null());
+    let uid = field("uid")
+        .and_then(Value::as_str)
+        .ok_or("uid missing or not a string")?;
+    let uid = Uid::parse(uid).map_err(|e| format!("invalid uid: it {e}"))?;
+    let token = field("token")
+        .and_then(Value::as_str)
+        .ok_or("token missing or not a string")?;
+    if crate::domain::Token::parse(token).is_none() {
+        return Err("token must be 1 to 4096 bytes".into());
+    }
+    let device_flag = match field("deviceFlag") {
+        None => DeviceFlag(0),
+        Some(v) => v
+            .as_i64()
+            .and_then(DeviceFlag::parse)
+            .ok_or("deviceFlag outside 0..=255")?,
+    };
+    let device_id = match field("deviceId") {
+        None => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => {
+            Some(DeviceId::parse(s).ok_or("deviceId longer than 255 bytes or not printable")?)
+        }
+        Some(_) => return Err("deviceId is not a string".into()),
+    };
+    Ok(ConnectParams {
+        uid,
+        token: token.to_owned(),
+        device_flag,
+        device_id,
+        client_timestamp: field("clientTimestamp").and_then(Value::as_i64),
+    })
+}
+
+pub fn parse_inbound(text: &str) -> Inbound {
+    let Some(map) = object(text) else {
+        return Inbound::Unparsable { id: Value::Null };
+    };
+    let id = map.get("id").cloned();
+    let readable_id = match &id {
+        Some(v @ (Value::String(_) | Value::Number(_))) => v.clone(),
+        _ => Value::Null,
+    };
+    if !jsonrpc_ok(&map) {
+        return Inbound::Unparsable { id: readable_id };
+    }
+    let Some(method) = map.get("method").and_then(Value::as_str) else {
+        return Inbound::Unparsable { id: readable_id };
+    };
+    match id {
+        None => Inbound::Notification {
+            method: method.to_owned(),
+        },
+        Some(Value::String(_) | Value::Number(_)) => Inbound::Request {
+            id: readable_id,
+            method: method.to_owned(),
+        },
+        Some(_) => Inbound::Unparsable { id: Value::Null },
+    }
+}
+
+#[derive(Serialize)]
+struct ResultFrame<'a, T: Serialize> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    result: T,
+}
+
+#[derive(Serialize)]
+struct ErrorFrame<'a> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    error: RpcError<'a>,
+}
+
+#[derive(Serialize)]
+struct RpcError<'a> {
+    code: i32,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct NotificationFrame<'a> {
+    jsonrpc: &'static str,
+    method: &'static str,
+    params: KickParams<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KickParams<'a> {
+    reason_code: u8,
+    reason: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectResult {
+    server_key: &'static str,
+    salt: &'static str,
+    time_diff: i64,
+    reason_code: u8,
+    server_version: u8,
+    node_id: u64,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+/// Reason codes used on the wire (`protocol.md` 3.6).
+pub const REASON_SUCCESS: u8 = 1;
+pub const CODE_AUTH_FAIL: i32 = 2;
+pub const REASON_CONNECT_KICK: u8 = 12;
+pub const CODE_SYSTEM_ERROR: i32 = 15;
+pub const CODE_PARSE_ERROR: i32 = -32700;
+pub const CODE_METHOD_NOT_FOUND: i32 = -32601;
+
+fn to_string<T: Serialize>(frame: &T) -> String {
+    serde_json::to_string(frame).expect("frames are plain data")
+}
+
+pub fn connect_ok(id: &str, time_diff: i64, node_id: u64) -> String {
+    to_string(&ResultFrame {
+        jsonrpc: "2.0",
+        id: &Value::String(id.to_owned()),
+        result: ConnectResult {
+            server_key: "",
+            salt: "",
+            time_diff,
+            reason_code: REASON_SUCCESS,
+            server_version: 1,
+            node_id,
+        },
+    })
+}
+
+pub fn empty_result(id: &Value) -> String {
+    to_string(&ResultFrame {
+        jsonrpc: "2.0",
+        id,
+        result: Empty {},
+    })
+}
+
+pub fn error(id: &Value, code: i32, message: &str) -> String {
+    to_string(&ErrorFrame {
+        jsonrpc: "2.0",
+        id,
+        error: RpcError { code, message },
+    })
+}
+
+pub fn auth_fail(id: &str) -> String {
+    error(&Value::String(id.to_owned()), CODE_AUTH_FAIL, "auth fail")
+}
+
+/// The kick notification: no `id` key, so the EasySDK treats it as a notification.
+pub fn kick(reason: &str) -> String {
+    to_string(&NotificationFrame {
+        jsonrpc: "2.0",
+        method: "disconnect",
+        params: KickParams {
+            reason_code: REASON_CONNECT_KICK,
+            reason,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_frames_are_byte_exact() {
+        assert_eq!(
+            connect_ok("c1", -15, 1),
+            r#"{"jsonrpc":"2.0","id":"c1","result":{"serverKey":"","salt":"","timeDiff":-15,"reasonCode":1,"serverVersion":1,"nodeId":1}}"#
+        );
+        assert_eq!(
+            auth_fail("c1"),
+            r#"{"jsonrpc":"2.0","id":"c1","error":{"code":2,"message":"auth fail"}}"#
+        );
+        assert_eq!(
+            kick("device quit"),
+            r#"{"jsonrpc":"2.0","method":"disconnect","params":{"reasonCode":12,"reason":"device quit"}}"#
+        );
+        assert_eq!(
+            empty_result(&Value::String("p".into())),
+            r#"{"jsonrpc":"2.0","id":"p","result":{}}"#
+        );
+        assert_eq!(
+            error(&Value::Null, CODE_PARSE_ERROR, "parse error"),
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}"#
+        );
+    }
+
+    #[test]
+    fn first_frame_as_the_easysdk_writes_it() {
+        let f = parse_first(
+            r#"{"method":"connect","params":{"uid":"u1","token":"t","deviceId":"web_1a2b3c4d_1700000000000","deviceFlag":1,"clientTimestamp":1700000000000},"id":"5f0e1f7c-7f2b-4c43-9d2c-4b8e0d1f2a3b"}"#,
+        );
+        let FirstFrame::Connect { id, params } = f else {
+            panic!("{f:?}")
+        };
+        assert_eq!(id, "5f0e1f7c-7f2b-4c43-9d2c-4b8e0d1f2a3b");
+        assert_eq!(params.uid.as_str(), "u1");
+        assert_eq!(params.device_flag, DeviceFlag(1));
+        assert_eq!(params.client_timestamp, Some(1_700_000_000_000));
+        let minimal =
+            parse_first(r#"{"method":"connect","id":"c","params":{"uid":"u","token":"t"}}"#);
+        let FirstFrame::Connect { params, .. } = minimal else {
+            panic!()
+        };
+        assert_eq!(params.device_flag, DeviceFlag(0));
+        assert!(params.device_id.is_none());
+    }
+
+    #[test]
+    fn bad_first_frames() {
+        for (text, refused) in [
+            ("not json", true),
+            ("[1]", true),
+            (r#"{"method":"ping","id":"1"}"#, true),
+            (r#"{"method":"connect"}"#, true),
+            (r#"{"method":"connect","id":7,"params":{}}"#, true),
+            (
+                r#"{"jsonrpc":"1.0","method":"connect","id":"1","params":{}}"#,
+                true,
+            ),
+            (r#"{"method":"connect","id":"1"}"#, false),
+            (
+                r#"{"method":"connect","id":"1","params":{"uid":"u"}}"#,
+                false,
+            ),
+            (
+                r#"{"method":"connect","id":"1","params":{"uid":5,"token":"t"}}"#,
+                false,
+            ),
+            (
+                r#"{"method":"connect","id":"1","params":{"uid":"a@b","token":"t"}}"#,
+                false,
+            ),
+            (
+                r#"{"method":"connect","id":"1","params":{"uid":"u","token":"t","deviceFlag":256}}"#,
+                false,
+            ),
+            (
+                r#"{"method":"connect","id":"1","params":{"uid":"u","token":""}}"#,
+                false,
+            ),
+        ] {
+            let f = parse_first(text);
+            match f {
+                FirstFrame::Refused(_) => assert!(refused, "{text}"),
+                FirstFrame::BadConnect { .. } => assert!(!refused, "{text}"),
+                FirstFrame::Connect { .. } => panic!("accepted {text}"),
+            }
+        }
+    }
+
+    #[test]
+    fn inbound_after_connect() {
+        assert_eq!(
+            parse_inbound(r#"{"method":"ping","id":"p1"}"#),
+            Inbound::Request {
+                id: Value::String("p1".into()),
+                method: "ping".into()
+            }
+        );
+        assert_eq!(
+            parse_inbound(r#"{"method":"recvack","params":{}}"#),
+            Inbound::Notification {
+                method: "recvack".into()
+            }
+        );
+        assert_eq!(parse_inbound("{"), Inbound::Unparsable { id: Value::Null });
+        assert_eq!(
+            parse_inbound(r#"{"id":"x","params":{}}"#),
+            Inbound::Unparsable {
+                id: Value::String("x".into())
+            }
+        );
+    }
+}

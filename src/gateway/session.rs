@@ -1,0 +1,380 @@
+//! One WebSocket connection, from the upgrade to the close: connect, then ping, disconnect and
+//! the rest, until the client leaves or the server closes the session.
+//!
+//! Owns the session loop and its ending. Inbound frames are read here; outbound frames go
+//! through a bounded queue to a writer task, so a client that stops reading fills its own
+//! queue (and is closed as a slow consumer) without ever stalling this loop, a kick or another
+//! session. Promises: the connect result is sent only after `Connected` is durable; every
+//! ending records exactly one `Disconnected` (or finds it already recorded by whoever closed
+//! the session); a close ordered by the server completes within two seconds whatever the client
+//! does. Must never: log a token, or answer a frame before it is authenticated.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{sleep, timeout, timeout_at, Instant};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::frames::{self, FirstFrame, Inbound};
+use super::{peer_text, Gateway, OpenGuard, PendingGuard};
+use crate::domain::{CloseReason, Command, DeviceId, SessionId, Token, Uid};
+use crate::service::ServiceError;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// How long a closing session may spend flushing its last frames.
+const FLUSH_LIMIT: Duration = Duration::from_millis(1000);
+/// How long a closed socket is drained so that the peer reads the close frame before the FIN.
+const LINGER: Duration = Duration::from_millis(500);
+
+enum Out {
+    Text(String),
+    Close(CloseCode, &'static str),
+}
+
+/// How the session loop ended.
+enum End {
+    /// The session itself decided to end: record `reason`, close with `code`.
+    Own(CloseReason, CloseCode, &'static str),
+    /// Someone else recorded the close (a kick, a replacement): only carry it out.
+    Ordered(CloseReason),
+    /// The writer died (the socket is gone): record `client_closed`, nothing to send.
+    Gone,
+}
+
+pub(super) async fn run(
+    gw: Arc<Gateway>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    _open: OpenGuard,
+    pending: PendingGuard,
+) {
+    let deadline = Instant::now() + gw.settings.first_frame_timeout;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(gw.settings.max_message_bytes))
+        .max_frame_size(Some(gw.settings.max_message_bytes));
+    let handshake = tokio_tungstenite::accept_async_with_config(tcp, Some(config));
+    let mut ws = tokio::select! {
+        r = timeout_at(deadline, handshake) => match r {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "WebSocket handshake failed");
+                return;
+            }
+            Err(_) => return,
+        },
+        _ = gw.shutdown.cancelled() => return,
+    };
+
+    let first = tokio::select! {
+        r = timeout_at(deadline, first_text(&mut ws)) => r,
+        _ = gw.shutdown.cancelled() => {
+            close(ws, CloseCode::Away, "server shutdown").await;
+            return;
+        }
+    };
+    let text = match first {
+        Err(_) => {
+            tracing::debug!(%peer, "no connect frame within the first-frame limit");
+            return close(ws, CloseCode::Policy, "connect timeout").await;
+        }
+        Ok(Ok(text)) => text,
+        Ok(Err(Some((code, why)))) => return close(ws, code, why).await,
+        Ok(Err(None)) => return,
+    };
+    let (id, params) = match frames::parse_first(&text) {
+        FirstFrame::Connect { id, params } => (id, params),
+        FirstFrame::BadConnect { id, why } => {
+            tracing::info!(%peer, why, "connect refused: bad params");
+            let _ = timeout(FLUSH_LIMIT, ws.send(Message::text(frames::auth_fail(&id)))).await;
+            return close(ws, CloseCode::Policy, "auth fail").await;
+        }
+        FirstFrame::Refused(why) => {
+            tracing::debug!(%peer, why, "first frame refused");
+            return close(ws, CloseCode::Policy, why).await;
+        }
+    };
+
+    let session_id = SessionId::new();
+    let uid = params.uid.clone();
+    let orders = gw.service.register_live(session_id);
+    let token = Token::parse(&params.token).expect("checked when the frame was parsed");
+    let command = Command::Connect {
+        session_id,
+        uid: uid.clone(),
+        device_flag: params.device_flag,
+        device_id: params.device_id.unwrap_or_else(DeviceId::generate),
+        presented: token.hash(),
+        node_id: gw.settings.node_id,
+        peer: peer_text(peer),
+    };
+    if let Err(e) = gw.service.execute(command).await {
+        gw.service.unregister_live(session_id);
+        let reply = match &e {
+            ServiceError::Rejected(why) => {
+                tracing::info!(%peer, uid = %uid, device_flag = %params.device_flag, why = %why, "connect refused");
+                frames::auth_fail(&id)
+            }
+            ServiceError::Log(err) => {
+                tracing::error!(%peer, uid = %uid, error = %err, "connect not recorded");
+                frames::error(
+                    &id.clone().into(),
+                    frames::CODE_SYSTEM_ERROR,
+                    "system error",
+                )
+            }
+        };
+        let _ = timeout(FLUSH_LIMIT, ws.send(Message::text(reply))).await;
+        return close(ws, CloseCode::Policy, "auth fail").await;
+    }
+    drop(pending);
+    tracing::debug!(%peer, uid = %uid, session = %session_id, device_flag = %params.device_flag, "connected");
+
+    let time_diff = params.client_timestamp.map_or(0, |t| now_ms() - t);
+    let connected = frames::connect_ok(&id, time_diff, gw.settings.node_id.0);
+    let live = Live {
+        gw: gw.clone(),
+        uid,
+        session_id,
+    };
+    live.run(ws, connected, orders).await;
+}
+
+/// Reads until the first text message. `Err(Some(..))`: close with that code; `Err(None)`:
+/// the socket is gone.
+async fn first_text(ws: &mut Ws) -> Result<String, Option<(CloseCode, &'static str)>> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_owned()),
+            Some(Ok(Message::Binary(_))) => {
+                return Err(Some((
+                    CloseCode::Unsupported,
+                    "binary frames are not spoken",
+                )))
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
+                return Err(Some((CloseCode::Size, "message too big")))
+            }
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
+
+/// An authenticated session.
+struct Live {
+    gw: Arc<Gateway>,
+    uid: Uid,
+    session_id: SessionId,
+}
+
+impl Live {
+    async fn run(
+        self,
+        ws: Ws,
+        connected: String,
+        mut orders: tokio::sync::oneshot::Receiver<crate::service::CloseOrder>,
+    ) {
+        let settings = &self.gw.settings;
+        let (sink, mut stream) = ws.split();
+        let (out, out_rx) = mpsc::channel(settings.outbound_queue);
+        let _ = out.try_send(Out::Text(connected));
+        let mut writer = tokio::spawn(write_loop(sink, out_rx));
+        let idle = sleep(settings.idle_timeout);
+        tokio::pin!(idle);
+
+        let end = loop {
+            tokio::select! {
+                biased;
+                order = &mut orders => break match order {
+                    Ok(o) => End::Ordered(o.reason),
+                    // The registry dropped us without an order: only at a failed connect, which
+                    // never gets here; treat it as the server closing.
+                    Err(_) => End::Own(CloseReason::ServerShutdown, CloseCode::Away, "server shutdown"),
+                },
+                _ = self.gw.shutdown.cancelled() => {
+                    break End::Own(CloseReason::ServerShutdown, CloseCode::Away, "server shutdown");
+                }
+                _ = &mut writer => break End::Gone,
+                _ = &mut idle => break End::Own(CloseReason::IdleTimeout, CloseCode::Normal, "idle timeout"),
+                msg = stream.next() => {
+                    idle.as_mut().reset(Instant::now() + settings.idle_timeout);
+                    match msg {
+                        Some(Ok(Message::Text(t))) => match answer(t.as_str()) {
+                            Answer::Nothing => {}
+                            Answer::Reply(frame) => {
+                                if out.try_send(Out::Text(frame)).is_err() {
+                                    break End::Own(CloseReason::SlowConsumer, CloseCode::Policy, "slow reader");
+                                }
+                            }
+                            Answer::ReplyAndLeave(frame) => {
+                                let _ = out.try_send(Out::Text(frame));
+                                break End::Own(CloseReason::ClientClosed, CloseCode::Normal, "bye");
+                            }
+                            Answer::Leave => {
+                                break End::Own(CloseReason::ClientClosed, CloseCode::Normal, "bye");
+                            }
+                        },
+                        Some(Ok(Message::Binary(_))) => {
+                            break End::Own(CloseReason::ProtocolError, CloseCode::Unsupported, "binary frames are not spoken");
+                        }
+                        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
+                            break End::Own(CloseReason::ProtocolError, CloseCode::Size, "message too big");
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                            break End::Own(CloseReason::ClientClosed, CloseCode::Normal, "bye");
+                        }
+                    }
+                }
+            }
+        };
+
+        let (reason, farewell) = match end {
+            End::Own(reason, code, why) => {
+                self.record(reason).await;
+                (reason, Some((None, code, why)))
+            }
+            End::Ordered(reason) => {
+                let code = if reason == CloseReason::ServerShutdown {
+                    CloseCode::Away
+                } else {
+                    CloseCode::Normal
+                };
+                (reason, Some((reason.kick_text(), code, reason.as_str())))
+            }
+            End::Gone => {
+                self.record(CloseReason::ClientClosed).await;
+                (CloseReason::ClientClosed, None)
+            }
+        };
+        tracing::debug!(uid = %self.uid, session = %self.session_id, %reason, "session closed");
+
+        let Some((kick, code, why)) = farewell else {
+            return;
+        };
+        let mut queued = true;
+        if let Some(text) = kick {
+            queued &= out.try_send(Out::Text(frames::kick(text))).is_ok();
+        }
+        queued &= out.try_send(Out::Close(code, why)).is_ok();
+        drop(out);
+        if !queued {
+            // The queue is full: the client is not reading, so nothing more will reach it.
+            writer.abort();
+            return;
+        }
+        match timeout(FLUSH_LIMIT, &mut writer).await {
+            Ok(Ok(Some(sink))) => {
+                if let Ok(ws) = sink.reunite(stream) {
+                    linger(ws).await;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => writer.abort(),
+        }
+    }
+
+    async fn record(&self, reason: CloseReason) {
+        self.gw.service.unregister_live(self.session_id);
+        let command = Command::Disconnect {
+            uid: self.uid.clone(),
+            session_id: self.session_id,
+            reason,
+        };
+        if let Err(e) = self.gw.service.execute(command).await {
+            tracing::error!(uid = %self.uid, session = %self.session_id, %reason, error = %e,
+                "close not recorded; the next start closes it as server_restart");
+        }
+    }
+}
+
+enum Answer {
+    Nothing,
+    Reply(String),
+    ReplyAndLeave(String),
+    Leave,
+}
+
+fn answer(text: &str) -> Answer {
+    match frames::parse_inbound(text) {
+        Inbound::Request { id, method } => match method.as_str() {
+            "ping" => Answer::Reply(frames::empty_result(&id)),
+            "disconnect" => Answer::ReplyAndLeave(frames::empty_result(&id)),
+            _ => Answer::Reply(frames::error(
+                &id,
+                frames::CODE_METHOD_NOT_FOUND,
+                "method not supported by this server",
+            )),
+        },
+        Inbound::Notification { method } if method == "disconnect" => Answer::Leave,
+        Inbound::Notification { .. } => Answer::Nothing,
+        Inbound::Unparsable { id } => {
+            Answer::Reply(frames::error(&id, frames::CODE_PARSE_ERROR, "parse error"))
+        }
+    }
+}
+
+/// Sends queued frames until a close frame or the end of the queue; hands the sink back so the
+/// socket can be closed gracefully, or `None` when the socket failed.
+async fn write_loop(
+    mut sink: SplitSink<Ws, Message>,
+    mut queue: mpsc::Receiver<Out>,
+) -> Option<SplitSink<Ws, Message>> {
+    while let Some(out) = queue.recv().await {
+        let sent = match out {
+            Out::Text(text) => sink.send(Message::text(text)).await,
+            Out::Close(code, reason) => {
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let r = sink.send(Message::Close(Some(frame))).await;
+                return r.ok().map(|()| sink);
+            }
+        };
+        sent.ok()?;
+    }
+    Some(sink)
+}
+
+/// Closes an unsplit socket with `code` and drains it.
+async fn close(mut ws: Ws, code: CloseCode, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    if timeout(FLUSH_LIMIT, ws.close(Some(frame))).await.is_ok() {
+        linger(ws).await;
+    }
+}
+
+/// After our close frame: send FIN, then read and discard what the peer still sends (its close
+/// reply, or the rest of an oversized message) for a moment, so that closing with unread data
+/// does not reset the connection before the peer has read our close frame.
+async fn linger(mut ws: Ws) {
+    let tcp: &mut TcpStream = ws.get_mut();
+    let _ = tcp.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let _ = timeout(LINGER, async {
+        while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,93 @@
+//! The HTTP error type: every failure of the API renders itself as the contract's envelope,
+//! `{"msg":"<for a person>","status":N}`, with the same N as the HTTP status.
+//!
+//! Promises: no internals in a message (storage errors are logged, not shown). Must never:
+//! answer an error in any other shape, or panic.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::log::LogError;
+use crate::service::ServiceError;
+use crate::view::ViewError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("body larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    Unavailable(&'static str),
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn bad(msg: impl Into<String>) -> Self {
+        ApiError::BadRequest(msg.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// The envelope, in the contract's key order.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    msg: &'a str,
+    status: u16,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let msg = self.to_string();
+        super::json_response(
+            status,
+            &Envelope {
+                msg: &msg,
+                status: status.as_u16(),
+            },
+        )
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> Self {
+        tracing::error!(error = %e, "request failed on the event log");
+        ApiError::Unavailable("event log unavailable, nothing was recorded; retry later")
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Log(e) => e.into(),
+            ServiceError::Rejected(r) => ApiError::BadRequest(r.to_string()),
+        }
+    }
+}
+
+impl From<ViewError> for ApiError {
+    fn from(e: ViewError) -> Self {
+        tracing::error!(error = %e, "request failed on the SQL view");
+        ApiError::Internal
+    }
+}

@@ -1,0 +1,105 @@
+//! The HTTP API (`protocol.md` section 2; section 4 for operators): axum routes, one file per
+//! resource, one error type ([`error::ApiError`]) that renders the contract's envelope.
+//!
+//! Owns the edge between JSON and typed commands: bodies are parsed here, once, into the
+//! domain's newtypes, then handed to the write path or answered from memory. Promises: every
+//! error, including 404, 405 and 413, is the `{"msg","status"}` envelope; the manager token
+//! guards every route but the probes. Must never: panic on input, or answer a mutation before
+//! its events are durable.
+
+mod auth;
+mod body;
+pub mod error;
+mod health;
+pub mod onlinestatus;
+mod systemuids;
+mod tokens;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Serialize;
+
+pub use auth::ManagerToken;
+use error::ApiError;
+
+use crate::service::UserService;
+use crate::view::ViewStore;
+
+/// The limits the API enforces.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    pub max_body_bytes: usize,
+    pub max_uids_per_request: usize,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct ApiState {
+    pub service: Arc<UserService>,
+    pub view: Arc<dyn ViewStore>,
+    pub limits: Arc<ApiLimits>,
+    pub manager_token: Option<ManagerToken>,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The whole API as one router.
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/user/token", post(tokens::set_token))
+        .route("/user/device_quit", post(tokens::device_quit))
+        .route("/user/onlinestatus", post(onlinestatus::online_status))
+        .route("/user/systemuids", get(systemuids::list))
+        .route("/user/systemuids_add", post(systemuids::add))
+        .route("/user/systemuids_remove", post(systemuids::remove))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_manager_token,
+        ));
+    let probes = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+    Router::new()
+        .merge(api)
+        .merge(probes)
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// `{"status":200}`: the answer of every mutation.
+pub fn ok() -> Response {
+    raw_json(StatusCode::OK, br#"{"status":200}"#.to_vec())
+}
+
+pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => raw_json(status, bytes),
+        Err(e) => {
+            tracing::error!(error = %e, "response did not serialize");
+            raw_json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                br#"{"msg":"internal error","status":500}"#.to_vec(),
+            )
+        }
+    }
+}
+
+pub fn raw_json(status: StatusCode, bytes: Vec<u8>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
+}

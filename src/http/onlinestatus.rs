@@ -1,0 +1,108 @@
+//! `/user/onlinestatus`: which of these uids are online, on which device flags. The hot path.
+//!
+//! Promises `protocol.md` section 2: one row per online (uid, flag), uids in request order, a uid
+//! listed twice answered once, offline uids left out, `[]` for `[]`; answered from memory only.
+//! The body is parsed into borrowed strings (no allocation per uid unless it has escapes) and the
+//! answer is written straight into one buffer. Must never: touch the disk or SQL, or allocate per
+//! looked-up uid on the common path.
+
+use std::borrow::Cow;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::body::{uid_error, Body};
+use super::error::ApiError;
+use super::ApiState;
+use crate::domain::Uid;
+use crate::presence::Presence;
+
+#[derive(Deserialize)]
+struct BorrowedUid<'a>(#[serde(borrow)] Cow<'a, str>);
+
+pub async fn online_status(
+    State(state): State<ApiState>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let max = state.limits.max_uids_per_request;
+    let uids: Vec<BorrowedUid<'_>> = match serde_json::from_slice(&body.0) {
+        Ok(v) => v,
+        Err(_) => return Err(explain(&body, max)),
+    };
+    if uids.len() > max {
+        return Err(too_many(uids.len(), max));
+    }
+    for (i, u) in uids.iter().enumerate() {
+        Uid::check(&u.0).map_err(|e| uid_error(&format!("uids[{i}]"), e))?;
+    }
+    let out = render(state.service.presence(), uids.iter().map(|u| u.0.as_ref()));
+    Ok(super::raw_json(StatusCode::OK, out))
+}
+
+/// Writes the answer for `uids` (already valid) as JSON.
+pub fn render<'a>(presence: &Presence, uids: impl ExactSizeIterator<Item = &'a str>) -> Vec<u8> {
+    let n = uids.len();
+    let mut out = Vec::with_capacity(2 + n * 8);
+    out.push(b'[');
+    let mut seen = ahash::HashSet::<&str>::default();
+    let dedupe = n > 1;
+    if dedupe {
+        seen.reserve(n);
+    }
+    let mut first = true;
+    for uid in uids {
+        if dedupe && !seen.insert(uid) {
+            continue;
+        }
+        presence.for_each_online_flag(uid, |flag| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(b"{\"uid\":");
+            serde_json::to_writer(&mut out, uid).expect("writing to a Vec cannot fail");
+            out.extend_from_slice(b",\"device_flag\":");
+            push_u8(&mut out, flag.0);
+            out.extend_from_slice(b",\"online\":1}");
+        });
+    }
+    out.push(b']');
+    out
+}
+
+fn push_u8(out: &mut Vec<u8>, n: u8) {
+    if n >= 100 {
+        out.push(b'0' + n / 100);
+    }
+    if n >= 10 {
+        out.push(b'0' + (n / 10) % 10);
+    }
+    out.push(b'0' + n % 10);
+}
+
+fn too_many(n: usize, max: usize) -> ApiError {
+    ApiError::bad(format!(
+        "{n} uids requested; at most {max} are allowed per request"
+    ))
+}
+
+/// The slow path: the body did not parse as a list of strings; say exactly why.
+fn explain(body: &Body, max: usize) -> ApiError {
+    let value = match body.json() {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let Value::Array(items) = value else {
+        return ApiError::bad("body must be a JSON array of uids");
+    };
+    if items.len() > max {
+        return too_many(items.len(), max);
+    }
+    match items.iter().position(|v| !v.is_string()) {
+        Some(i) => ApiError::bad(format!("uids[{i}] must be a string")),
+        None => ApiError::bad("body must be a JSON array of uids"),
+    }
+}

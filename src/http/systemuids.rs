@@ -1,0 +1,33 @@
+//! `/user/systemuids`, `/user/systemuids_add`, `/user/systemuids_remove`: the application's
+//! trusted accounts.
+//!
+//! Promises: add and remove are idempotent and durable before `{"status":200}`; the list is
+//! answered sorted, from memory. Must never: accept `____system` or an invalid uid.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::body::Body;
+use super::error::ApiError;
+use super::{json_response, ok, ApiState};
+
+pub async fn list(State(state): State<ApiState>) -> Response {
+    json_response(StatusCode::OK, &state.service.presence().system_uids())
+}
+
+pub async fn add(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
+    change(state, body, true).await
+}
+
+pub async fn remove(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
+    change(state, body, false).await
+}
+
+async fn change(state: ApiState, body: Body, adding: bool) -> Result<Response, ApiError> {
+    let uids = body
+        .object()?
+        .uid_list("uids", state.limits.max_uids_per_request)?;
+    state.service.change_system_uids(adding, &uids).await?;
+    Ok(ok())
+}

@@ -1,0 +1,62 @@
+//! `/user/token` and `/user/device_quit`: what an application server says about a user's
+//! devices.
+//!
+//! Promises `protocol.md` section 2: fields validated with errors that name them, `{"status":200}`
+//! only after the events are durable, kicks carried out by the write path. Must never: keep,
+//! log or echo the token (it is hashed here and dropped).
+
+use axum::extract::State;
+use axum::response::Response;
+
+use super::body::Body;
+use super::error::ApiError;
+use super::{ok, ApiState};
+use crate::domain::{Command, DeviceFlag, DeviceLevel, QuitScope, Token};
+
+pub async fn set_token(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
+    let fields = body.object()?;
+    let uid = fields.uid("uid")?;
+    let token = Token::parse(fields.required_str("token")?)
+        .ok_or_else(|| ApiError::bad("token must be 1 to 4096 bytes"))?;
+    let flag_rule = "an integer from 0 to 255";
+    let device_flag = fields
+        .int("device_flag", flag_rule)?
+        .ok_or_else(|| ApiError::bad("device_flag is required"))
+        .and_then(|n| {
+            DeviceFlag::parse(n)
+                .ok_or_else(|| ApiError::bad(format!("device_flag must be {flag_rule}")))
+        })?;
+    let device_level = match fields.int("device_level", "0 or 1")? {
+        None => DeviceLevel::Slave,
+        Some(n) => {
+            DeviceLevel::parse(n).ok_or_else(|| ApiError::bad("device_level must be 0 or 1"))?
+        }
+    };
+    state
+        .service
+        .execute(Command::SetToken {
+            uid,
+            device_flag,
+            device_level,
+            token_hash: token.hash(),
+        })
+        .await?;
+    Ok(ok())
+}
+
+pub async fn device_quit(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
+    let fields = body.object()?;
+    let uid = fields.uid("uid")?;
+    let rule = "an integer from -1 to 255 (-1: every flag)";
+    let scope = fields
+        .int("device_flag", rule)?
+        .ok_or_else(|| ApiError::bad("device_flag is required"))
+        .and_then(|n| {
+            QuitScope::parse(n).ok_or_else(|| ApiError::bad(format!("device_flag must be {rule}")))
+        })?;
+    state
+        .service
+        .execute(Command::QuitDevice { uid, scope })
+        .await?;
+    Ok(ok())
+}

@@ -1,0 +1,69 @@
+//! The event log: the one durable truth, everything else is a projection of it.
+//!
+//! Owns the storage of events (a [`LogStore`], sled by default: [`sled_store`]) and the one
+//! writer that assigns `seq` numbers and makes appends durable in groups ([`writer`]). Promises:
+//! `seq` is dense from 1 and survives restarts; an append is acknowledged only after the flush
+//! that made it durable; an event is never rewritten. Must never: acknowledge an event that a
+//! crash could lose, or leave a gap in `seq` when a write fails.
+
+pub mod sled_store;
+pub mod writer;
+
+use std::sync::Arc;
+
+use crate::domain::{DecodeError, Seq, Uid};
+
+pub use sled_store::SledStore;
+pub use writer::EventLog;
+
+/// Why the log could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    #[error("event log storage failed: {0}")]
+    Storage(Arc<str>),
+    #[error("event log is closed")]
+    Closed,
+    #[error("event {seq} cannot be decoded: {reason}")]
+    Corrupt { seq: Seq, reason: Arc<str> },
+}
+
+impl LogError {
+    pub fn storage(e: impl std::fmt::Display) -> Self {
+        LogError::Storage(e.to_string().into())
+    }
+
+    pub fn corrupt(seq: Seq, e: DecodeError) -> Self {
+        LogError::Corrupt {
+            seq,
+            reason: e.to_string().into(),
+        }
+    }
+}
+
+/// One event ready to be written: its seq, its encoded bytes and the uids it is indexed under.
+pub struct EncodedRecord {
+    pub seq: Seq,
+    pub bytes: Vec<u8>,
+    pub uids: Vec<Uid>,
+}
+
+/// Where events are kept. Synchronous on purpose: the writer runs on its own thread, so a flush
+/// that blocks does not block the async runtime. Implementations: [`SledStore`], and test
+/// doubles that fail on demand.
+pub trait LogStore: Send + Sync + 'static {
+    /// The highest seq stored, `Seq(0)` for an empty log.
+    fn last_seq(&self) -> Result<Seq, LogError>;
+    /// Writes a batch atomically (all or none of it), not yet durable.
+    fn write(&self, batch: &[EncodedRecord]) -> Result<(), LogError>;
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), LogError>;
+    /// Up to `limit` events with seq greater than `after`, in seq order.
+    fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<(Seq, Vec<u8>)>, LogError>;
+    /// Up to `limit` events indexed under `uid` with seq greater than `after`, in seq order.
+    fn read_uid(
+        &self,
+        uid: &str,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, Vec<u8>)>, LogError>;
+}

@@ -1,0 +1,108 @@
+//! The sled-backed [`LogStore`]: tree `events` keyed by big-endian seq (so key order is append
+//! order), tree `by_uid` keyed by `uid ++ 0x00 ++ seq` (a uid never holds a control byte, so the
+//! separator is unambiguous) for one user's history without a scan.
+//!
+//! Promises that a batch lands in both trees atomically (one sled transaction) and is durable
+//! after [`LogStore::flush`]. Must never: be opened by two processes (sled locks the directory).
+
+use std::path::Path;
+
+use sled::Transactional;
+
+use super::{EncodedRecord, LogError, LogStore};
+use crate::domain::Seq;
+
+pub struct SledStore {
+    db: sled::Db,
+    events: sled::Tree,
+    by_uid: sled::Tree,
+}
+
+impl SledStore {
+    pub fn open(dir: &Path) -> Result<Self, LogError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| LogError::storage(format_args!("cannot open {}: {e}", dir.display())))?;
+        let events = db.open_tree("events").map_err(LogError::storage)?;
+        let by_uid = db.open_tree("by_uid").map_err(LogError::storage)?;
+        Ok(SledStore { db, events, by_uid })
+    }
+
+    fn uid_key(uid: &str, seq: Seq) -> Vec<u8> {
+        let mut k = Vec::with_capacity(uid.len() + 9);
+        k.extend_from_slice(uid.as_bytes());
+        k.push(0);
+        k.extend_from_slice(&seq.to_key());
+        k
+    }
+}
+
+impl LogStore for SledStore {
+    fn last_seq(&self) -> Result<Seq, LogError> {
+        match self.events.last().map_err(LogError::storage)? {
+            Some((k, _)) => Seq::from_key(&k).ok_or_else(|| LogError::storage("malformed seq key")),
+            None => Ok(Seq(0)),
+        }
+    }
+
+    fn write(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
+        let mut events = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        for r in batch {
+            events.insert(&r.seq.to_key(), r.bytes.as_slice());
+            for uid in &r.uids {
+                index.insert(Self::uid_key(uid.as_str(), r.seq), &[][..]);
+            }
+        }
+        (&self.events, &self.by_uid)
+            .transaction(|(ev, ix)| {
+                ev.apply_batch(&events)?;
+                ix.apply_batch(&index)?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| LogError::storage(format_args!("{e:?}")))
+    }
+
+    fn flush(&self) -> Result<(), LogError> {
+        self.db.flush().map(|_| ()).map_err(LogError::storage)
+    }
+
+    fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<(Seq, Vec<u8>)>, LogError> {
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for item in self.events.range(after.next().to_key()..).take(limit) {
+            let (k, v) = item.map_err(LogError::storage)?;
+            let seq = Seq::from_key(&k).ok_or_else(|| LogError::storage("malformed seq key"))?;
+            out.push((seq, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn read_uid(
+        &self,
+        uid: &str,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, Vec<u8>)>, LogError> {
+        let mut prefix = uid.as_bytes().to_vec();
+        prefix.push(0);
+        let start = Self::uid_key(uid, after.next());
+        let mut out = Vec::new();
+        for item in self.by_uid.range(start..).take(limit) {
+            let (k, _) = item.map_err(LogError::storage)?;
+            if !k.starts_with(&prefix) || k.len() != prefix.len() + 8 {
+                break;
+            }
+            let seq = Seq::from_key(&k[prefix.len()..]).expect("8 bytes checked above");
+            let v = self
+                .events
+                .get(seq.to_key())
+                .map_err(LogError::storage)?
+                .ok_or_else(|| {
+                    LogError::storage(format_args!("index names missing event {seq}"))
+                })?;
+            out.push((seq, v.to_vec()));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,202 @@
+//! Group commit: one writer thread turns concurrent appends into batches that each cost one
+//! flush.
+//!
+//! Callers hand their events to [`EventLog::append`] and await the acknowledgement. The writer
+//! takes every request waiting (up to [`MAX_BATCH`]), numbers the events, writes them in one
+//! atomic batch, flushes once, and only then acknowledges each caller. Promises: an
+//! acknowledged event is durable; a failed batch is acknowledged as failed to every caller in
+//! it and consumes no seq; `durable()` never runs ahead of the disk. Must never: run a flush on
+//! the async runtime's threads.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use super::{EncodedRecord, LogError, LogStore};
+use crate::domain::{Event, NodeId, RecordedEvent, Seq};
+
+/// The most append requests one batch takes.
+pub const MAX_BATCH: usize = 1024;
+
+enum Request {
+    Append {
+        events: Vec<Event>,
+        ack: oneshot::Sender<Result<Vec<RecordedEvent>, LogError>>,
+    },
+    Stop,
+}
+
+/// A cloneable handle to the log: append through the writer, read from the store.
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn LogStore>,
+    tx: mpsc::Sender<Request>,
+    durable: watch::Receiver<Seq>,
+    writer: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+impl EventLog {
+    /// Starts the writer over `store`; events are stamped with `node_id`.
+    pub fn start(store: Arc<dyn LogStore>, node_id: NodeId) -> Result<Self, LogError> {
+        let last = store.last_seq()?;
+        let (tx, rx) = mpsc::channel(64 * 1024);
+        let (durable_tx, durable) = watch::channel(last);
+        let writer_store = store.clone();
+        let handle = thread::Builder::new()
+            .name("wkuser-log-writer".into())
+            .spawn(move || run_writer(writer_store, rx, durable_tx, last, node_id))
+            .map_err(LogError::storage)?;
+        Ok(EventLog {
+            inner: Arc::new(Inner {
+                store,
+                tx,
+                durable,
+                writer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// Appends `events` as one unit and returns them as recorded, once they are durable.
+    pub async fn append(&self, events: Vec<Event>) -> Result<Vec<RecordedEvent>, LogError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ack, done) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Request::Append { events, ack })
+            .await
+            .map_err(|_| LogError::Closed)?;
+        done.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// The highest durable seq, and a way to wait for it to move.
+    pub fn durable(&self) -> watch::Receiver<Seq> {
+        self.inner.durable.clone()
+    }
+
+    pub fn last_durable(&self) -> Seq {
+        *self.inner.durable.borrow()
+    }
+
+    /// Up to `limit` events after `after`, decoded.
+    pub fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
+        decode_all(self.inner.store.read_after(after, limit)?)
+    }
+
+    /// Up to `limit` events of one uid after `after`, decoded.
+    pub fn read_uid(
+        &self,
+        uid: &str,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        decode_all(self.inner.store.read_uid(uid, after, limit)?)
+    }
+
+    /// Stops the writer after everything queued before this call, and waits for it.
+    pub async fn close(&self) {
+        let _ = self.inner.tx.send(Request::Stop).await;
+        let handle = self.inner.writer.lock().take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+fn decode_all(raw: Vec<(Seq, Vec<u8>)>) -> Result<Vec<RecordedEvent>, LogError> {
+    raw.into_iter()
+        .map(|(seq, bytes)| {
+            RecordedEvent::decode(seq, &bytes).map_err(|e| LogError::corrupt(seq, e))
+        })
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn run_writer(
+    store: Arc<dyn LogStore>,
+    mut rx: mpsc::Receiver<Request>,
+    durable: watch::Sender<Seq>,
+    mut last: Seq,
+    node_id: NodeId,
+) {
+    let mut pending = Vec::with_capacity(MAX_BATCH);
+    let mut stop = false;
+    while !stop {
+        match rx.blocking_recv() {
+            None | Some(Request::Stop) => break,
+            Some(Request::Append { events, ack }) => pending.push((events, ack)),
+        }
+        while pending.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Request::Append { events, ack }) => pending.push((events, ack)),
+                Ok(Request::Stop) => {
+                    stop = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let recorded_at = now_ms();
+        let mut seq = last;
+        let mut encoded = Vec::new();
+        let mut replies = Vec::with_capacity(pending.len());
+        for (events, ack) in pending.drain(..) {
+            let recorded: Vec<RecordedEvent> = events
+                .into_iter()
+                .map(|event| {
+                    seq = seq.next();
+                    RecordedEvent {
+                        seq,
+                        event_id: Uuid::now_v7(),
+                        recorded_at,
+                        node_id,
+                        event,
+                    }
+                })
+                .collect();
+            encoded.extend(recorded.iter().map(|r| EncodedRecord {
+                seq: r.seq,
+                bytes: r.encode(),
+                uids: r.event.uids().to_vec(),
+            }));
+            replies.push((recorded, ack));
+        }
+        match store.write(&encoded).and_then(|()| store.flush()) {
+            Ok(()) => {
+                last = seq;
+                durable.send_replace(last);
+                for (recorded, ack) in replies {
+                    let _ = ack.send(Ok(recorded));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = encoded.len(), "append failed; nothing acknowledged");
+                for (_, ack) in replies {
+                    let _ = ack.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+    // Answer whatever was queued behind a stop, so no caller waits forever.
+    rx.close();
+    while let Ok(req) = rx.try_recv() {
+        if let Request::Append { ack, .. } = req {
+            let _ = ack.send(Err(LogError::Closed));
+        }
+    }
+}

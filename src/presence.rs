@@ -1,0 +1,111 @@
+//! The hot in-memory projection: token hashes and levels, open sessions, system uids.
+//!
+//! Owns the state every hot read is answered from (`/user/onlinestatus`, the token check of a
+//! connect, `/user/systemuids`). It is moved only by [`Presence::apply`], which runs `evolve`
+//! after an event is durable, so a reader never sees what the log might still lose. Promises:
+//! no global lock on the read path (users live in a sharded concurrent map: a reader waits at
+//! most for a writer of the same shard, for the length of one `evolve`). Must never: do I/O, or
+//! hold a shard across an `.await`.
+
+use std::collections::BTreeSet;
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+
+use crate::domain::decide::evolve_system_uids;
+use crate::domain::{DeviceFlag, Event, OpenSession, TokenSlot, Uid, UserState};
+
+type Users = DashMap<Uid, UserState, ahash::RandomState>;
+
+#[derive(Default)]
+pub struct Presence {
+    users: Users,
+    system_uids: RwLock<BTreeSet<Uid>>,
+}
+
+impl Presence {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds the projection from the SQL view's rows at start-up.
+    pub fn load(
+        tokens: impl IntoIterator<Item = (Uid, DeviceFlag, TokenSlot)>,
+        sessions: impl IntoIterator<Item = (Uid, OpenSession)>,
+        system_uids: impl IntoIterator<Item = Uid>,
+    ) -> Self {
+        let users: Users = DashMap::default();
+        let mut grouped: std::collections::HashMap<Uid, (Vec<_>, Vec<_>)> = Default::default();
+        for (uid, flag, slot) in tokens {
+            grouped.entry(uid).or_default().0.push((flag, slot));
+        }
+        for (uid, session) in sessions {
+            grouped.entry(uid).or_default().1.push(session);
+        }
+        for (uid, (t, s)) in grouped {
+            users.insert(uid, UserState::from_parts(t, s));
+        }
+        Presence {
+            users,
+            system_uids: RwLock::new(system_uids.into_iter().collect()),
+        }
+    }
+
+    /// Runs `f` on the user's state (an empty state for an unknown uid).
+    pub fn with_user<R>(&self, uid: &str, f: impl FnOnce(&UserState) -> R) -> R {
+        match self.users.get(uid) {
+            Some(state) => f(&state),
+            None => f(&UserState::default()),
+        }
+    }
+
+    /// Calls `f` for each flag `uid` is online on, ascending. The onlinestatus path.
+    pub fn for_each_online_flag(&self, uid: &str, mut f: impl FnMut(DeviceFlag)) {
+        if let Some(state) = self.users.get(uid) {
+            state.online_flags().for_each(&mut f);
+        }
+    }
+
+    /// Applies a durable event (`evolve`).
+    pub fn apply(&self, event: &Event) {
+        match event.uid() {
+            Some(uid) => {
+                let mut entry = self.users.entry(uid.clone()).or_default();
+                entry.evolve(event);
+                if entry.is_empty() {
+                    drop(entry);
+                    self.users.remove_if(uid, |_, s| s.is_empty());
+                }
+            }
+            None => evolve_system_uids(&mut self.system_uids.write(), event),
+        }
+    }
+
+    pub fn system_uids(&self) -> Vec<Uid> {
+        self.system_uids.read().iter().cloned().collect()
+    }
+
+    pub fn system_uid_set(&self) -> BTreeSet<Uid> {
+        self.system_uids.read().clone()
+    }
+
+    /// Every open session (start-up and shutdown close them all).
+    pub fn open_sessions(&self) -> Vec<(Uid, OpenSession)> {
+        let mut out = Vec::new();
+        for entry in self.users.iter() {
+            out.extend(
+                entry
+                    .sessions()
+                    .iter()
+                    .map(|s| (entry.key().clone(), s.clone())),
+            );
+        }
+        out
+    }
+
+    /// Known users and open sessions, for logs and metrics.
+    pub fn counts(&self) -> (usize, usize) {
+        let sessions = self.users.iter().map(|e| e.sessions().len()).sum();
+        (self.users.len(), sessions)
+    }
+}

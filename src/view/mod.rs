@@ -1,0 +1,101 @@
+//! The SQL view: users, tokens (hashes only), device sessions, system uids and node lifetimes,
+//! projected from the log.
+//!
+//! Owns the [`ViewStore`] trait (one implementation per engine: [`sqlite`] now, PostgreSQL
+//! next) and the [`projector`] that feeds it. Promises: a batch of events and the checkpoint
+//! that accounts for them are written in one transaction, so the view is exactly-once in effect
+//! and always equals a replay of the log up to its checkpoint. Must never: call out (no
+//! sockets, no kicks) while projecting, so that replaying is always safe.
+
+pub mod projector;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    CloseReason, DeviceFlag, DeviceId, DeviceLevel, NodeId, OpenSession, RecordedEvent, Seq,
+    SessionId, TokenSlot, Uid,
+};
+
+pub use sqlite::SqliteView;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error("SQL view: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("SQL view migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("SQL view holds a row this build cannot read: {0}")]
+    Malformed(String),
+}
+
+/// What the in-memory projection is rebuilt from at start-up.
+#[derive(Debug, Default)]
+pub struct ViewState {
+    pub checkpoint: Seq,
+    pub tokens: Vec<(Uid, DeviceFlag, TokenSlot)>,
+    pub open_sessions: Vec<(Uid, OpenSession)>,
+    pub system_uids: Vec<Uid>,
+}
+
+/// One device session as the history shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub session_id: SessionId,
+    pub uid: Uid,
+    pub device_flag: DeviceFlag,
+    pub device_level: DeviceLevel,
+    pub device_id: DeviceId,
+    pub node_id: NodeId,
+    pub peer: String,
+    pub connected_at: i64,
+    pub disconnected_at: Option<i64>,
+    pub reason: Option<CloseReason>,
+}
+
+/// Every row of the view in a canonical order and text form: two views are equal exactly when
+/// their dumps are.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ViewDump {
+    pub tables: Vec<(String, Vec<String>)>,
+}
+
+impl ViewDump {
+    /// Human-readable differences, at most `max` of them.
+    pub fn differences(&self, other: &ViewDump, max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for ((name, a), (_, b)) in self.tables.iter().zip(&other.tables) {
+            let sa: std::collections::BTreeSet<_> = a.iter().collect();
+            let sb: std::collections::BTreeSet<_> = b.iter().collect();
+            for row in sa.difference(&sb) {
+                out.push(format!("{name}: only in the first: {row}"));
+            }
+            for row in sb.difference(&sa) {
+                out.push(format!("{name}: only in the second: {row}"));
+            }
+        }
+        out.truncate(max);
+        out
+    }
+}
+
+#[async_trait]
+pub trait ViewStore: Send + Sync + 'static {
+    /// The last seq the view accounts for.
+    async fn checkpoint(&self) -> Result<Seq, ViewError>;
+    /// Applies a batch of consecutive events and moves the checkpoint, in one transaction.
+    async fn apply(&self, batch: &[RecordedEvent]) -> Result<(), ViewError>;
+    /// Everything the in-memory projection needs, as of the checkpoint.
+    async fn load_state(&self) -> Result<ViewState, ViewError>;
+    /// A page of one user's sessions, newest first, strictly older than `before` when given.
+    async fn sessions(
+        &self,
+        uid: &Uid,
+        before: Option<SessionId>,
+        limit: u32,
+    ) -> Result<Vec<SessionRecord>, ViewError>;
+    /// Every row, for comparing two views.
+    async fn dump(&self) -> Result<ViewDump, ViewError>;
+    /// Closes the connections (the file stays).
+    async fn close(&self);
+}

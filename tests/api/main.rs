@@ -1,0 +1,7 @@
+//! The integration tests: one binary, the real server on port 0, real sockets.
+//!
+//! `helpers` starts and restarts the server ([`helpers::spawn_app`]); each other module covers
+//! one surface of the contract.
+
+mod helpers;
+mod smoke;
