@@ -1,14 +1,23 @@
-//! The `wkuser` command: `serve` runs the server; the operator commands come beside it.
+//! The `wkuser` command: `serve` runs the server; `audit`, `events`, `replay` and `verify` are
+//! for operators.
 //!
 //! Owns process concerns only: parsing the command line, the log subscriber (`RUST_LOG`), the
-//! signals that stop the server. Everything else is in the library.
+//! signals that stop the server, exit codes. Everything else is in the library.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
 use wkuser::app::Server;
 use wkuser::config::Config;
+use wkuser::domain::{Seq, Uid};
+use wkuser::ops::client::{encode, ApiClient};
+use wkuser::ops::replay::{self, Until};
+use wkuser::ops::{audit, open_stopped_log};
+use wkuser::view::{SqliteView, ViewStore};
 
 #[derive(Parser)]
 #[command(
@@ -25,9 +34,80 @@ struct Cli {
 enum Cmd {
     /// Run the server: HTTP API and WebSocket gateway over the data directory.
     Serve(Config),
+    /// A user's session history as a table, current status on top.
+    Audit(AuditArgs),
+    /// Events as JSON lines, oldest first.
+    Events(EventsArgs),
+    /// Rebuild the SQL view from the log into a fresh database (stopped data dir).
+    Replay(ReplayArgs),
+    /// Rebuild the view in a temporary database and compare it with the live one (stopped data
+    /// dir); exit 1 when they differ.
+    Verify(DataDirArg),
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Args)]
+struct DataDirArg {
+    /// The data directory.
+    #[arg(long, env = "WK_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct RemoteArgs {
+    /// Read through a running server's API (e.g. 127.0.0.1:5001) instead of the data dir.
+    #[arg(long)]
+    api: Option<String>,
+    /// The manager token of that server, if it has one.
+    #[arg(long, env = "WK_MANAGER_TOKEN", hide_env_values = true)]
+    manager_token: Option<String>,
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    /// The uid.
+    uid: String,
+    /// Most sessions shown, newest first.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    #[command(flatten)]
+    data: DataDirArg,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Args)]
+struct EventsArgs {
+    /// Only the events of this uid.
+    #[arg(long)]
+    uid: Option<String>,
+    /// Only events after this seq.
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    /// Keep printing new events as they are recorded (needs --api: a stopped log does not grow).
+    #[arg(long)]
+    follow: bool,
+    #[command(flatten)]
+    data: DataDirArg,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The new database file to build (must not exist).
+    #[arg(long)]
+    into: PathBuf,
+    /// Stop after this seq.
+    #[arg(long, conflicts_with = "until_time")]
+    until_seq: Option<u64>,
+    /// Stop after the events recorded at or before this time (RFC 3339).
+    #[arg(long)]
+    until_time: Option<String>,
+    #[command(flatten)]
+    data: DataDirArg,
+}
+
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -37,9 +117,29 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    match cli.command {
-        Cmd::Serve(config) => runtime.block_on(serve(config)),
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wkuser: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Cmd::Serve(config) => serve(config).await.map(|()| true),
+            Cmd::Audit(a) => audit_cmd(a).await.map(|()| true),
+            Cmd::Events(a) => events_cmd(a).await.map(|()| true),
+            Cmd::Replay(a) => replay_cmd(a).await.map(|()| true),
+            Cmd::Verify(a) => verify_cmd(a).await,
+        }
+    });
+    match outcome {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("wkuser: {e:#}");
+            std::process::ExitCode::from(2)
+        }
     }
 }
 
@@ -67,4 +167,181 @@ async fn wait_for_stop_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+async fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
+    let uid = Uid::parse(&a.uid)
+        .map_err(|e| anyhow::anyhow!("{:?} is not a valid uid: it {e}", a.uid))?;
+    let limit = a.limit.clamp(1, 1000);
+    let (history, source) = match &a.remote.api {
+        Some(api) => {
+            let client = ApiClient::new(api, a.remote.manager_token.clone());
+            let path = format!("/user/sessions?uid={}&limit={limit}", encode(uid.as_str()));
+            let history: audit::History = client.get(&path).await?;
+            (history, format!("running server at {api} (live status)"))
+        }
+        None => {
+            let path = a.data.data_dir.join("view.sqlite");
+            if !path.exists() {
+                bail!(
+                    "{} holds no SQL view (no {})",
+                    a.data.data_dir.display(),
+                    path.display()
+                );
+            }
+            let view = SqliteView::open(&path).await?;
+            let checkpoint = view.checkpoint().await?;
+            let mut records = view.sessions(&uid, None, limit + 1).await?;
+            view.close().await;
+            let next = (records.len() > limit as usize).then(|| {
+                records.truncate(limit as usize);
+                records
+                    .last()
+                    .map(|r| r.session_id.to_string())
+                    .unwrap_or_default()
+            });
+            (
+                audit::from_records(uid.as_str(), &records, next),
+                format!("SQL view {} as of seq {checkpoint}", path.display()),
+            )
+        }
+    };
+    print!("{}", audit::render(&history, &source));
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct EventsPage {
+    events: Vec<serde_json::Value>,
+}
+
+async fn events_cmd(a: EventsArgs) -> anyhow::Result<()> {
+    let uid = a
+        .uid
+        .as_deref()
+        .map(|u| Uid::parse(u).map_err(|e| anyhow::anyhow!("{u:?} is not a valid uid: it {e}")))
+        .transpose()?;
+    let mut out = std::io::stdout().lock();
+    match &a.remote.api {
+        Some(api) => {
+            let client = ApiClient::new(api, a.remote.manager_token.clone());
+            let mut after = a.after;
+            loop {
+                let mut path = format!("/events?after={after}&limit=1000");
+                if let Some(u) = &uid {
+                    path.push_str(&format!("&uid={}", encode(u.as_str())));
+                }
+                let page: EventsPage = client.get(&path).await?;
+                for e in &page.events {
+                    writeln!(out, "{e}")?;
+                    after = e["seq"].as_u64().unwrap_or(after).max(after);
+                }
+                out.flush()?;
+                if page.events.is_empty() {
+                    if !a.follow {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        None => {
+            if a.follow {
+                bail!("--follow needs --api: a stopped data directory does not grow");
+            }
+            let log = open_stopped_log(&a.data.data_dir).await?;
+            let mut after = Seq(a.after);
+            loop {
+                let batch = match &uid {
+                    Some(u) => log.read_uid(u.as_str(), after, 4096)?,
+                    None => log.read_after(after, 4096)?,
+                };
+                let Some(last) = batch.last() else { break };
+                after = last.seq;
+                for e in &batch {
+                    writeln!(out, "{}", e.to_operator_json())?;
+                }
+            }
+            out.flush()?;
+            log.close().await;
+            Ok(())
+        }
+    }
+}
+
+async fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
+    let until = match (a.until_seq, &a.until_time) {
+        (Some(s), _) => Until::Seq(Seq(s)),
+        (None, Some(t)) => Until::Time(
+            wkuser::human::parse_rfc3339_ms(t)
+                .ok_or_else(|| anyhow::anyhow!("--until-time {t:?} is not an RFC 3339 time"))?,
+        ),
+        (None, None) => Until::End,
+    };
+    let log = open_stopped_log(&a.data.data_dir).await?;
+    let total = match until {
+        Until::Seq(s) => s.0.min(log.last_durable().0),
+        _ => log.last_durable().0,
+    };
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} events  {per_sec}  eta {eta}",
+            )
+            .expect("a valid template"),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let report = replay::replay_into_file(&log, &a.into, until, |seq| {
+        if let Some(b) = &bar {
+            b.set_position(seq.0);
+        }
+    })
+    .await;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    log.close().await;
+    let report = report?;
+    eprintln!(
+        "replayed {} events (up to seq {}) into {} in {:.2} s ({:.0} events/s)",
+        report.events,
+        report.last_seq,
+        a.into.display(),
+        report.elapsed.as_secs_f64(),
+        report.rate()
+    );
+    Ok(())
+}
+
+async fn verify_cmd(a: DataDirArg) -> anyhow::Result<bool> {
+    let log = open_stopped_log(&a.data_dir).await?;
+    let verdict = replay::verify(&log, &a.data_dir.join("view.sqlite")).await;
+    log.close().await;
+    let verdict = verdict?;
+    if verdict.behind > 0 {
+        println!(
+            "note: the view is {} events behind the log (it catches up at the next start); compared up to seq {}",
+            verdict.behind, verdict.checkpoint
+        );
+    }
+    if verdict.differences.is_empty() {
+        println!(
+            "the view matches a rebuild of the log up to seq {}",
+            verdict.checkpoint
+        );
+        return Ok(true);
+    }
+    for d in &verdict.differences {
+        println!("{d}");
+    }
+    println!(
+        "{} differences between the live view and a rebuild of the log up to seq {}",
+        verdict.differences.len(),
+        verdict.checkpoint
+    );
+    Ok(false)
 }

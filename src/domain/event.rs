@@ -231,19 +231,32 @@ impl RecordedEvent {
         })
     }
 
-    /// The event as one JSON object with its `seq`, for operators (`/events`, `wkuser events`).
-    pub fn to_json(&self) -> serde_json::Value {
-        let data: serde_json::Value =
-            serde_json::from_str(&self.event.payload_json()).expect("payload is JSON");
-        serde_json::json!({
-            "seq": self.seq,
-            "event_id": self.event_id,
-            "recorded_at": self.recorded_at,
-            "node_id": self.node_id,
-            "type": self.event.kind(),
-            "version": self.event.version(),
-            "data": data,
+    /// The event as one JSON object with its `seq` first, for operators (`/events`,
+    /// `wkuser events`): `{"seq","event_id","recorded_at","node_id","type","version","data"}`.
+    pub fn to_operator_json(&self) -> Box<RawValue> {
+        #[derive(Serialize)]
+        struct Operator<'a> {
+            seq: Seq,
+            event_id: Uuid,
+            recorded_at: i64,
+            node_id: NodeId,
+            #[serde(rename = "type")]
+            kind: &'static str,
+            version: u16,
+            data: &'a RawValue,
+        }
+        let data = RawValue::from_string(self.event.payload_json()).expect("payload is JSON");
+        let text = serde_json::to_string(&Operator {
+            seq: self.seq,
+            event_id: self.event_id,
+            recorded_at: self.recorded_at,
+            node_id: self.node_id,
+            kind: self.event.kind(),
+            version: self.event.version(),
+            data: &data,
         })
+        .expect("the operator form always serializes");
+        RawValue::from_string(text).expect("serde_json wrote valid JSON")
     }
 }
 

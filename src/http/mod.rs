@@ -10,8 +10,11 @@
 mod auth;
 mod body;
 pub mod error;
+mod events;
 mod health;
 pub mod onlinestatus;
+mod query;
+pub mod sessions;
 mod systemuids;
 mod tokens;
 
@@ -57,6 +60,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/user/systemuids", get(systemuids::list))
         .route("/user/systemuids_add", post(systemuids::add))
         .route("/user/systemuids_remove", post(systemuids::remove))
+        .route("/user/sessions", get(sessions::sessions))
+        .route("/events", get(events::events))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_manager_token,

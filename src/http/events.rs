@@ -1,0 +1,56 @@
+//! `GET /events[?uid=U][&after=SEQ][&limit=N]`: raw events from the log for operators and for
+//! `wkuser events` against a running server.
+//!
+//! Promises: events in seq order, as stored (token hashes only, never a token), with
+//! `last_seq`, the log's durable end, so a follower knows where it stands. Must never: read
+//! past the durable end, or read the log on the async runtime's threads.
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::query::Query;
+use super::{json_response, ApiState};
+use crate::domain::Seq;
+
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 1000;
+
+#[derive(Serialize)]
+struct EventsPage {
+    events: Vec<Box<serde_json::value::RawValue>>,
+    last_seq: Seq,
+}
+
+pub async fn events(
+    State(state): State<ApiState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(raw.as_deref())?;
+    let uid = query.get("uid").map(|_| query.uid("uid")).transpose()?;
+    let after = Seq(query.int("after", 0, i64::MAX)?.unwrap_or(0) as u64);
+    let limit = query
+        .int("limit", 1, MAX_LIMIT as i64)?
+        .map_or(DEFAULT_LIMIT, |n| n as usize);
+    let log = state.service.log().clone();
+    let last_seq = log.last_durable();
+    let events = tokio::task::spawn_blocking(move || match &uid {
+        Some(uid) => log.read_uid(uid.as_str(), after, limit),
+        None => log.read_after(after, limit),
+    })
+    .await
+    .map_err(|_| ApiError::Internal)??;
+    Ok(json_response(
+        StatusCode::OK,
+        &EventsPage {
+            events: events
+                .iter()
+                .filter(|e| e.seq <= last_seq)
+                .map(|e| e.to_operator_json())
+                .collect(),
+            last_seq,
+        },
+    ))
+}

@@ -1,0 +1,107 @@
+//! `GET /user/sessions?uid=U[&limit=N][&before=SESSION_ID]`: one user's session history for
+//! operators (`protocol.md` section 4), newest first, paged.
+//!
+//! Promises: the current status comes from memory, the history from the SQL view; `next` is
+//! present exactly when an older page exists. Must never: scan other users' rows.
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::query::Query;
+use super::{json_response, ApiState};
+use crate::domain::SessionId;
+use crate::human::format_ms;
+use crate::view::SessionRecord;
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 1000;
+
+#[derive(Serialize)]
+struct OnlineFlag {
+    device_flag: u8,
+    device_name: String,
+}
+
+#[derive(Serialize)]
+pub struct SessionView {
+    pub session_id: String,
+    pub device_flag: u8,
+    pub device_name: String,
+    pub device_id: String,
+    pub device_level: u8,
+    pub node_id: u64,
+    pub peer: String,
+    pub connected_at: String,
+    pub disconnected_at: Option<String>,
+    pub reason: Option<&'static str>,
+}
+
+impl From<&SessionRecord> for SessionView {
+    fn from(s: &SessionRecord) -> Self {
+        SessionView {
+            session_id: s.session_id.to_string(),
+            device_flag: s.device_flag.0,
+            device_name: s.device_flag.name().into_owned(),
+            device_id: s.device_id.as_str().to_owned(),
+            device_level: s.device_level.as_u8(),
+            node_id: s.node_id.0,
+            peer: s.peer.clone(),
+            connected_at: format_ms(s.connected_at),
+            disconnected_at: s.disconnected_at.map(format_ms),
+            reason: s.reason.map(|r| r.as_str()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SessionsPage {
+    uid: String,
+    online: Vec<OnlineFlag>,
+    sessions: Vec<SessionView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+pub async fn sessions(
+    State(state): State<ApiState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(raw.as_deref())?;
+    let uid = query.uid("uid")?;
+    let limit = query
+        .int("limit", 1, i64::from(MAX_LIMIT))?
+        .map_or(DEFAULT_LIMIT, |n| n as u32);
+    let before = match query.get("before") {
+        None => None,
+        Some(s) => {
+            Some(SessionId::parse(s).ok_or_else(|| ApiError::bad("before must be a session id"))?)
+        }
+    };
+    let mut rows = state.view.sessions(&uid, before, limit + 1).await?;
+    let next = (rows.len() > limit as usize).then(|| {
+        rows.truncate(limit as usize);
+        rows.last().map(|s| s.session_id.to_string())
+    });
+    let mut online = Vec::new();
+    state
+        .service
+        .presence()
+        .for_each_online_flag(uid.as_str(), |f| {
+            online.push(OnlineFlag {
+                device_flag: f.0,
+                device_name: f.name().into_owned(),
+            })
+        });
+    Ok(json_response(
+        StatusCode::OK,
+        &SessionsPage {
+            uid: uid.to_string(),
+            online,
+            sessions: rows.iter().map(SessionView::from).collect(),
+            next: next.flatten(),
+        },
+    ))
+}

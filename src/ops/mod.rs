@@ -1,0 +1,38 @@
+//! Operator tools behind the CLI: replay and verify of the SQL view, the audit table, the event
+//! dump, each usable on a stopped data directory and, where it makes sense, against a running
+//! server through its API.
+//!
+//! Owns nothing persistent. Promises: read-only on the live data (replay writes only into a
+//! fresh file of its own). Must never: open the sled log of a running server (sled allows one
+//! process per directory; a running server is reached through its API instead).
+
+pub mod audit;
+pub mod client;
+pub mod replay;
+
+use std::path::Path;
+
+use crate::domain::NodeId;
+use crate::log::{EventLog, LogError, SledStore};
+
+/// Opens the log of a stopped data directory, read-only in effect (nothing is appended).
+pub async fn open_stopped_log(data_dir: &Path) -> Result<EventLog, LogError> {
+    let dir = data_dir.join("log");
+    if !dir.exists() {
+        return Err(LogError::storage(format_args!(
+            "{} holds no event log (no {})",
+            data_dir.display(),
+            dir.display()
+        )));
+    }
+    let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
+        .await
+        .map_err(LogError::storage)?
+        .map_err(|e| match e {
+            LogError::Storage(why) => LogError::storage(format_args!(
+                "{why}; is a server running on this data directory? Then pass --api to go through it"
+            )),
+            other => other,
+        })?;
+    EventLog::start(std::sync::Arc::new(store), NodeId(0))
+}
