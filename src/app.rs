@@ -2,8 +2,8 @@
 //!
 //! Owns the lifetime order of `architecture.md` section 4. Start: open the log, catch the SQL
 //! view up from its checkpoint, rebuild the memory state from the view, close what the previous
-//! lifetime left open (`server_restart`), record `NodeStarted`, and only then open the ports
-//! and turn `/readyz` to 200. Stop: refuse new work, close every session (`server_shutdown`),
+//! lifetime left open (`server_restart`), bind the ports, record `NodeStarted` (with the bound
+//! addresses), and only then serve them and turn `/readyz` to 200. Stop: refuse new work, close every session (`server_shutdown`),
 //! record `NodeStopped`, let the projector finish, release the data directory. Must never: serve
 //! a request before recovery is over, or exit with an acknowledged event not yet in the view's
 //! reach (it is in the log; the view catches up at the next start at the latest).
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::{Config, ConfigError};
-use crate::domain::event::NodeLifetime;
+use crate::domain::event::{NodeLifetime, NodeStart};
 use crate::domain::{CloseReason, Command, Event, NodeId, Seq};
 use crate::gateway::{Gateway, GatewaySettings};
 use crate::http::{self, ApiLimits, ApiState, ManagerToken};
@@ -120,11 +120,8 @@ impl Server {
                 "closed the sessions the previous lifetime left open"
             );
         }
-        let boot_id = Uuid::now_v7();
-        service
-            .record(vec![Event::NodeStarted(lifetime(node_id, boot_id))])
-            .await?;
-
+        // Bound, not yet served: the lifetime's first event can name its addresses, and no
+        // request is answered before it is recorded.
         let api_listener = bind(config.api_addr).await?;
         let ws_listener = bind(config.ws_addr).await?;
         let api_addr = api_listener
@@ -139,6 +136,16 @@ impl Server {
                 addr: config.ws_addr,
                 source,
             })?;
+        let boot_id = Uuid::now_v7();
+        service
+            .record(vec![Event::NodeStarted(NodeStart {
+                node_id,
+                boot_id,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                api_addr: Some(api_addr.to_string()),
+                ws_addr: Some(ws_addr.to_string()),
+            })])
+            .await?;
 
         let ready = Arc::new(AtomicBool::new(false));
         let api_state = ApiState {
@@ -236,7 +243,7 @@ impl Server {
         {
             tracing::warn!("HTTP connections still open after 5 s; closing them");
         }
-        let stopped = Event::NodeStopped(lifetime(self.node_id, self.boot_id));
+        let stopped = Event::NodeStopped(lifetime_end(self.node_id, self.boot_id));
         if let Err(e) = self.service.record(vec![stopped]).await {
             tracing::error!(error = %e, "could not record NodeStopped");
         }
@@ -254,7 +261,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
-fn lifetime(node_id: NodeId, boot_id: Uuid) -> NodeLifetime {
+fn lifetime_end(node_id: NodeId, boot_id: Uuid) -> NodeLifetime {
     NodeLifetime {
         node_id,
         boot_id,

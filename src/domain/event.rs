@@ -52,11 +52,36 @@ pub struct SystemUids {
     pub uids: Vec<Uid>,
 }
 
+/// The end of a server lifetime (and, in version 1, its start).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeLifetime {
     pub node_id: NodeId,
     pub boot_id: Uuid,
     pub version: String,
+}
+
+/// The start of a server lifetime. Version 2 added the addresses it served on, so an operator
+/// reading the log knows where each lifetime listened; version 1 events read with none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStart {
+    pub node_id: NodeId,
+    pub boot_id: Uuid,
+    pub version: String,
+    pub api_addr: Option<String>,
+    pub ws_addr: Option<String>,
+}
+
+impl From<NodeLifetime> for NodeStart {
+    /// The upcast of `NodeStarted` v1.
+    fn from(v1: NodeLifetime) -> Self {
+        NodeStart {
+            node_id: v1.node_id,
+            boot_id: v1.boot_id,
+            version: v1.version,
+            api_addr: None,
+            ws_addr: None,
+        }
+    }
 }
 
 /// Something that happened, in the past tense. The log is a sequence of these.
@@ -68,7 +93,7 @@ pub enum Event {
     Disconnected(Disconnected),
     SystemUidsAdded(SystemUids),
     SystemUidsRemoved(SystemUids),
-    NodeStarted(NodeLifetime),
+    NodeStarted(NodeStart),
     NodeStopped(NodeLifetime),
 }
 
@@ -104,7 +129,10 @@ impl Event {
 
     /// The schema version this build writes for the event's type.
     pub fn version(&self) -> u16 {
-        1
+        match self {
+            Event::NodeStarted(_) => 2,
+            _ => 1,
+        }
     }
 
     /// The one uid the event is about, for events that are about one user.
@@ -133,7 +161,8 @@ impl Event {
             Event::Connected(e) => serde_json::to_string(e),
             Event::Disconnected(e) => serde_json::to_string(e),
             Event::SystemUidsAdded(e) | Event::SystemUidsRemoved(e) => serde_json::to_string(e),
-            Event::NodeStarted(e) | Event::NodeStopped(e) => serde_json::to_string(e),
+            Event::NodeStarted(e) => serde_json::to_string(e),
+            Event::NodeStopped(e) => serde_json::to_string(e),
         };
         r.expect("event payloads are plain data and always serialize")
     }
@@ -157,7 +186,10 @@ impl Event {
             ("Disconnected", 1) => Event::Disconnected(de("Disconnected", 1, data)?),
             ("SystemUidsAdded", 1) => Event::SystemUidsAdded(de("SystemUidsAdded", 1, data)?),
             ("SystemUidsRemoved", 1) => Event::SystemUidsRemoved(de("SystemUidsRemoved", 1, data)?),
-            ("NodeStarted", 1) => Event::NodeStarted(de("NodeStarted", 1, data)?),
+            ("NodeStarted", 1) => {
+                Event::NodeStarted(de::<NodeLifetime>("NodeStarted", 1, data)?.into())
+            }
+            ("NodeStarted", 2) => Event::NodeStarted(de("NodeStarted", 2, data)?),
             ("NodeStopped", 1) => Event::NodeStopped(de("NodeStopped", 1, data)?),
             _ => {
                 return Err(DecodeError::Unknown {
@@ -306,7 +338,14 @@ mod tests {
             Event::SystemUidsRemoved(SystemUids {
                 uids: vec![uid("a")],
             }),
-            Event::NodeStarted(NodeLifetime {
+            Event::NodeStarted(NodeStart {
+                node_id: NodeId(1),
+                boot_id: Uuid::now_v7(),
+                version: "0.1.0".into(),
+                api_addr: Some("127.0.0.1:5001".into()),
+                ws_addr: Some("0.0.0.0:5200".into()),
+            }),
+            Event::NodeStopped(NodeLifetime {
                 node_id: NodeId(1),
                 boot_id: Uuid::now_v7(),
                 version: "0.1.0".into(),
@@ -336,5 +375,47 @@ mod tests {
             RecordedEvent::decode(Seq(1), bytes),
             Err(DecodeError::Unknown { version: 99, .. })
         ));
+    }
+
+    /// The golden files pin the stored encoding: `tests/golden/events/<type>.v<version>.json`
+    /// holds the exact bytes of one event of that type and version. A file of the current
+    /// version must re-encode to the same bytes; an older version must decode (upcast).
+    fn golden(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/tests/golden/events/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        text.trim_end().as_bytes().to_vec()
+    }
+
+    #[test]
+    fn every_current_event_version_has_a_golden_file_that_round_trips() {
+        for event in sample_events() {
+            let name = format!("{}.v{}", event.kind(), event.version());
+            let bytes = golden(&name);
+            let decoded =
+                RecordedEvent::decode(Seq(1), &bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(decoded.event.kind(), event.kind(), "{name}");
+            assert_eq!(
+                String::from_utf8(decoded.encode()).unwrap(),
+                String::from_utf8(bytes).unwrap(),
+                "{name}: the encoding changed; add a new version instead"
+            );
+        }
+    }
+
+    #[test]
+    fn node_started_v1_is_upcast_to_v2() {
+        let v1 = RecordedEvent::decode(Seq(1), &golden("NodeStarted.v1")).unwrap();
+        let Event::NodeStarted(start) = &v1.event else {
+            panic!("{v1:?}")
+        };
+        assert_eq!(start.api_addr, None);
+        assert_eq!(start.ws_addr, None);
+        assert_eq!(start.version, "0.1.0");
+        let reencoded = String::from_utf8(v1.encode()).unwrap();
+        assert!(reencoded.contains(r#""version":2"#), "{reencoded}");
+        assert!(reencoded.contains(r#""api_addr":null"#), "{reencoded}");
     }
 }
