@@ -3,5 +3,6 @@
 //! `helpers` starts and restarts the server ([`helpers::spawn_app`]); each other module covers
 //! one surface of the contract.
 
+mod crash;
 mod helpers;
 mod smoke;
