@@ -11,6 +11,9 @@ pub mod event;
 pub mod ids;
 pub mod state;
 
+#[cfg(test)]
+mod properties;
+
 pub use decide::{decide, AuthFailure, Command, Rejection};
 pub use event::{DecodeError, Event, RecordedEvent};
 pub use ids::*;
