@@ -27,7 +27,7 @@ use crate::log::{EventLog, LogError, LogStore, SledStore};
 use crate::presence::Presence;
 use crate::service::{ServiceError, UserService};
 use crate::view::projector::{self, Projector, ProjectorError};
-use crate::view::{SqliteView, ViewError, ViewStore};
+use crate::view::{SqliteView, ViewError, ViewState, ViewStore};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -100,10 +100,21 @@ impl Server {
     ) -> Result<Server, StartError> {
         let node_id = NodeId(config.node_id);
         let log = EventLog::start(store, node_id)?;
-        let view: Arc<dyn ViewStore> = Arc::new(SqliteView::open(&config.view_path()).await?);
-
-        let caught_up = projector::catch_up(&log, view.as_ref()).await?;
-        let state = view.load_state().await?;
+        let (view, caught_up, state) = match recover_view(&config, &log).await {
+            Ok(recovered) => recovered,
+            Err(StartError::View(e)) => {
+                let path = config.view_path();
+                let aside = set_aside(&path)?;
+                tracing::warn!(
+                    error = %e,
+                    "the SQL view {} is unreadable; moved it to {} and rebuilding it from the log",
+                    path.display(),
+                    aside.display()
+                );
+                recover_view(&config, &log).await?
+            }
+            Err(e) => return Err(e),
+        };
         let presence = Arc::new(Presence::load(
             state.tokens,
             state.open_sessions,
@@ -253,6 +264,64 @@ impl Server {
         log.close().await;
         tracing::info!("stopped");
     }
+}
+
+/// Opens the view, brings it up to the log's end and reads the state for memory. A view that
+/// claims more than the log holds belongs to another log: it is reported as unreadable.
+async fn recover_view(
+    config: &Config,
+    log: &EventLog,
+) -> Result<(Arc<dyn ViewStore>, Seq, ViewState), StartError> {
+    let view = SqliteView::open(&config.view_path()).await?;
+    let checkpoint = view.checkpoint().await?;
+    let end = log.last_durable();
+    if checkpoint > end {
+        view.close().await;
+        return Err(ViewError::Malformed(format!(
+            "its checkpoint {checkpoint} is past the end of the log ({end})"
+        ))
+        .into());
+    }
+    if checkpoint == Seq(0) && end > Seq(0) {
+        tracing::info!(
+            events = end.0,
+            "the SQL view is empty; rebuilding it from the log"
+        );
+    }
+    let outcome = async {
+        let caught_up = projector::catch_up(log, &view).await?;
+        let state = view.load_state().await?;
+        Ok::<_, StartError>((caught_up, state))
+    }
+    .await;
+    match outcome {
+        Ok((caught_up, state)) => Ok((Arc::new(view), caught_up, state)),
+        Err(e) => {
+            view.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// Renames an unreadable view (and its WAL files) out of the way; returns the new name.
+fn set_aside(path: &std::path::Path) -> Result<std::path::PathBuf, StartError> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let aside = path.with_extension(format!("sqlite.corrupt-{stamp}"));
+    let io = |source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::rename(path, &aside).map_err(io)?;
+    for suffix in ["-wal", "-shm"] {
+        let side = format!("{}{suffix}", path.display());
+        if std::path::Path::new(&side).exists() {
+            std::fs::rename(&side, format!("{}{suffix}", aside.display())).map_err(io)?;
+        }
+    }
+    Ok(aside)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

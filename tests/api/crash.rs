@@ -3,8 +3,6 @@
 //! directory. Nothing acknowledged may be lost, nobody from before the crash may stay online,
 //! `seq` stays dense, and the SQL view equals a rebuild of the log.
 
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,80 +10,11 @@ use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 use wkuser::domain::{Event, Seq};
 use wkuser::ops::{open_stopped_log, replay};
 
-/// The binary running on a data directory, killed when dropped.
-struct Node {
-    child: Child,
-    api: String,
-    ws: String,
-}
-
-async fn start_node(data_dir: &Path) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wkuser"))
-        .args([
-            "serve",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--ws-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the wkuser binary starts");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let listening = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.expect("stderr readable") {
-            if let Some(rest) = line.split("listening api=").nth(1) {
-                return rest.to_owned();
-            }
-        }
-        panic!("wkuser exited before listening");
-    })
-    .await
-    .expect("wkuser listens within 20 s");
-    // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let mut parts = listening.split_whitespace();
-    let api = parts.next().unwrap().to_owned();
-    let ws = parts.next().unwrap().trim_start_matches("ws=").to_owned();
-    Node {
-        child,
-        api: format!("http://{api}"),
-        ws: format!("ws://{ws}"),
-    }
-}
-
-impl Node {
-    async fn sigterm_and_wait(mut self) {
-        let pid = self.child.id().expect("running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
-            .await
-            .expect("stops within 20 s after SIGTERM")
-            .unwrap();
-        assert!(status.success(), "graceful stop exits 0, got {status}");
-    }
-
-    async fn sigkill(mut self) {
-        self.child.start_kill().unwrap();
-        let _ = self.child.wait().await;
-    }
-}
+use crate::process::start_node;
 
 fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))

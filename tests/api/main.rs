@@ -5,4 +5,6 @@
 
 mod crash;
 mod helpers;
+mod process;
 mod smoke;
+mod view_recovery;

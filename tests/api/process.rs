@@ -1,0 +1,91 @@
+//! The real `wkuser` binary as a child process, for tests whose point is the process: a
+//! crash (SIGKILL), a graceful stop (SIGTERM), what it logs.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The binary running on a data directory, killed when dropped.
+pub struct Node {
+    child: Child,
+    pub api: String,
+    pub ws: String,
+    /// Every line the server wrote to stderr so far.
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+pub async fn start_node(data_dir: &Path) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wkuser"))
+        .args([
+            "serve",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--ws-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the wkuser binary starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let seen = stderr.clone();
+    let listening = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.expect("stderr readable") {
+            seen.lock().push(line.clone());
+            if let Some(rest) = line.split("listening api=").nth(1) {
+                return rest.to_owned();
+            }
+        }
+        panic!("wkuser exited before listening: {:?}", seen.lock());
+    })
+    .await
+    .expect("wkuser listens within 20 s");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    let seen = stderr.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.lock().push(line);
+        }
+    });
+    let mut parts = listening.split_whitespace();
+    let api = parts.next().unwrap().to_owned();
+    let ws = parts.next().unwrap().trim_start_matches("ws=").to_owned();
+    Node {
+        child,
+        api: format!("http://{api}"),
+        ws: format!("ws://{ws}"),
+        stderr,
+    }
+}
+
+impl Node {
+    pub async fn sigterm_and_wait(mut self) {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("stops within 20 s after SIGTERM")
+            .unwrap();
+        assert!(status.success(), "graceful stop exits 0, got {status}");
+    }
+
+    pub async fn sigkill(mut self) {
+        self.child.start_kill().unwrap();
+        let _ = self.child.wait().await;
+    }
+}
