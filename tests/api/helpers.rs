@@ -206,3 +206,146 @@ pub async fn close_code(ws: &mut Ws) -> Option<u16> {
         }
     }
 }
+
+/// An HTTP answer: the status, the `Content-Type`, and the body parsed as JSON (a JSON string
+/// holding the raw text when it is not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Value,
+}
+
+impl Answer {
+    pub async fn read(resp: reqwest::Response) -> Answer {
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = resp.text().await.expect("body read");
+        Answer {
+            status,
+            content_type,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
+    }
+
+    /// The answer as `(status, body)`, for whole-answer assertions.
+    pub fn pair(&self) -> (u16, Value) {
+        (self.status, self.body.clone())
+    }
+}
+
+/// The error envelope of the contract: `{"msg":msg,"status":status}`.
+pub fn envelope(status: u16, msg: &str) -> Value {
+    serde_json::json!({"msg": msg, "status": status})
+}
+
+impl TestApp {
+    /// Sends any request to the API, bounded by 10 s; `headers` are added as given.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .timeout(Duration::from_secs(10));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        Answer::read(req.send().await.expect("request sent")).await
+    }
+
+    /// POSTs `body` with the given `Content-Type` (none when `None`).
+    pub async fn post_typed(&self, path: &str, body: &str, content_type: Option<&str>) -> Answer {
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|ct| vec![("content-type", ct)])
+            .unwrap_or_default();
+        self.request(
+            reqwest::Method::POST,
+            path,
+            Some(body.as_bytes().to_vec()),
+            &headers,
+        )
+        .await
+    }
+
+    /// The system uids as listed by `GET /user/systemuids`.
+    pub async fn system_uids(&self) -> Value {
+        let (status, body) = self.get("/user/systemuids").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits (at most 5 s) until the SQL view has applied everything durable so far.
+    pub async fn view_caught_up(&self) {
+        let server = self.server();
+        let last = server.service().log().last_durable();
+        tokio::time::timeout(Duration::from_secs(5), server.view_caught_up(last))
+            .await
+            .expect("the SQL view catches up within 5 s");
+    }
+
+    /// Polls `/user/onlinestatus` for `uids` until it answers `expected` (at most 5 s).
+    pub async fn wait_online(&self, uids: &[&str], expected: Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = self.online(uids).await;
+            if now == expected {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("onlinestatus of {uids:?} is {now}, expected {expected}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The answer a connect gets when it is accepted: `result.reasonCode` 1.
+pub fn assert_connected(answer: &Value) {
+    assert_eq!(answer["jsonrpc"], "2.0", "{answer}");
+    assert_eq!(answer["result"]["reasonCode"], 1, "{answer}");
+}
+
+/// The answer a refused connect gets (`protocol.md` 3.2), for the request id `id`.
+pub fn auth_fail(id: &str) -> Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": 2, "message": "auth fail"}})
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("data dir readable") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// The files under `dir` whose raw bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            let bytes = std::fs::read(p).expect("file readable");
+            bytes.windows(needle.len()).any(|w| w == needle)
+        })
+        .collect()
+}

@@ -4,4 +4,6 @@
 //! one surface of the contract.
 
 mod helpers;
+mod http_errors;
+mod http_routes;
 mod smoke;
