@@ -6,4 +6,6 @@
 mod helpers;
 mod http_errors;
 mod http_routes;
+mod persistence;
+mod secrets;
 mod smoke;
