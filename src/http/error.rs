@@ -24,10 +24,13 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("body larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// Not ready to serve yet (`/readyz` during recovery or shutdown).
     #[error("{0}")]
     Unavailable(&'static str),
-    #[error("internal error")]
-    Internal,
+    /// An internal failure (`protocol.md` section 2: 500); the message says what a caller can
+    /// do about it, never what failed inside.
+    #[error("{0}")]
+    Internal(&'static str),
 }
 
 impl ApiError {
@@ -43,7 +46,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -72,7 +75,7 @@ impl IntoResponse for ApiError {
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
         tracing::error!(error = %e, "request failed on the event log");
-        ApiError::Unavailable("event log unavailable, nothing was recorded; retry later")
+        ApiError::Internal("event log unavailable, nothing was recorded; retry later")
     }
 }
 
@@ -88,6 +91,6 @@ impl From<ServiceError> for ApiError {
 impl From<ViewError> for ApiError {
     fn from(e: ViewError) -> Self {
         tracing::error!(error = %e, "request failed on the SQL view");
-        ApiError::Internal
+        ApiError::Internal("internal error")
     }
 }

@@ -349,3 +349,88 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
         })
         .collect()
 }
+
+impl TestApp {
+    /// Sends `request` (a whole HTTP/1.1 request, written as is) to the API over a raw TCP
+    /// socket and reads the answer until the server closes (at most 10 s); for what reqwest
+    /// cannot send, such as a chunked body.
+    pub async fn raw_http(&self, request: &[u8]) -> Answer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.server().api_addr();
+        let exchange = async {
+            let mut tcp = TcpStream::connect(addr).await.expect("api connects");
+            tcp.write_all(request).await.expect("request written");
+            let mut raw = Vec::new();
+            let _ = tcp.read_to_end(&mut raw).await;
+            raw
+        };
+        let raw = tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .expect("answer within 10 s");
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let content_type = head.lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_owned)
+        });
+        Answer {
+            status,
+            content_type,
+            body: serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+        }
+    }
+}
+
+/// A POST of `chunks` as a chunked body (no `Content-Length`), asking the server to close after.
+pub fn chunked_post(path: &str, chunks: &[&[u8]]) -> Vec<u8> {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in chunks {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    req
+}
+
+/// Starts the server on a fresh temporary data directory over a log store the test built
+/// (`make_store` gets the log directory), for tests that make storage fail on demand.
+pub async fn spawn_app_on_store(
+    flags: &[&str],
+    make_store: impl FnOnce(&Path) -> std::sync::Arc<dyn wkuser::log::LogStore>,
+) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().to_path_buf();
+    let mut args: Vec<String> = vec![
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--api-addr".into(),
+        "127.0.0.1:0".into(),
+        "--ws-addr".into(),
+        "127.0.0.1:0".into(),
+    ];
+    args.extend(flags.iter().map(|s| s.to_string()));
+    let config = Config::from_args(args).expect("test config parses");
+    let store = make_store(&config.log_dir());
+    let server = Server::start_with_log(config, store)
+        .await
+        .expect("server starts");
+    TestApp {
+        api: format!("http://{}", server.api_addr()),
+        ws: format!("ws://{}", server.ws_addr()),
+        server: Some(server),
+        http: reqwest::Client::new(),
+        data_dir,
+        flags: flags.iter().map(|s| s.to_string()).collect(),
+        _dir: Some(dir),
+    }
+}

@@ -10,13 +10,13 @@ use crate::helpers::*;
 struct Case {
     what: &'static str,
     path: &'static str,
-    body: String,
+    body: Vec<u8>,
     status: u16,
     /// The expected body: an envelope for errors, `{"status":200}` or a list for successes.
     expect: Value,
 }
 
-fn bad(what: &'static str, path: &'static str, body: impl Into<String>, msg: &str) -> Case {
+fn bad(what: &'static str, path: &'static str, body: impl Into<Vec<u8>>, msg: &str) -> Case {
     Case {
         what,
         path,
@@ -26,7 +26,7 @@ fn bad(what: &'static str, path: &'static str, body: impl Into<String>, msg: &st
     }
 }
 
-fn ok(what: &'static str, path: &'static str, body: impl Into<String>) -> Case {
+fn ok(what: &'static str, path: &'static str, body: impl Into<Vec<u8>>) -> Case {
     Case {
         what,
         path,
@@ -73,6 +73,30 @@ fn cases() -> Vec<Case> {
             TOKEN,
             "",
             "body is not valid JSON: EOF while parsing a value at line 1 column 0",
+        ),
+        bad(
+            "invalid UTF-8 in a string",
+            TOKEN,
+            &b"{\"uid\":\"u\xff\",\"token\":\"t\",\"device_flag\":1}"[..],
+            "body is not valid JSON: invalid unicode code point at line 1 column 10",
+        ),
+        bad(
+            "nesting deeper than the parser allows",
+            TOKEN,
+            format!("{}1{}", "[".repeat(5000), "]".repeat(5000)),
+            "body is not valid JSON: recursion limit exceeded at line 1 column 128",
+        ),
+        bad(
+            "nesting deeper than the parser allows (onlinestatus)",
+            ONLINE,
+            format!("{}1{}", "[".repeat(5000), "]".repeat(5000)),
+            "body is not valid JSON: recursion limit exceeded at line 1 column 128",
+        ),
+        bad(
+            "trailing garbage",
+            TOKEN,
+            r#"{"uid":"u1","token":"t","device_flag":1} x"#,
+            "body is not valid JSON: trailing characters at line 1 column 42",
         ),
         bad(
             "array for an object",
@@ -348,7 +372,7 @@ fn cases() -> Vec<Case> {
         Case {
             what: "onlinestatus: 10,000 uids",
             path: ONLINE,
-            body: json!(uids_10000).to_string(),
+            body: json!(uids_10000).to_string().into(),
             status: 200,
             expect: json!([]),
         },
@@ -464,7 +488,7 @@ async fn each_bad_input_gets_its_status_and_envelope() {
     let mut failures = Vec::new();
     for case in cases() {
         let answer = app
-            .request(Method::POST, case.path, Some(case.body.into_bytes()), &[])
+            .request(Method::POST, case.path, Some(case.body), &[])
             .await;
         if answer.pair() != (case.status, case.expect.clone()) {
             failures.push(format!(

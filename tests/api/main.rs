@@ -5,6 +5,7 @@
 
 mod helpers;
 mod http_errors;
+mod http_failures;
 mod http_routes;
 mod persistence;
 mod secrets;
