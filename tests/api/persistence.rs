@@ -313,3 +313,72 @@ async fn the_view_equals_a_fresh_replay_of_the_log() {
         "a session left open: {sessions:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_lost_view_is_rebuilt_from_the_log_at_start() {
+    let mut app = spawn_app().await;
+    app.set_token("u1", "t1", 1, 1).await;
+    app.set_token("u2", "t2", 2, 0).await;
+    app.set_token("u2", "t2-web", 3, 0).await;
+    assert_eq!(
+        app.post("/user/device_quit", &json!({"uid": "u2", "device_flag": 3}))
+            .await,
+        (200, json!({"status": 200}))
+    );
+    assert_eq!(
+        app.post("/user/systemuids_add", &json!({"uids": ["s9", "s1"]}))
+            .await,
+        (200, json!({"status": 200}))
+    );
+    let (mut ws, answer) = app.ws_connect("u1", "t1", 1, "d1").await;
+    assert_connected(&answer);
+    ws.send(Message::text(r#"{"method":"disconnect","id":"bye"}"#))
+        .await
+        .unwrap();
+    let _ = close_code(&mut ws).await;
+    app.wait_online(&["u1"], json!([])).await;
+    app.view_caught_up().await;
+    let before = app.server().view().dump().await.expect("dump");
+    let memory_before: Vec<_> = ["u1", "u2"]
+        .iter()
+        .map(|u| user_state(&app, u).tokens().collect::<Vec<_>>())
+        .collect();
+    tokio::time::timeout(Duration::from_secs(20), app.stop())
+        .await
+        .expect("stop within 20 s");
+
+    let mut removed = 0;
+    for file in files_under(&app.data_dir) {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("view.sqlite") {
+            std::fs::remove_file(&file).unwrap();
+            removed += 1;
+        }
+    }
+    assert!(removed >= 1, "the view file was found and removed");
+    tokio::time::timeout(Duration::from_secs(20), app.restart())
+        .await
+        .expect("start within 20 s");
+
+    for (uid, before) in ["u1", "u2"].iter().zip(&memory_before) {
+        assert_eq!(
+            &user_state(&app, uid).tokens().collect::<Vec<_>>(),
+            before,
+            "{uid}"
+        );
+    }
+    assert_eq!(app.system_uids().await, json!(["s1", "s9"]));
+    let (_ws, answer) = app.ws_connect("u2", "t2-web", 3, "cleared").await;
+    assert_eq!(answer, auth_fail("c-cleared"));
+    let (_ws, answer) = app.ws_connect("u2", "t2", 2, "d2").await;
+    assert_connected(&answer);
+    app.view_caught_up().await;
+    let after = app.server().view().dump().await.expect("dump");
+    for name in ["users", "tokens", "system_uids"] {
+        assert_eq!(table(&after, name), table(&before, name), "{name}");
+    }
+    // The closed session is back as it was; the new one follows it.
+    let sessions = table(&after, "device_sessions");
+    assert_eq!(sessions.len(), 2);
+    assert!(sessions.contains(&table(&before, "device_sessions")[0]));
+}
