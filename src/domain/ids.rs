@@ -31,7 +31,7 @@ pub enum UidError {
     Whitespace,
     #[error("must not contain '@', '#' or '&'")]
     Forbidden,
-    #[error("____system is reserved")]
+    #[error("must not be ____system, which is reserved")]
     Reserved,
 }
 

@@ -24,10 +24,14 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("body larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// Cannot serve this now, and the caller may retry: not ready (`/readyz`), or the event
+    /// log cannot record (a failing disk: the request changed nothing).
     #[error("{0}")]
     Unavailable(&'static str),
-    #[error("internal error")]
-    Internal,
+    /// An internal failure (`protocol.md` section 2: 500); the message says what a caller can
+    /// do about it, never what failed inside.
+    #[error("{0}")]
+    Internal(&'static str),
 }
 
 impl ApiError {
@@ -43,7 +47,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -88,6 +92,6 @@ impl From<ServiceError> for ApiError {
 impl From<ViewError> for ApiError {
     fn from(e: ViewError) -> Self {
         tracing::error!(error = %e, "request failed on the SQL view");
-        ApiError::Internal
+        ApiError::Internal("internal error")
     }
 }

@@ -41,7 +41,7 @@ pub async fn events(
         None => log.read_after(after, limit),
     })
     .await
-    .map_err(|_| ApiError::Internal)??;
+    .map_err(|_| ApiError::Internal("internal error"))??;
     Ok(json_response(
         StatusCode::OK,
         &EventsPage {

@@ -206,3 +206,231 @@ pub async fn close_code(ws: &mut Ws) -> Option<u16> {
         }
     }
 }
+
+/// An HTTP answer: the status, the `Content-Type`, and the body parsed as JSON (a JSON string
+/// holding the raw text when it is not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Value,
+}
+
+impl Answer {
+    pub async fn read(resp: reqwest::Response) -> Answer {
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = resp.text().await.expect("body read");
+        Answer {
+            status,
+            content_type,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
+    }
+
+    /// The answer as `(status, body)`, for whole-answer assertions.
+    pub fn pair(&self) -> (u16, Value) {
+        (self.status, self.body.clone())
+    }
+}
+
+/// The error envelope of the contract: `{"msg":msg,"status":status}`.
+pub fn envelope(status: u16, msg: &str) -> Value {
+    serde_json::json!({"msg": msg, "status": status})
+}
+
+impl TestApp {
+    /// Sends any request to the API, bounded by 10 s; `headers` are added as given.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .timeout(Duration::from_secs(10));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        Answer::read(req.send().await.expect("request sent")).await
+    }
+
+    /// POSTs `body` with the given `Content-Type` (none when `None`).
+    pub async fn post_typed(&self, path: &str, body: &str, content_type: Option<&str>) -> Answer {
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|ct| vec![("content-type", ct)])
+            .unwrap_or_default();
+        self.request(
+            reqwest::Method::POST,
+            path,
+            Some(body.as_bytes().to_vec()),
+            &headers,
+        )
+        .await
+    }
+
+    /// The system uids as listed by `GET /user/systemuids`.
+    pub async fn system_uids(&self) -> Value {
+        let (status, body) = self.get("/user/systemuids").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits (at most 5 s) until the SQL view has applied everything durable so far.
+    pub async fn view_caught_up(&self) {
+        let server = self.server();
+        let last = server.service().log().last_durable();
+        tokio::time::timeout(Duration::from_secs(5), server.view_caught_up(last))
+            .await
+            .expect("the SQL view catches up within 5 s");
+    }
+
+    /// Polls `/user/onlinestatus` for `uids` until it answers `expected` (at most 5 s).
+    pub async fn wait_online(&self, uids: &[&str], expected: Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = self.online(uids).await;
+            if now == expected {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("onlinestatus of {uids:?} is {now}, expected {expected}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The answer a connect gets when it is accepted: `result.reasonCode` 1.
+pub fn assert_connected(answer: &Value) {
+    assert_eq!(answer["jsonrpc"], "2.0", "{answer}");
+    assert_eq!(answer["result"]["reasonCode"], 1, "{answer}");
+}
+
+/// The answer a refused connect gets (`protocol.md` 3.2), for the request id `id`.
+pub fn auth_fail(id: &str) -> Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": 2, "message": "auth fail"}})
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("data dir readable") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// The files under `dir` whose raw bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            let bytes = std::fs::read(p).expect("file readable");
+            bytes.windows(needle.len()).any(|w| w == needle)
+        })
+        .collect()
+}
+
+impl TestApp {
+    /// Sends `request` (a whole HTTP/1.1 request, written as is) to the API over a raw TCP
+    /// socket and reads the answer until the server closes (at most 10 s); for what reqwest
+    /// cannot send, such as a chunked body.
+    pub async fn raw_http(&self, request: &[u8]) -> Answer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.server().api_addr();
+        let exchange = async {
+            let mut tcp = TcpStream::connect(addr).await.expect("api connects");
+            tcp.write_all(request).await.expect("request written");
+            let mut raw = Vec::new();
+            let _ = tcp.read_to_end(&mut raw).await;
+            raw
+        };
+        let raw = tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .expect("answer within 10 s");
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let content_type = head.lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_owned)
+        });
+        Answer {
+            status,
+            content_type,
+            body: serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+        }
+    }
+}
+
+/// A POST of `chunks` as a chunked body (no `Content-Length`), asking the server to close after.
+pub fn chunked_post(path: &str, chunks: &[&[u8]]) -> Vec<u8> {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in chunks {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    req
+}
+
+/// Starts the server on a fresh temporary data directory over a log store the test built
+/// (`make_store` gets the log directory), for tests that make storage fail on demand.
+pub async fn spawn_app_on_store(
+    flags: &[&str],
+    make_store: impl FnOnce(&Path) -> std::sync::Arc<dyn wkuser::log::LogStore>,
+) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().to_path_buf();
+    let mut args: Vec<String> = vec![
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--api-addr".into(),
+        "127.0.0.1:0".into(),
+        "--ws-addr".into(),
+        "127.0.0.1:0".into(),
+    ];
+    args.extend(flags.iter().map(|s| s.to_string()));
+    let config = Config::from_args(args).expect("test config parses");
+    let store = make_store(&config.log_dir());
+    let server = Server::start_with_log(config, store)
+        .await
+        .expect("server starts");
+    TestApp {
+        api: format!("http://{}", server.api_addr()),
+        ws: format!("ws://{}", server.ws_addr()),
+        server: Some(server),
+        http: reqwest::Client::new(),
+        data_dir,
+        flags: flags.iter().map(|s| s.to_string()).collect(),
+        _dir: Some(dir),
+    }
+}

@@ -5,6 +5,11 @@
 
 mod crash;
 mod helpers;
+mod http_errors;
+mod http_failures;
+mod http_routes;
+mod persistence;
 mod process;
+mod secrets;
 mod smoke;
 mod view_recovery;

@@ -1,0 +1,131 @@
+//! When the event log fails: a mutation answers 503 in the contract's envelope with no
+//! internals and changes nothing; reads answered from memory keep working; once the log
+//! recovers, writing resumes with no gap in `seq` (`protocol.md` section 2).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde_json::json;
+use wkuser::domain::Seq;
+use wkuser::log::{EncodedRecord, LogError, LogStore, SledStore};
+
+use crate::helpers::*;
+
+/// A sled store that fails every operation while `failing` is set.
+struct Flaky {
+    inner: SledStore,
+    failing: Arc<AtomicBool>,
+}
+
+impl Flaky {
+    fn check(&self) -> Result<(), LogError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(LogError::storage("disk on fire (test)"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl LogStore for Flaky {
+    fn last_seq(&self) -> Result<Seq, LogError> {
+        self.check()?;
+        self.inner.last_seq()
+    }
+    fn write(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
+        self.check()?;
+        self.inner.write(batch)
+    }
+    fn flush(&self) -> Result<(), LogError> {
+        self.check()?;
+        self.inner.flush()
+    }
+    fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<(Seq, Vec<u8>)>, LogError> {
+        self.check()?;
+        self.inner.read_after(after, limit)
+    }
+    fn read_uid(
+        &self,
+        uid: &str,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, Vec<u8>)>, LogError> {
+        self.check()?;
+        self.inner.read_uid(uid, after, limit)
+    }
+}
+
+#[tokio::test]
+async fn a_failing_log_answers_503_and_changes_nothing() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let flag = failing.clone();
+    let mut app = spawn_app_on_store(&[], move |dir| {
+        Arc::new(Flaky {
+            inner: SledStore::open(dir).expect("sled opens"),
+            failing: flag,
+        })
+    })
+    .await;
+    app.set_token("u1", "old", 1, 0).await;
+    let (_ws, answer) = app.ws_connect("u1", "old", 1, "d1").await;
+    assert_connected(&answer);
+    assert_eq!(
+        app.post("/user/systemuids_add", &json!({"uids": ["s1"]}))
+            .await,
+        (200, json!({"status": 200}))
+    );
+    let last = app.server().service().log().last_durable();
+
+    failing.store(true, Ordering::SeqCst);
+    let unavailable = (
+        503,
+        envelope(
+            503,
+            "event log unavailable, nothing was recorded; retry later",
+        ),
+    );
+    for (path, body) in [
+        (
+            "/user/token",
+            json!({"uid": "u1", "token": "new", "device_flag": 1}),
+        ),
+        (
+            "/user/token",
+            json!({"uid": "u2", "token": "t2", "device_flag": 2}),
+        ),
+        ("/user/device_quit", json!({"uid": "u1", "device_flag": -1})),
+        ("/user/systemuids_add", json!({"uids": ["s2"]})),
+        ("/user/systemuids_remove", json!({"uids": ["s1"]})),
+    ] {
+        assert_eq!(app.post(path, &body).await, unavailable, "{path} {body}");
+    }
+    // Reads are answered from memory, so they still work; the state is as before.
+    assert_eq!(
+        app.online(&["u1", "u2"]).await,
+        json!([{"uid": "u1", "device_flag": 1, "online": 1}])
+    );
+    assert_eq!(app.system_uids().await, json!(["s1"]));
+    assert_eq!(app.get("/healthz").await, (200, json!({"status": 200})));
+    assert_eq!(app.server().service().log().last_durable(), last);
+
+    // Recovered: the old token still admits, the refused ones never took effect, and the
+    // next events follow the last acknowledged one.
+    failing.store(false, Ordering::SeqCst);
+    let (_ws2, answer) = app.ws_connect("u1", "old", 1, "d2").await;
+    assert_connected(&answer);
+    let (_ws3, answer) = app.ws_connect("u1", "new", 1, "d3").await;
+    assert_eq!(answer, auth_fail("c-d3"));
+    let (_ws4, answer) = app.ws_connect("u2", "t2", 2, "d4").await;
+    assert_eq!(answer, auth_fail("c-d4"));
+    assert_eq!(app.server().service().log().last_durable(), Seq(last.0 + 1));
+    app.set_token("u2", "t2", 2, 0).await;
+    let events = app
+        .server()
+        .service()
+        .log()
+        .read_after(Seq(0), 1000)
+        .unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq.0).collect();
+    assert_eq!(seqs, (1..=last.0 + 2).collect::<Vec<_>>());
+    app.stop().await;
+}
