@@ -57,6 +57,9 @@ pub trait LogStore: Send + Sync + 'static {
     fn write(&self, batch: &[EncodedRecord]) -> Result<(), LogError>;
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), LogError>;
+    /// Removes a batch that was written but could not be made durable, so that it is neither
+    /// read nor made durable by a later flush (its seqs will be given to other events).
+    fn discard(&self, batch: &[EncodedRecord]) -> Result<(), LogError>;
     /// Up to `limit` events with seq greater than `after`, in seq order.
     fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<(Seq, Vec<u8>)>, LogError>;
     /// Up to `limit` events indexed under `uid` with seq greater than `after`, in seq order.

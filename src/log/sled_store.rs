@@ -64,6 +64,24 @@ impl LogStore for SledStore {
             .map_err(|e| LogError::storage(format_args!("{e:?}")))
     }
 
+    fn discard(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
+        let mut events = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        for r in batch {
+            events.remove(&r.seq.to_key());
+            for uid in &r.uids {
+                index.remove(Self::uid_key(uid.as_str(), r.seq));
+            }
+        }
+        (&self.events, &self.by_uid)
+            .transaction(|(ev, ix)| {
+                ev.apply_batch(&events)?;
+                ix.apply_batch(&index)?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| LogError::storage(format_args!("{e:?}")))
+    }
+
     fn flush(&self) -> Result<(), LogError> {
         self.db.flush().map(|_| ()).map_err(LogError::storage)
     }

@@ -5,8 +5,10 @@
 //! takes every request waiting (up to [`MAX_BATCH`]), numbers the events, writes them in one
 //! atomic batch, flushes once, and only then acknowledges each caller. Promises: an
 //! acknowledged event is durable; a failed batch is acknowledged as failed to every caller in
-//! it and consumes no seq; `durable()` never runs ahead of the disk. Must never: run a flush on
-//! the async runtime's threads.
+//! it, consumes no seq and leaves nothing behind (a batch written but not flushed is taken
+//! back; if even that fails, the writer refuses appends until restart rather than guess);
+//! `durable()` never runs ahead of the disk. Must never: run a flush on the async runtime's
+//! threads.
 
 use std::sync::Arc;
 use std::thread;
@@ -136,6 +138,7 @@ fn run_writer(
 ) {
     let mut pending = Vec::with_capacity(MAX_BATCH);
     let mut stop = false;
+    let mut poisoned: Option<Arc<str>> = None;
     while !stop {
         match rx.blocking_recv() {
             None | Some(Request::Stop) => break,
@@ -176,7 +179,21 @@ fn run_writer(
             }));
             replies.push((recorded, ack));
         }
-        match store.write(&encoded).and_then(|()| store.flush()) {
+        let outcome = if let Some(why) = &poisoned {
+            Err(LogError::Storage(why.clone()))
+        } else {
+            store.write(&encoded).and_then(|()| {
+                store.flush().inspect_err(|_| {
+                    // Written but not durable: take it back, or a later flush would make
+                    // durable what the callers were told failed.
+                    if let Err(e) = store.discard(&encoded) {
+                        tracing::error!(error = %e, "cannot take back a batch that failed to flush; refusing appends until restart");
+                        poisoned = Some("the event log is in an unknown state after a failed flush; restart the server".into());
+                    }
+                })
+            })
+        };
+        match outcome {
             Ok(()) => {
                 last = seq;
                 durable.send_replace(last);

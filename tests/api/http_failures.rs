@@ -11,10 +11,12 @@ use wkuser::log::{EncodedRecord, LogError, LogStore, SledStore};
 
 use crate::helpers::*;
 
-/// A sled store that fails every operation while `failing` is set.
+/// A sled store that fails every operation while `failing` is set, or only its flushes while
+/// `failing_flush` is set (the batch is then written but never durable).
 struct Flaky {
     inner: SledStore,
     failing: Arc<AtomicBool>,
+    failing_flush: Arc<AtomicBool>,
 }
 
 impl Flaky {
@@ -38,7 +40,14 @@ impl LogStore for Flaky {
     }
     fn flush(&self) -> Result<(), LogError> {
         self.check()?;
+        if self.failing_flush.load(Ordering::SeqCst) {
+            return Err(LogError::storage("flush failed (test)"));
+        }
         self.inner.flush()
+    }
+    fn discard(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
+        self.check()?;
+        self.inner.discard(batch)
     }
     fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<(Seq, Vec<u8>)>, LogError> {
         self.check()?;
@@ -63,6 +72,7 @@ async fn a_failing_log_answers_503_and_changes_nothing() {
         Arc::new(Flaky {
             inner: SledStore::open(dir).expect("sled opens"),
             failing: flag,
+            failing_flush: Arc::new(AtomicBool::new(false)),
         })
     })
     .await;
@@ -128,4 +138,57 @@ async fn a_failing_log_answers_503_and_changes_nothing() {
     let seqs: Vec<u64> = events.iter().map(|e| e.seq.0).collect();
     assert_eq!(seqs, (1..=last.0 + 2).collect::<Vec<_>>());
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_that_fails_to_flush_is_taken_back_and_never_comes_back() {
+    let failing_flush = Arc::new(AtomicBool::new(false));
+    let flag = failing_flush.clone();
+    let mut app = spawn_app_on_store(&[], move |dir| {
+        Arc::new(Flaky {
+            inner: SledStore::open(dir).expect("sled opens"),
+            failing: Arc::new(AtomicBool::new(false)),
+            failing_flush: flag,
+        })
+    })
+    .await;
+    app.set_token("u1", "old", 1, 0).await;
+    let last = app.server().service().log().last_durable();
+
+    failing_flush.store(true, Ordering::SeqCst);
+    for token in ["refused-1", "refused-2", "refused-3"] {
+        let (status, _) = app
+            .post(
+                "/user/token",
+                &json!({"uid": "u1", "token": token, "device_flag": 1}),
+            )
+            .await;
+        assert_eq!(status, 503, "an unflushed append is not acknowledged");
+    }
+    let log = app.server().service().log().clone();
+    assert_eq!(log.last_durable(), last);
+    assert!(
+        log.read_after(last, 100).unwrap().is_empty(),
+        "nothing of the failed batches is readable"
+    );
+    drop(log);
+    failing_flush.store(false, Ordering::SeqCst);
+
+    // After a restart (the store reopened without fault injection: plain sled), the refused
+    // tokens admit nobody and the old one still works.
+    app.stop().await;
+    let app = crate::helpers::start_on(&app.data_dir, app.flags.clone()).await;
+    let (_ws, answer) = app.ws_connect("u1", "refused-3", 1, "d1").await;
+    assert_eq!(answer, auth_fail("c-d1"));
+    let (_ws, answer) = app.ws_connect("u1", "old", 1, "d2").await;
+    assert_connected(&answer);
+    let events = app
+        .server()
+        .service()
+        .log()
+        .read_after(Seq(0), 1000)
+        .unwrap();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, Seq(i as u64 + 1), "seq stays dense");
+    }
 }
