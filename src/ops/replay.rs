@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use crate::domain::Seq;
 use crate::log::{EventLog, LogError};
-use crate::view::projector::BATCH;
+use crate::view::projector::{project_until, ProjectorError};
 use crate::view::{SqliteView, ViewDump, ViewError, ViewStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
+    #[error(transparent)]
+    Projector(#[from] ProjectorError),
     #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
@@ -59,38 +61,15 @@ pub async fn replay(
         Until::Seq(s) => s.min(log.last_durable()),
         _ => log.last_durable(),
     };
-    let mut at = view.checkpoint().await?;
-    let mut events = 0u64;
-    // Read the next batch while the current one is written.
-    let read = |after: Seq| {
-        let log = log.clone();
-        tokio::task::spawn_blocking(move || log.read_after(after, BATCH))
+    let until_time = match until {
+        Until::Time(t) => Some(t),
+        _ => None,
     };
-    let mut next = (at < end).then(|| read(at));
-    while let Some(pending) = next.take() {
-        let mut batch = pending.await.map_err(LogError::storage)??;
-        batch.retain(|e| e.seq <= end);
-        let mut stop = batch.len() < BATCH;
-        if let Until::Time(t) = until {
-            if let Some(cut) = batch.iter().position(|e| e.recorded_at > t) {
-                batch.truncate(cut);
-                stop = true;
-            }
-        }
-        let Some(last) = batch.last().map(|e| e.seq) else {
-            break;
-        };
-        if !stop && last < end {
-            next = Some(read(last));
-        }
-        view.apply(&batch).await?;
-        events += batch.len() as u64;
-        at = last;
-        progress(at);
-    }
+    let from = view.checkpoint().await?;
+    let last_seq = project_until(log, view, from, end, until_time, &mut progress).await?;
     Ok(ReplayReport {
-        events,
-        last_seq: at,
+        events: last_seq.0 - from.0,
+        last_seq,
         elapsed: started.elapsed(),
     })
 }

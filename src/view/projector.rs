@@ -28,29 +28,56 @@ pub enum ProjectorError {
     View(#[from] ViewError),
 }
 
-/// Applies the events after `from` up to `until` (inclusive); returns the new checkpoint.
-/// `progress` hears each batch's last seq.
-pub async fn project(
+/// Applies the events after `from` up to `until` (inclusive), and, when `until_time` is given,
+/// only those recorded at or before it; returns the new checkpoint. The next batch is read
+/// (and decoded) on a blocking thread while the current one is written. `progress` hears each
+/// batch's last seq.
+pub async fn project_until(
     log: &EventLog,
     view: &dyn ViewStore,
     from: Seq,
     until: Seq,
+    until_time: Option<i64>,
     mut progress: impl FnMut(Seq),
 ) -> Result<Seq, ProjectorError> {
+    let read = |after: Seq| {
+        let log = log.clone();
+        let want = (until.0.saturating_sub(after.0)).min(BATCH as u64) as usize;
+        tokio::task::spawn_blocking(move || log.read_after(after, want))
+    };
     let mut at = from;
-    while at < until {
-        let want = (until.0 - at.0).min(BATCH as u64) as usize;
-        let log2 = log.clone();
-        let batch = tokio::task::spawn_blocking(move || log2.read_after(at, want))
-            .await
-            .map_err(LogError::storage)??;
-        let Some(last) = batch.last() else { break };
-        let last = last.seq;
+    let mut next = (at < until).then(|| read(at));
+    while let Some(pending) = next.take() {
+        let mut batch = pending.await.map_err(LogError::storage)??;
+        let mut stop = false;
+        if let Some(t) = until_time {
+            if let Some(cut) = batch.iter().position(|e| e.recorded_at > t) {
+                batch.truncate(cut);
+                stop = true;
+            }
+        }
+        let Some(last) = batch.last().map(|e| e.seq) else {
+            break;
+        };
+        if !stop && last < until {
+            next = Some(read(last));
+        }
         view.apply(&batch).await?;
         at = last;
         progress(at);
     }
     Ok(at)
+}
+
+/// Applies the events after `from` up to `until` (inclusive); returns the new checkpoint.
+pub async fn project(
+    log: &EventLog,
+    view: &dyn ViewStore,
+    from: Seq,
+    until: Seq,
+    progress: impl FnMut(Seq),
+) -> Result<Seq, ProjectorError> {
+    project_until(log, view, from, until, None, progress).await
 }
 
 /// Brings the view up to the log's durable end; used at start-up before anything is served.

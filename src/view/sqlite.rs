@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{SessionRecord, ViewDump, ViewError, ViewState, ViewStore};
+use crate::domain::event;
 use crate::domain::*;
 
 pub struct SqliteView {
@@ -81,27 +82,6 @@ fn seq(s: Seq) -> i64 {
 async fn apply_one(tx: &mut Transaction<'_, Sqlite>, r: &RecordedEvent) -> Result<(), sqlx::Error> {
     let at = r.recorded_at;
     match &r.event {
-        Event::TokenUpdated(e) => {
-            sqlx::query("INSERT INTO users (uid, created_seq, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (uid) DO NOTHING")
-                .bind(e.uid.as_str())
-                .bind(seq(r.seq))
-                .bind(at)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO tokens (uid, device_flag, device_level, token_hash, updated_seq, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                 ON CONFLICT (uid, device_flag) DO UPDATE SET device_level = ?3, token_hash = ?4, updated_seq = ?5, updated_at = ?6",
-            )
-            .bind(e.uid.as_str())
-            .bind(i64::from(e.device_flag.0))
-            .bind(i64::from(e.device_level.as_u8()))
-            .bind(e.token_hash.to_hex())
-            .bind(seq(r.seq))
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
-        }
         Event::DeviceQuit(e) => {
             let flag: i64 = match e.device_flag {
                 QuitScope::All => -1,
@@ -118,23 +98,8 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, r: &RecordedEvent) -> Resul
             .execute(&mut **tx)
             .await?;
         }
-        Event::Connected(e) => {
-            sqlx::query(
-                "INSERT INTO device_sessions (session_id, uid, device_flag, device_level, device_id, node_id, peer, connected_seq, connected_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (session_id) DO NOTHING",
-            )
-            .bind(e.session_id.to_string())
-            .bind(e.uid.as_str())
-            .bind(i64::from(e.device_flag.0))
-            .bind(i64::from(e.device_level.as_u8()))
-            .bind(e.device_id.as_str())
-            .bind(e.node_id.0 as i64)
-            .bind(&e.peer)
-            .bind(seq(r.seq))
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
-        }
+        // Gathered by `Pending` and written in bulk at the end of the batch.
+        Event::TokenUpdated(_) | Event::Connected(_) => {}
         Event::Disconnected(e) => {
             sqlx::query(
                 "UPDATE device_sessions SET disconnected_seq = ?2, disconnected_at = ?3, reason = ?4 \
@@ -191,6 +156,156 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, r: &RecordedEvent) -> Resul
     Ok(())
 }
 
+/// Rows of a batch written with multi-row statements at its end instead of one statement per
+/// event: new users; the last state of each token touched (a device quit in the batch is
+/// applied to it as well as to the older rows); new sessions, inserted already closed when
+/// they also close within the batch (one row write instead of an insert and an update). The
+/// result equals applying the events one by one.
+#[derive(Default)]
+struct Pending<'a> {
+    users: Vec<(&'a Uid, i64, i64)>,
+    seen_users: std::collections::HashSet<&'a Uid>,
+    tokens: Vec<TokenRow<'a>>,
+    token_at: std::collections::HashMap<(&'a Uid, DeviceFlag), usize>,
+    sessions: Vec<NewSession<'a>>,
+    by_id: std::collections::HashMap<SessionId, usize>,
+}
+
+struct TokenRow<'a> {
+    uid: &'a Uid,
+    flag: DeviceFlag,
+    level: DeviceLevel,
+    hash: Option<TokenHash>,
+    seq: i64,
+    at: i64,
+}
+
+struct NewSession<'a> {
+    connected: &'a event::Connected,
+    seq: i64,
+    at: i64,
+    closed: Option<(i64, i64, &'static str)>,
+}
+
+/// Rows per multi-row statement (12 binds each: well under SQLite's variable limit).
+const ROWS_PER_STATEMENT: usize = 64;
+
+impl<'a> Pending<'a> {
+    /// Takes the event's deferred part; `false` when the event still needs `apply_one`.
+    fn take(&mut self, r: &'a RecordedEvent) -> bool {
+        match &r.event {
+            Event::TokenUpdated(e) => {
+                if self.seen_users.insert(&e.uid) {
+                    self.users.push((&e.uid, seq(r.seq), r.recorded_at));
+                }
+                let row = TokenRow {
+                    uid: &e.uid,
+                    flag: e.device_flag,
+                    level: e.device_level,
+                    hash: Some(e.token_hash),
+                    seq: seq(r.seq),
+                    at: r.recorded_at,
+                };
+                match self.token_at.get(&(&e.uid, e.device_flag)) {
+                    Some(&i) => self.tokens[i] = row,
+                    None => {
+                        self.token_at
+                            .insert((&e.uid, e.device_flag), self.tokens.len());
+                        self.tokens.push(row);
+                    }
+                }
+                true
+            }
+            Event::DeviceQuit(e) => {
+                for t in &mut self.tokens {
+                    if t.uid == &e.uid && e.device_flag.covers(t.flag) && t.hash.is_some() {
+                        t.hash = None;
+                        t.seq = seq(r.seq);
+                        t.at = r.recorded_at;
+                    }
+                }
+                // The rows of earlier batches are cleared by `apply_one`.
+                false
+            }
+            Event::Connected(e) => {
+                self.by_id.insert(e.session_id, self.sessions.len());
+                self.sessions.push(NewSession {
+                    connected: e,
+                    seq: seq(r.seq),
+                    at: r.recorded_at,
+                    closed: None,
+                });
+                true
+            }
+            Event::Disconnected(e) => match self.by_id.get(&e.session_id) {
+                Some(&i) => {
+                    let s = &mut self.sessions[i];
+                    if s.closed.is_none() {
+                        s.closed = Some((seq(r.seq), r.recorded_at, e.reason.as_str()));
+                    }
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
+    async fn write(self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
+        for part in self.users.chunks(ROWS_PER_STATEMENT) {
+            let mut q =
+                sqlx::QueryBuilder::new("INSERT INTO users (uid, created_seq, created_at) ");
+            q.push_values(part, |mut b, (uid, seq, at)| {
+                b.push_bind(uid.as_str()).push_bind(*seq).push_bind(*at);
+            });
+            q.push(" ON CONFLICT (uid) DO NOTHING");
+            q.build().persistent(true).execute(&mut **tx).await?;
+        }
+        for part in self.tokens.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO tokens (uid, device_flag, device_level, token_hash, updated_seq, updated_at) ",
+            );
+            q.push_values(part, |mut b, t| {
+                b.push_bind(t.uid.as_str())
+                    .push_bind(i64::from(t.flag.0))
+                    .push_bind(i64::from(t.level.as_u8()))
+                    .push_bind(t.hash.map(|h| h.to_hex()))
+                    .push_bind(t.seq)
+                    .push_bind(t.at);
+            });
+            q.push(
+                " ON CONFLICT (uid, device_flag) DO UPDATE SET device_level = excluded.device_level, \
+                 token_hash = excluded.token_hash, updated_seq = excluded.updated_seq, updated_at = excluded.updated_at",
+            );
+            q.build().persistent(true).execute(&mut **tx).await?;
+        }
+        for part in self.sessions.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO device_sessions (session_id, uid, device_flag, device_level, device_id, node_id, peer, \
+                 connected_seq, connected_at, disconnected_seq, disconnected_at, reason) ",
+            );
+            q.push_values(part, |mut b, s| {
+                let e = s.connected;
+                b.push_bind(e.session_id.to_string())
+                    .push_bind(e.uid.as_str())
+                    .push_bind(i64::from(e.device_flag.0))
+                    .push_bind(i64::from(e.device_level.as_u8()))
+                    .push_bind(e.device_id.as_str())
+                    .push_bind(e.node_id.0 as i64)
+                    .push_bind(e.peer.as_str())
+                    .push_bind(s.seq)
+                    .push_bind(s.at)
+                    .push_bind(s.closed.map(|c| c.0))
+                    .push_bind(s.closed.map(|c| c.1))
+                    .push_bind(s.closed.map(|c| c.2));
+            });
+            q.push(" ON CONFLICT (session_id) DO NOTHING");
+            q.build().persistent(true).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+
 fn malformed(what: impl std::fmt::Display) -> ViewError {
     ViewError::Malformed(what.to_string())
 }
@@ -233,9 +348,13 @@ impl ViewStore for SqliteView {
             sqlx::query_scalar("SELECT last_seq FROM projector_checkpoint WHERE id = 1")
                 .fetch_one(&mut *tx)
                 .await?;
+        let mut pending = Pending::default();
         for r in batch.iter().filter(|r| seq(r.seq) > done) {
-            apply_one(&mut tx, r).await?;
+            if !pending.take(r) {
+                apply_one(&mut tx, r).await?;
+            }
         }
+        pending.write(&mut tx).await?;
         sqlx::query("UPDATE projector_checkpoint SET last_seq = ?1 WHERE id = 1 AND last_seq < ?1")
             .bind(seq(last.seq))
             .execute(&mut *tx)
