@@ -8,7 +8,6 @@
 //! answer comes after its events are durable and applied, so a read after the answer sees them.
 //! Must never: apply an event to memory before it is durable.
 
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -68,9 +67,7 @@ impl UserService {
     }
 
     fn stripe(&self, uid: &Uid) -> &Mutex<()> {
-        let mut h = self.stripe_hasher.build_hasher();
-        uid.hash(&mut h);
-        &self.stripes[(h.finish() as usize) % STRIPES]
+        &self.stripes[(self.stripe_hasher.hash_one(uid) as usize) % STRIPES]
     }
 
     /// Decides, appends and applies one command; returns the events it recorded (none when

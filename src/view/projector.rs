@@ -43,7 +43,7 @@ pub async fn project(
         let log2 = log.clone();
         let batch = tokio::task::spawn_blocking(move || log2.read_after(at, want))
             .await
-            .map_err(|e| LogError::storage(e))??;
+            .map_err(LogError::storage)??;
         let Some(last) = batch.last() else { break };
         let last = last.seq;
         view.apply(&batch).await?;
