@@ -3,5 +3,7 @@
 //! `helpers` starts and restarts the server ([`helpers::spawn_app`]); each other module covers
 //! one surface of the contract.
 
+mod gateway_connect;
+mod gateway_session;
 mod helpers;
 mod smoke;
