@@ -4,6 +4,7 @@
 //! one surface of the contract.
 
 mod gateway_connect;
+mod gateway_kicks;
 mod gateway_session;
 mod helpers;
 mod smoke;
