@@ -3,6 +3,7 @@
 //! `helpers` starts and restarts the server ([`helpers::spawn_app`]); each other module covers
 //! one surface of the contract.
 
+mod gateway_concurrency;
 mod gateway_connect;
 mod gateway_kicks;
 mod gateway_session;
