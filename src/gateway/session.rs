@@ -140,7 +140,11 @@ pub(super) async fn run(
     drop(pending);
     tracing::debug!(%peer, uid = %uid, session = %session_id, device_flag = %params.device_flag, "connected");
 
-    let time_diff = params.client_timestamp.map_or(0, |t| now_ms() - t);
+    // Saturating: any i64 a client sends must not overflow (a panic here, after `Connected` is
+    // durable, would leave the session online with no `Disconnected` ever recorded).
+    let time_diff = params
+        .client_timestamp
+        .map_or(0, |t| now_ms().saturating_sub(t));
     let connected = frames::connect_ok(&id, time_diff, gw.settings.node_id.0);
     let live = Live {
         gw: gw.clone(),

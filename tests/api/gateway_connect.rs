@@ -229,3 +229,41 @@ async fn other_first_frames_are_closed_1008_without_a_reply() {
     }
     assert_eq!(app.online(&["u1"]).await, json!([]));
 }
+
+#[tokio::test]
+async fn extreme_client_timestamps_neither_break_the_session_nor_leave_it_online() {
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    app.set_token("u2", "t", 1, 0).await;
+    for (uid, ts) in [("u1", i64::MIN), ("u2", i64::MAX)] {
+        let id = rpc_id();
+        let before = now_ms();
+        let (mut ws, answer) = first_frame(&app, &easy_connect(uid, "t", "d1", 1, ts, &id)).await;
+        let after = now_ms();
+        let v: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(v["id"], json!(id));
+        assert_eq!(v["result"]["reasonCode"], 1, "{answer}");
+        // server ms - clientTimestamp, saturated where i64 cannot hold it.
+        let diff = v["result"]["timeDiff"].as_i64().expect("an integer");
+        let lo = before.saturating_sub(ts);
+        let hi = after.saturating_sub(ts);
+        assert!((lo..=hi).contains(&diff), "{uid}: timeDiff {diff}");
+        assert_eq!(
+            app.online(&[uid]).await,
+            json!([{"uid": uid, "device_flag": 1, "online": 1}])
+        );
+        let bye = rpc_id();
+        send_text(
+            &mut ws,
+            format!(r#"{{"method":"disconnect","id":"{bye}"}}"#),
+        )
+        .await;
+        assert_eq!(next_text(&mut ws).await, empty_result(&bye));
+        assert_eq!(expect_close(&mut ws).await, 1000);
+        app.wait_offline(uid).await;
+        assert_eq!(
+            app.close_reasons(uid),
+            vec![wkuser::domain::CloseReason::ClientClosed]
+        );
+    }
+}
