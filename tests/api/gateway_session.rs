@@ -222,3 +222,82 @@ async fn a_graceful_stop_closes_sessions_1001_and_a_restart_leaves_nobody_online
     let mut fresh = fresh;
     fresh.stop().await;
 }
+
+#[tokio::test]
+async fn a_burst_of_pipelined_requests_is_answered_in_full_and_in_order() {
+    // More requests at once than the outbound queue holds (256): a client that reads its
+    // answers is not a slow consumer, however many frames arrive in one read.
+    const N: usize = 1000;
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut ws = connected(&app, "u1", "t", 1, DEV).await;
+    use futures_util::SinkExt;
+    for i in 0..N {
+        ws.feed(tokio_tungstenite::tungstenite::Message::text(easy_ping(
+            &format!("p{i}"),
+        )))
+        .await
+        .unwrap();
+    }
+    ws.flush().await.unwrap();
+    for i in 0..N {
+        assert_eq!(
+            next_text(&mut ws).await,
+            empty_result(&format!("p{i}")),
+            "answer {i}"
+        );
+    }
+    assert_pings(&mut ws).await;
+    assert!(app.close_reasons("u1").is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_closed_as_slow_consumer() {
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut raw = RawWs::open_with_recv_buffer(&app.ws, 4096).await;
+    raw.send_text(&easy_connect("u1", "t", DEV, 1, now_ms(), "c1"))
+        .await;
+    assert!(raw
+        .read_frame()
+        .await
+        .expect("connect answered")
+        .text()
+        .contains(r#""reasonCode":1"#));
+    // Pings with long ids (so long answers), never reading the answers. The writes block once
+    // the server stops reading; the server must still end the session.
+    let id = "x".repeat(60_000);
+    let ping = easy_ping(&id);
+    let (mut read_half, mut write_half) = raw.tcp.into_split();
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let frame = RawWs::masked_text(&ping);
+        for _ in 0..2_000 {
+            if write_half.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut closed = false;
+    for _ in 0..500 {
+        if app.close_reasons("u1") == vec![CloseReason::SlowConsumer] {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(closed, "not closed as a slow consumer within 10 s");
+    assert_eq!(app.online(&["u1"]).await, json!([]));
+    // The socket is gone: the client's writes fail, and reading reaches the end.
+    tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+        .await
+        .expect("the client's writes end once the server drops the socket")
+        .unwrap();
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 16];
+        while matches!(read_half.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    assert!(drained.is_ok(), "the socket was not closed");
+}

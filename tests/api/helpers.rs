@@ -423,9 +423,26 @@ impl RawFrame {
 
 impl RawWs {
     pub async fn open(url: &str) -> RawWs {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let host = url.trim_start_matches("ws://");
-        let mut tcp = TcpStream::connect(host).await.expect("tcp connects");
+        let tcp = TcpStream::connect(host).await.expect("tcp connects");
+        Self::upgrade(tcp, host).await
+    }
+
+    /// Like [`RawWs::open`], with a small receive buffer so that a client that does not read
+    /// stops the server's writes early.
+    pub async fn open_with_recv_buffer(url: &str, bytes: u32) -> RawWs {
+        let host = url.trim_start_matches("ws://");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let tcp = socket
+            .connect(host.parse().expect("ws address"))
+            .await
+            .expect("tcp connects");
+        Self::upgrade(tcp, host).await
+    }
+
+    async fn upgrade(mut tcp: TcpStream, host: &str) -> RawWs {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let request = format!(
             "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -455,6 +472,12 @@ impl RawWs {
     /// Sends one masked text frame.
     pub async fn send_text(&mut self, text: &str) {
         use tokio::io::AsyncWriteExt;
+        let frame = Self::masked_text(text);
+        self.tcp.write_all(&frame).await.expect("frame sent");
+    }
+
+    /// The bytes of one masked text frame, as a client sends it.
+    pub fn masked_text(text: &str) -> Vec<u8> {
         let payload = text.as_bytes();
         let mask = [0x37u8, 0xfa, 0x21, 0x3d];
         let mut frame = vec![0x81u8];
@@ -471,7 +494,7 @@ impl RawWs {
         }
         frame.extend_from_slice(&mask);
         frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.tcp.write_all(&frame).await.expect("frame sent");
+        frame
     }
 
     /// The next frame (unmasked, unfragmented, as this server sends them), or `None` at the end
