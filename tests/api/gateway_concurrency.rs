@@ -180,3 +180,66 @@ async fn a_thousand_concurrent_connects_are_all_online_then_all_offline() {
         assert_eq!(per_uid.get(uid), Some(&(1, 1)), "{uid}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_racing_a_connect_is_seen_after_the_result_or_refuses_the_connect() {
+    // Each of N uids connects while its device_quit runs. Whichever is decided first, the
+    // client sees either "auth fail" then 1008, or its result, then the kick, then 1000; never
+    // a kick before its result, and nobody is left online.
+    const N: usize = 100;
+    let app = std::sync::Arc::new(spawn_app().await);
+    let uids: Vec<String> = (0..N).map(|i| format!("racer{i}")).collect();
+    futures_util::stream::iter(uids.iter())
+        .for_each_concurrent(32, |uid| {
+            let app = &app;
+            async move { app.set_token(uid, "t", 1, 0).await }
+        })
+        .await;
+
+    let mut tasks = Vec::new();
+    for (i, uid) in uids.iter().enumerate() {
+        let (app, uid) = (app.clone(), uid.clone());
+        // Staggered by 0 to 3 ms so that both orders happen (the HTTP request is usually the
+        // slower of the two).
+        let stagger = std::time::Duration::from_millis((i % 4) as u64);
+        tasks.push(tokio::spawn(async move {
+            let mut ws = app.ws_open().await;
+            let id = rpc_id();
+            let frame = easy_connect(&uid, "t", &web_device_id(), 1, now_ms(), &id);
+            let (_, first) = tokio::join!(app.device_quit(&uid, 1), async {
+                tokio::time::sleep(stagger).await;
+                send_text(&mut ws, frame).await;
+                next_text(&mut ws).await
+            });
+            let outcome = if first == auth_fail(&id) {
+                assert_eq!(expect_close(&mut ws).await, 1008, "{uid}");
+                false
+            } else {
+                let v: Value = serde_json::from_str(&first).unwrap();
+                assert_eq!(v["id"], json!(id), "{uid}: {first}");
+                assert_eq!(v["result"]["reasonCode"], 1, "{uid}: {first}");
+                assert_eq!(next_text(&mut ws).await, kick_text("device quit"), "{uid}");
+                assert_eq!(expect_close(&mut ws).await, 1000, "{uid}");
+                true
+            };
+            (uid, outcome)
+        }));
+    }
+    let outcomes: Vec<(String, bool)> = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("race task"))
+        .collect();
+
+    let refs: Vec<&str> = uids.iter().map(String::as_str).collect();
+    assert_eq!(app.online(&refs).await, json!([]));
+    for (uid, connected) in &outcomes {
+        let n = usize::from(*connected);
+        assert_eq!(app.connected_events(uid).len(), n, "{uid}");
+        assert_eq!(
+            app.close_reasons(uid),
+            vec![CloseReason::DeviceQuit; n],
+            "{uid}"
+        );
+    }
+}
