@@ -249,3 +249,23 @@ async fn a_slave_connect_replaces_only_its_own_device() {
     }
     assert_eq!(app.server().service().presence().counts().1, 3);
 }
+
+#[tokio::test]
+async fn a_kicked_client_that_does_not_read_at_all_is_closed_within_two_seconds() {
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let (mut unread, writer) = flooding_client(&app, "u1", "t", 1).await;
+    // Well under the slow-consumer limit: the kick, not the queue, ends the session.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.device_quit("u1", 1).await;
+    let acknowledged = Instant::now();
+    assert_eq!(app.online(&["u1"]).await, json!([]));
+    // Whatever was sent before is read and dropped; the stream must end within the bound.
+    read_to_end_within(&mut unread, KICK_BOUND).await;
+    assert!(acknowledged.elapsed() <= KICK_BOUND);
+    timeout(Duration::from_secs(5), writer)
+        .await
+        .expect("the client's writes end once the server drops the socket")
+        .unwrap();
+    assert_eq!(app.close_reasons("u1"), vec![CloseReason::DeviceQuit]);
+}

@@ -255,29 +255,7 @@ async fn a_burst_of_pipelined_requests_is_answered_in_full_and_in_order() {
 async fn a_client_that_never_reads_its_answers_is_closed_as_slow_consumer() {
     let app = spawn_app().await;
     app.set_token("u1", "t", 1, 0).await;
-    let mut raw = RawWs::open_with_recv_buffer(&app.ws, 4096).await;
-    raw.send_text(&easy_connect("u1", "t", DEV, 1, now_ms(), "c1"))
-        .await;
-    assert!(raw
-        .read_frame()
-        .await
-        .expect("connect answered")
-        .text()
-        .contains(r#""reasonCode":1"#));
-    // Pings with long ids (so long answers), never reading the answers. The writes block once
-    // the server stops reading; the server must still end the session.
-    let id = "x".repeat(60_000);
-    let ping = easy_ping(&id);
-    let (mut read_half, mut write_half) = raw.tcp.into_split();
-    let writer = tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        let frame = RawWs::masked_text(&ping);
-        for _ in 0..2_000 {
-            if write_half.write_all(&frame).await.is_err() {
-                return;
-            }
-        }
-    });
+    let (mut unread, writer) = flooding_client(&app, "u1", "t", 1).await;
     let mut closed = false;
     for _ in 0..500 {
         if app.close_reasons("u1") == vec![CloseReason::SlowConsumer] {
@@ -293,11 +271,42 @@ async fn a_client_that_never_reads_its_answers_is_closed_as_slow_consumer() {
         .await
         .expect("the client's writes end once the server drops the socket")
         .unwrap();
-    let drained = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 1 << 16];
-        while matches!(read_half.read(&mut buf).await, Ok(n) if n > 0) {}
-    })
-    .await;
-    assert!(drained.is_ok(), "the socket was not closed");
+    read_to_end_within(&mut unread, std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_is_not_held_up_by_clients_that_ignore_it() {
+    let mut app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    app.set_token("u2", "t", 1, 0).await;
+    // One never answers the close frame; the other does not read at all.
+    let mut silent = app.raw_ws().await;
+    silent
+        .send_text(&easy_connect("u1", "t", DEV, 1, now_ms(), "c1"))
+        .await;
+    assert!(silent
+        .read_frame()
+        .await
+        .expect("connect answered")
+        .text()
+        .contains(r#""reasonCode":1"#));
+    let (mut unread, writer) = flooding_client(&app, "u2", "t", 1).await;
+    // Well under the slow-consumer limit: the stop, not the queue, ends the session.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    tokio::time::timeout(std::time::Duration::from_secs(10), app.stop())
+        .await
+        .expect("the stop finished");
+    let close = silent.read_frame().await.expect("a close frame");
+    assert_eq!(close.close_code(), 1001);
+    assert_eq!(silent.read_frame().await, None);
+    read_to_end_within(&mut unread, std::time::Duration::from_secs(5)).await;
+    writer.abort();
+
+    let fresh = start_on(&app.data_dir, vec![]).await;
+    assert_eq!(fresh.close_reasons("u1"), vec![CloseReason::ServerShutdown]);
+    assert_eq!(fresh.close_reasons("u2"), vec![CloseReason::ServerShutdown]);
+    assert_eq!(fresh.online(&["u1", "u2"]).await, json!([]));
+    let mut fresh = fresh;
+    fresh.stop().await;
 }

@@ -551,3 +551,53 @@ impl RawWs {
         Some((frame, head + len))
     }
 }
+
+/// A connected client that stops reading: a small receive buffer, then pings with 60 KB ids
+/// (so long answers) written without end from a task that stops at the first write error (the
+/// server dropped the socket). Returns the unread half and the writing task.
+pub async fn flooding_client(
+    app: &TestApp,
+    uid: &str,
+    token: &str,
+    flag: u8,
+) -> (tokio::net::tcp::OwnedReadHalf, tokio::task::JoinHandle<()>) {
+    let mut raw = RawWs::open_with_recv_buffer(&app.ws, 4096).await;
+    raw.send_text(&easy_connect(
+        uid,
+        token,
+        "web_f100d000_1700000000000",
+        flag,
+        now_ms(),
+        "c",
+    ))
+    .await;
+    let answer = raw.read_frame().await.expect("connect answered");
+    assert!(
+        answer.text().contains(r#""reasonCode":1"#),
+        "{}",
+        answer.text()
+    );
+    let ping = RawWs::masked_text(&easy_ping(&"x".repeat(60_000)));
+    let (read_half, mut write_half) = raw.tcp.into_split();
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        // Bounded only so that a broken server cannot make this loop forever (~600 MB).
+        for _ in 0..10_000 {
+            if write_half.write_all(&ping).await.is_err() {
+                return;
+            }
+        }
+    });
+    (read_half, writer)
+}
+
+/// Reads and discards until the end of the stream (or a reset), within `limit`; panics after.
+pub async fn read_to_end_within(half: &mut tokio::net::tcp::OwnedReadHalf, limit: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 1 << 16];
+    tokio::time::timeout(limit, async {
+        while matches!(half.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the socket was not closed within {limit:?}"));
+}
