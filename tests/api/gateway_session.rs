@@ -156,6 +156,42 @@ async fn a_message_of_exactly_the_limit_is_allowed_and_one_byte_more_closes_1009
 }
 
 #[tokio::test]
+async fn the_size_limit_applies_to_the_message_after_reassembly_of_fragments() {
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut raw = app.raw_ws().await;
+    raw.send_text(&easy_connect("u1", "t", DEV, 1, now_ms(), "c1"))
+        .await;
+    assert!(raw
+        .read_frame()
+        .await
+        .expect("connect answered")
+        .text()
+        .contains(r#""reasonCode":1"#));
+
+    // A small ping in three fragments.
+    raw.send_fragments(&[r#"{"method":"pi"#, r#"ng","id":"#, r#""f1"}"#])
+        .await;
+    assert_eq!(raw.read_frame().await.unwrap().text(), empty_result("f1"));
+
+    // Exactly 65,536 bytes in two fragments of 32,768.
+    let ping = easy_ping("f2");
+    let whole = format!("{ping}{}", " ".repeat(65_536 - ping.len()));
+    raw.send_fragments(&[&whole[..32_768], &whole[32_768..]])
+        .await;
+    assert_eq!(raw.read_frame().await.unwrap().text(), empty_result("f2"));
+
+    // 65,537 bytes in two fragments, each well under the limit.
+    let ping = easy_ping("f3");
+    let whole = format!("{ping}{}", " ".repeat(65_537 - ping.len()));
+    raw.send_fragments(&[&whole[..32_768], &whole[32_768..]])
+        .await;
+    assert_eq!(raw.read_frame().await.unwrap().close_code(), 1009);
+    assert_eq!(app.close_reasons("u1"), vec![CloseReason::ProtocolError]);
+    assert_eq!(app.online(&["u1"]).await, json!([]));
+}
+
+#[tokio::test]
 async fn a_binary_frame_after_connect_closes_1003_as_protocol_error() {
     let app = spawn_app().await;
     app.set_token("u1", "t", 1, 0).await;

@@ -476,11 +476,27 @@ impl RawWs {
         self.tcp.write_all(&frame).await.expect("frame sent");
     }
 
+    /// Sends one text message split into fragments (a text frame, then continuations).
+    pub async fn send_fragments(&mut self, parts: &[&str]) {
+        use tokio::io::AsyncWriteExt;
+        let mut bytes = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let opcode = if i == 0 { 0x1 } else { 0x0 };
+            let fin = i + 1 == parts.len();
+            bytes.extend(Self::masked(opcode, fin, part.as_bytes()));
+        }
+        self.tcp.write_all(&bytes).await.expect("fragments sent");
+    }
+
     /// The bytes of one masked text frame, as a client sends it.
     pub fn masked_text(text: &str) -> Vec<u8> {
-        let payload = text.as_bytes();
+        Self::masked(0x1, true, text.as_bytes())
+    }
+
+    /// The bytes of one masked frame.
+    pub fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
         let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-        let mut frame = vec![0x81u8];
+        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
         match payload.len() {
             n if n < 126 => frame.push(0x80 | n as u8),
             n if n <= 0xffff => {
