@@ -88,6 +88,9 @@ async fn concurrent_master_connects_leave_exactly_one_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_connects_are_all_online_then_all_offline() {
     const N: usize = 1000;
+    // A client and a server socket per connection, HTTP connections, the log and the view,
+    // and the other tests of this binary running alongside.
+    ensure_open_files(4096);
     let app = spawn_app().await;
     let uids: Vec<String> = (0..N).map(|i| format!("user{i}")).collect();
 

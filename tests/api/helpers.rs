@@ -617,3 +617,28 @@ pub async fn read_to_end_within(half: &mut tokio::net::tcp::OwnedReadHalf, limit
     .await
     .unwrap_or_else(|_| panic!("the socket was not closed within {limit:?}"));
 }
+
+/// Makes sure this process may open at least `wanted` files (sockets), raising the soft limit
+/// toward the hard one when it is lower (a common default soft limit is 1,024). Panics with an
+/// explanation when the hard limit is too low.
+pub fn ensure_open_files(wanted: libc::rlim_t) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    assert_eq!(got, 0, "getrlimit(RLIMIT_NOFILE) failed");
+    if lim.rlim_cur >= wanted {
+        return;
+    }
+    assert!(
+        lim.rlim_max >= wanted,
+        "this test needs {wanted} open files; the hard limit is {}",
+        lim.rlim_max
+    );
+    lim.rlim_cur = wanted;
+    // SAFETY: as above.
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    assert_eq!(set, 0, "setrlimit(RLIMIT_NOFILE) failed");
+}
