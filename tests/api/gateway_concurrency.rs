@@ -72,6 +72,8 @@ async fn concurrent_master_connects_leave_exactly_one_session() {
         }
     }
     assert_eq!((survivors.len(), kicked), (1, N - 1));
+    // Only the survivor is still registered to receive a close order.
+    assert_eq!(app.server().service().live_count(), 1);
     assert_eq!(
         app.online(&["m1"]).await,
         json!([{"uid": "m1", "device_flag": 1, "online": 1}])
@@ -166,6 +168,11 @@ async fn a_thousand_concurrent_connects_are_all_online_then_all_offline() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(offline, "still online 5 s after every client closed");
+    assert_eq!(
+        app.server().service().live_count(),
+        0,
+        "close orders still registered"
+    );
 
     let mut per_uid: HashMap<String, (usize, usize)> = HashMap::new();
     for r in app.events() {
@@ -236,6 +243,11 @@ async fn a_kick_racing_a_connect_is_seen_after_the_result_or_refuses_the_connect
 
     let refs: Vec<&str> = uids.iter().map(String::as_str).collect();
     assert_eq!(app.online(&refs).await, json!([]));
+    assert_eq!(
+        app.server().service().live_count(),
+        0,
+        "close orders still registered"
+    );
     for (uid, connected) in &outcomes {
         let n = usize::from(*connected);
         assert_eq!(app.connected_events(uid).len(), n, "{uid}");

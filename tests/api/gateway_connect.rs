@@ -177,6 +177,11 @@ async fn bad_credentials_and_bad_params_answer_auth_fail_then_close_1008() {
             .any(|r| matches!(r.event, Event::Connected(_))),
         "a refused connect recorded a session"
     );
+    assert_eq!(
+        app.server().service().live_count(),
+        0,
+        "a refused connect stayed registered for close orders"
+    );
     // The right token still works after all that.
     let _ws = connected(&app, "u1", "right", 1, dev).await;
 }
