@@ -220,9 +220,16 @@ async fn a_socket_that_sends_nothing_is_closed_1008_at_the_first_frame_limit() {
 
 #[tokio::test]
 async fn an_idle_session_is_closed_1000_as_idle_timeout() {
-    let app = spawn_app_with(&["--idle-timeout", "500ms"]).await;
+    let app = spawn_app_with(&["--idle-timeout", "1s"]).await;
     app.set_token("u1", "t", 1, 0).await;
     let mut ws = connected(&app, "u1", "t", 1, DEV).await;
+    // Inbound frames keep it open past the limit: a ping every 250 ms for 1.5 s.
+    for _ in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        assert_pings(&mut ws).await;
+    }
+    assert!(app.close_reasons("u1").is_empty());
+    // Then silence.
     assert_eq!(expect_close(&mut ws).await, 1000);
     assert_eq!(app.close_reasons("u1"), vec![CloseReason::IdleTimeout]);
     assert_eq!(app.online(&["u1"]).await, json!([]));
