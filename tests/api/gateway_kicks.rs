@@ -148,6 +148,15 @@ async fn a_kicked_client_that_ignores_the_kick_is_closed_within_two_seconds() {
             assert_eq!(close.close_code(), 1000);
             // The client reads nothing more: it waits for the server to end the stream.
             assert_eq!(ws.read_frame().await, None, "data after the close frame");
+            // And the socket is closed, not only half-closed: writing to it soon fails.
+            let ping = RawWs::masked_text(&easy_ping("late"));
+            loop {
+                use tokio::io::AsyncWriteExt;
+                if ws.tcp.write_all(&ping).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         };
         timeout(KICK_BOUND, read_all)
             .await
