@@ -3,11 +3,13 @@
 //!
 //! Owns the session loop and its ending. Inbound frames are read here; outbound frames go
 //! through a bounded queue to a writer task, so a client that stops reading fills its own
-//! queue (and is closed as a slow consumer) without ever stalling this loop, a kick or another
-//! session. Promises: the connect result is sent only after `Connected` is durable; every
-//! ending records exactly one `Disconnected` (or finds it already recorded by whoever closed
-//! the session); a close ordered by the server completes within two seconds whatever the client
-//! does. Must never: log a token, or answer a frame before it is authenticated.
+//! queue without ever stalling a kick or another session. While the queue is full no more
+//! inbound frames are read (a client pipelining requests is slowed, not closed); a queue that
+//! stays full for [`SLOW_LIMIT`] closes the session as a slow consumer. Promises: the connect
+//! result is sent only after `Connected` is durable; every ending records exactly one
+//! `Disconnected` (or finds it already recorded by whoever closed the session); a close ordered
+//! by the server completes within two seconds whatever the client does. Must never: log a
+//! token, or answer a frame before it is authenticated.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +38,9 @@ type Ws = WebSocketStream<TcpStream>;
 const FLUSH_LIMIT: Duration = Duration::from_millis(1000);
 /// How long a closed socket is drained so that the peer reads the close frame before the FIN.
 const LINGER: Duration = Duration::from_millis(500);
+/// How long the outbound queue may stay full, with no frame taken by the writer, before the
+/// session is closed as a slow consumer.
+const SLOW_LIMIT: Duration = Duration::from_millis(1000);
 
 enum Out {
     Text(String),
@@ -140,7 +145,11 @@ pub(super) async fn run(
     drop(pending);
     tracing::debug!(%peer, uid = %uid, session = %session_id, device_flag = %params.device_flag, "connected");
 
-    let time_diff = params.client_timestamp.map_or(0, |t| now_ms() - t);
+    // Saturating: any i64 a client sends must not overflow (a panic here, after `Connected` is
+    // durable, would leave the session online with no `Disconnected` ever recorded).
+    let time_diff = params
+        .client_timestamp
+        .map_or(0, |t| now_ms().saturating_sub(t));
     let connected = frames::connect_ok(&id, time_diff, gw.settings.node_id.0);
     let live = Live {
         gw: gw.clone(),
@@ -192,8 +201,14 @@ impl Live {
         let mut writer = tokio::spawn(write_loop(sink, out_rx));
         let idle = sleep(settings.idle_timeout);
         tokio::pin!(idle);
+        let slow = sleep(SLOW_LIMIT);
+        tokio::pin!(slow);
 
         let end = loop {
+            // Backpressure: every frame read may need an answer, so nothing is read while the
+            // queue is full. The writer may simply not have run yet (the frames of one burst are
+            // parsed from tungstenite's buffer without yielding): waiting for room is enough.
+            let full = out.capacity() == 0;
             tokio::select! {
                 biased;
                 order = &mut orders => break match order {
@@ -207,14 +222,25 @@ impl Live {
                 }
                 _ = &mut writer => break End::Gone,
                 _ = &mut idle => break End::Own(CloseReason::IdleTimeout, CloseCode::Normal, "idle timeout"),
-                msg = stream.next() => {
+                _ = &mut slow, if full => {
+                    break End::Own(CloseReason::SlowConsumer, CloseCode::Policy, "slow reader");
+                }
+                room = out.reserve(), if full => {
+                    if room.is_err() {
+                        break End::Gone;
+                    }
+                }
+                msg = stream.next(), if !full => {
                     idle.as_mut().reset(Instant::now() + settings.idle_timeout);
                     match msg {
                         Some(Ok(Message::Text(t))) => match answer(t.as_str()) {
                             Answer::Nothing => {}
                             Answer::Reply(frame) => {
-                                if out.try_send(Out::Text(frame)).is_err() {
-                                    break End::Own(CloseReason::SlowConsumer, CloseCode::Policy, "slow reader");
+                                // There was room before the read; a closed queue means the
+                                // writer is gone, which its branch reports next.
+                                let _ = out.try_send(Out::Text(frame));
+                                if out.capacity() == 0 {
+                                    slow.as_mut().reset(Instant::now() + SLOW_LIMIT);
                                 }
                             }
                             Answer::ReplyAndLeave(frame) => {

@@ -39,7 +39,9 @@ pub struct EventLog {
 }
 
 struct Inner {
-    store: Arc<dyn LogStore>,
+    /// Taken out at [`EventLog::close`], so that the directory is released then, whatever
+    /// handles still exist (they get [`LogError::Closed`]).
+    store: parking_lot::RwLock<Option<Arc<dyn LogStore>>>,
     tx: mpsc::Sender<Request>,
     durable: watch::Receiver<Seq>,
     writer: Mutex<Option<thread::JoinHandle<()>>>,
@@ -58,7 +60,7 @@ impl EventLog {
             .map_err(LogError::storage)?;
         Ok(EventLog {
             inner: Arc::new(Inner {
-                store,
+                store: parking_lot::RwLock::new(Some(store)),
                 tx,
                 durable,
                 writer: Mutex::new(Some(handle)),
@@ -89,9 +91,13 @@ impl EventLog {
         *self.inner.durable.borrow()
     }
 
+    fn store(&self) -> Result<Arc<dyn LogStore>, LogError> {
+        self.inner.store.read().clone().ok_or(LogError::Closed)
+    }
+
     /// Up to `limit` events after `after`, decoded.
     pub fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
-        decode_all(self.inner.store.read_after(after, limit)?)
+        decode_all(self.store()?.read_after(after, limit)?)
     }
 
     /// Up to `limit` events of one uid after `after`, decoded.
@@ -101,16 +107,18 @@ impl EventLog {
         after: Seq,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
-        decode_all(self.inner.store.read_uid(uid, after, limit)?)
+        decode_all(self.store()?.read_uid(uid, after, limit)?)
     }
 
-    /// Stops the writer after everything queued before this call, and waits for it.
+    /// Stops the writer after everything queued before this call, waits for it, and releases
+    /// the store (the data directory is free once reads already running finish).
     pub async fn close(&self) {
         let _ = self.inner.tx.send(Request::Stop).await;
         let handle = self.inner.writer.lock().take();
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+        self.inner.store.write().take();
     }
 }
 

@@ -434,3 +434,438 @@ pub async fn spawn_app_on_store(
         _dir: Some(dir),
     }
 }
+// ---------------------------------------------------------------------------------------------
+// Gateway helpers: frames written byte for byte as the EasySDK writes them, raw reads of the
+// server's frames, the event log read in-process, and a bare client that never answers a close.
+
+/// A request id as the EasySDK makes them (a UUID string).
+pub fn rpc_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// A deviceId of the shape the EasySDK web client makes: `web_<8 hex>_<ms>`.
+pub fn web_device_id() -> String {
+    let hex = uuid::Uuid::now_v7().simple().to_string();
+    format!("web_{}_{}", &hex[24..32], now_ms())
+}
+
+/// The EasySDK's connect frame, field for field in its order.
+pub fn easy_connect(
+    uid: &str,
+    token: &str,
+    device_id: &str,
+    flag: u8,
+    ts: i64,
+    id: &str,
+) -> String {
+    format!(
+        r#"{{"method":"connect","params":{{"uid":"{uid}","token":"{token}","deviceId":"{device_id}","deviceFlag":{flag},"clientTimestamp":{ts}}},"id":"{id}"}}"#
+    )
+}
+
+/// The EasySDK's ping request.
+pub fn easy_ping(id: &str) -> String {
+    format!(r#"{{"method":"ping","id":"{id}"}}"#)
+}
+
+/// The server's empty result for `id`, as exact text.
+pub fn empty_result(id: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":"{id}","result":{{}}}}"#)
+}
+
+/// The auth failure for `id`, as exact text.
+pub fn auth_fail_text(id: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":"{id}","error":{{"code":2,"message":"auth fail"}}}}"#)
+}
+
+/// The kick notification with `reason`, as exact text.
+pub fn kick_text(reason: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","method":"disconnect","params":{{"reasonCode":12,"reason":"{reason}"}}}}"#
+    )
+}
+
+pub async fn send_text(ws: &mut Ws, text: impl Into<String>) {
+    tokio::time::timeout(Duration::from_secs(5), ws.send(Message::text(text.into())))
+        .await
+        .expect("frame sent within 5 s")
+        .expect("frame sent");
+}
+
+/// What the server sent next, ignoring WebSocket pings and pongs.
+#[derive(Debug, PartialEq)]
+pub enum Frame {
+    Text(String),
+    Binary,
+    /// A close frame and its code (`None`: a close frame without a code).
+    Close(Option<u16>),
+    /// The socket ended without a close frame.
+    Gone,
+}
+
+/// The next frame, within 5 s.
+pub async fn next_frame(ws: &mut Ws) -> Frame {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Err(_) => panic!("no frame within 5 s"),
+            Ok(Some(Ok(Message::Text(t)))) => return Frame::Text(t.as_str().to_owned()),
+            Ok(Some(Ok(Message::Binary(_)))) => return Frame::Binary,
+            Ok(Some(Ok(Message::Close(f)))) => return Frame::Close(f.map(|f| u16::from(f.code))),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_)) | None) => return Frame::Gone,
+        }
+    }
+}
+
+/// The next frame, which must be a text frame; returns its exact text.
+pub async fn next_text(ws: &mut Ws) -> String {
+    match next_frame(ws).await {
+        Frame::Text(t) => t,
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+/// The next frame, which must be a close frame; returns its code.
+pub async fn expect_close(ws: &mut Ws) -> u16 {
+    match next_frame(ws).await {
+        Frame::Close(Some(code)) => code,
+        other => panic!("expected a close frame with a code, got {other:?}"),
+    }
+}
+
+/// Sends `frame` as the first frame of a fresh socket; returns the socket and the exact text of
+/// the answer.
+pub async fn first_frame(app: &TestApp, frame: &str) -> (Ws, String) {
+    let mut ws = app.ws_open().await;
+    send_text(&mut ws, frame).await;
+    let answer = next_text(&mut ws).await;
+    (ws, answer)
+}
+
+/// Connects as the EasySDK does and asserts success; returns the socket.
+pub async fn connected(app: &TestApp, uid: &str, token: &str, flag: u8, device_id: &str) -> Ws {
+    let id = rpc_id();
+    let frame = easy_connect(uid, token, device_id, flag, now_ms(), &id);
+    let (ws, answer) = first_frame(app, &frame).await;
+    let v: Value = serde_json::from_str(&answer).expect("JSON answer");
+    assert_eq!(v["id"], Value::String(id), "{answer}");
+    assert_eq!(
+        v["result"]["reasonCode"], 1,
+        "connect of {uid} failed: {answer}"
+    );
+    ws
+}
+
+/// Sends a ping and asserts its exact answer (the session is alive and answering).
+pub async fn assert_pings(ws: &mut Ws) {
+    let id = rpc_id();
+    send_text(ws, easy_ping(&id)).await;
+    assert_eq!(next_text(ws).await, empty_result(&id));
+}
+
+impl TestApp {
+    /// Every event in the log, read in-process.
+    pub fn events(&self) -> Vec<wkuser::domain::RecordedEvent> {
+        self.server()
+            .service()
+            .log()
+            .read_after(wkuser::domain::Seq(0), 100_000)
+            .expect("log readable")
+    }
+
+    /// The `Connected` events of `uid`, in log order.
+    pub fn connected_events(&self, uid: &str) -> Vec<wkuser::domain::event::Connected> {
+        self.events()
+            .into_iter()
+            .filter_map(|r| match r.event {
+                wkuser::domain::Event::Connected(c) if c.uid.as_str() == uid => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The reasons of the `Disconnected` events of `uid`, in log order.
+    pub fn close_reasons(&self, uid: &str) -> Vec<wkuser::domain::CloseReason> {
+        self.events()
+            .into_iter()
+            .filter_map(|r| match r.event {
+                wkuser::domain::Event::Disconnected(d) if d.uid.as_str() == uid => Some(d.reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Polls `/user/onlinestatus` (at most 5 s) until `uid` is offline.
+    pub async fn wait_offline(&self, uid: &str) {
+        for _ in 0..250 {
+            if self.online(&[uid]).await == serde_json::json!([]) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{uid} still online after 5 s");
+    }
+
+    pub async fn device_quit(&self, uid: &str, flag: i64) {
+        let (status, body) = self
+            .post(
+                "/user/device_quit",
+                &serde_json::json!({"uid": uid, "device_flag": flag}),
+            )
+            .await;
+        assert_eq!((status, body), (200, serde_json::json!({"status": 200})));
+    }
+
+    /// A bare WebSocket client (see [`RawWs`]) that has completed the upgrade.
+    pub async fn raw_ws(&self) -> RawWs {
+        RawWs::open(&self.ws).await
+    }
+}
+
+/// A WebSocket client written on a bare TCP stream: it sends only what the test asks for, so it
+/// never answers a close frame, never pongs, and reads only when the test reads.
+pub struct RawWs {
+    pub tcp: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A frame as read by [`RawWs`]: opcode and payload.
+#[derive(Debug, PartialEq)]
+pub struct RawFrame {
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    pub fn text(&self) -> &str {
+        assert_eq!(self.opcode, 1, "not a text frame: {self:?}");
+        std::str::from_utf8(&self.payload).expect("UTF-8 text")
+    }
+
+    pub fn close_code(&self) -> u16 {
+        assert_eq!(self.opcode, 8, "not a close frame: {self:?}");
+        u16::from_be_bytes([self.payload[0], self.payload[1]])
+    }
+}
+
+impl RawWs {
+    pub async fn open(url: &str) -> RawWs {
+        let host = url.trim_start_matches("ws://");
+        let tcp = TcpStream::connect(host).await.expect("tcp connects");
+        Self::upgrade(tcp, host).await
+    }
+
+    /// Like [`RawWs::open`], with a small receive buffer so that a client that does not read
+    /// stops the server's writes early.
+    pub async fn open_with_recv_buffer(url: &str, bytes: u32) -> RawWs {
+        let host = url.trim_start_matches("ws://");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let tcp = socket
+            .connect(host.parse().expect("ws address"))
+            .await
+            .expect("tcp connects");
+        Self::upgrade(tcp, host).await
+    }
+
+    async fn upgrade(mut tcp: TcpStream, host: &str) -> RawWs {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes())
+            .await
+            .expect("upgrade sent");
+        let mut buf = Vec::new();
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut chunk))
+                .await
+                .expect("upgrade answered within 5 s")
+                .expect("upgrade read");
+            assert!(n > 0, "closed during the upgrade");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        buf.drain(..end);
+        RawWs { tcp, buf }
+    }
+
+    /// Sends one masked text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        use tokio::io::AsyncWriteExt;
+        let frame = Self::masked_text(text);
+        self.tcp.write_all(&frame).await.expect("frame sent");
+    }
+
+    /// Sends one text message split into fragments (a text frame, then continuations).
+    pub async fn send_fragments(&mut self, parts: &[&str]) {
+        use tokio::io::AsyncWriteExt;
+        let mut bytes = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let opcode = if i == 0 { 0x1 } else { 0x0 };
+            let fin = i + 1 == parts.len();
+            bytes.extend(Self::masked(opcode, fin, part.as_bytes()));
+        }
+        self.tcp.write_all(&bytes).await.expect("fragments sent");
+    }
+
+    /// The bytes of one masked text frame, as a client sends it.
+    pub fn masked_text(text: &str) -> Vec<u8> {
+        Self::masked(0x1, true, text.as_bytes())
+    }
+
+    /// The bytes of one masked frame.
+    pub fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    }
+
+    /// The next frame (unmasked, unfragmented, as this server sends them), or `None` at the end
+    /// of the stream. Panics after 5 s.
+    pub async fn read_frame(&mut self) -> Option<RawFrame> {
+        loop {
+            if let Some((frame, used)) = Self::parse(&self.buf) {
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            if !self.fill().await {
+                assert!(self.buf.is_empty(), "stream ended inside a frame");
+                return None;
+            }
+        }
+    }
+
+    /// Reads more bytes; `false` at the end of the stream (or a reset).
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(5), self.tcp.read(&mut chunk)).await {
+            Err(_) => panic!("nothing read within 5 s"),
+            Ok(Ok(0)) | Ok(Err(_)) => false,
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    fn parse(buf: &[u8]) -> Option<(RawFrame, usize)> {
+        if buf.len() < 2 {
+            return None;
+        }
+        assert_eq!(buf[0] & 0x80, 0x80, "fragmented frame");
+        assert_eq!(buf[1] & 0x80, 0, "the server masked a frame");
+        let (len, head) = match buf[1] & 0x7f {
+            126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+            127 if buf.len() >= 10 => (
+                u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            126 | 127 => return None,
+            n => (n as usize, 2),
+        };
+        if buf.len() < head + len {
+            return None;
+        }
+        let frame = RawFrame {
+            opcode: buf[0] & 0x0f,
+            payload: buf[head..head + len].to_vec(),
+        };
+        Some((frame, head + len))
+    }
+}
+
+/// A connected client that stops reading: a small receive buffer, then pings with 60 KB ids
+/// (so long answers) written without end from a task that stops at the first write error (the
+/// server dropped the socket). Returns the unread half and the writing task.
+pub async fn flooding_client(
+    app: &TestApp,
+    uid: &str,
+    token: &str,
+    flag: u8,
+) -> (tokio::net::tcp::OwnedReadHalf, tokio::task::JoinHandle<()>) {
+    let mut raw = RawWs::open_with_recv_buffer(&app.ws, 4096).await;
+    raw.send_text(&easy_connect(
+        uid,
+        token,
+        "web_f100d000_1700000000000",
+        flag,
+        now_ms(),
+        "c",
+    ))
+    .await;
+    let answer = raw.read_frame().await.expect("connect answered");
+    assert!(
+        answer.text().contains(r#""reasonCode":1"#),
+        "{}",
+        answer.text()
+    );
+    let ping = RawWs::masked_text(&easy_ping(&"x".repeat(60_000)));
+    let (read_half, mut write_half) = raw.tcp.into_split();
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        // Bounded only so that a broken server cannot make this loop forever (~600 MB).
+        for _ in 0..10_000 {
+            if write_half.write_all(&ping).await.is_err() {
+                return;
+            }
+        }
+    });
+    (read_half, writer)
+}
+
+/// Reads and discards until the end of the stream (or a reset), within `limit`; panics after.
+pub async fn read_to_end_within(half: &mut tokio::net::tcp::OwnedReadHalf, limit: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 1 << 16];
+    tokio::time::timeout(limit, async {
+        while matches!(half.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the socket was not closed within {limit:?}"));
+}
+
+/// Makes sure this process may open at least `wanted` files (sockets), raising the soft limit
+/// toward the hard one when it is lower (a common default soft limit is 1,024). Panics with an
+/// explanation when the hard limit is too low.
+pub fn ensure_open_files(wanted: libc::rlim_t) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    assert_eq!(got, 0, "getrlimit(RLIMIT_NOFILE) failed");
+    if lim.rlim_cur >= wanted {
+        return;
+    }
+    assert!(
+        lim.rlim_max >= wanted,
+        "this test needs {wanted} open files; the hard limit is {}",
+        lim.rlim_max
+    );
+    lim.rlim_cur = wanted;
+    // SAFETY: as above.
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    assert_eq!(set, 0, "setrlimit(RLIMIT_NOFILE) failed");
+}

@@ -4,6 +4,10 @@
 //! one surface of the contract.
 
 mod crash;
+mod gateway_concurrency;
+mod gateway_connect;
+mod gateway_kicks;
+mod gateway_session;
 mod helpers;
 mod http_errors;
 mod http_failures;

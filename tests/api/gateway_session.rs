@@ -1,0 +1,355 @@
+//! A session after connect (`protocol.md` 3.1, 3.3, 3.4): ping, the client's disconnect,
+//! ignored notifications, unsupported methods, parse errors, the message size limit, binary
+//! frames, the first-frame and idle limits, and the graceful stop; each close recorded with its
+//! reason.
+
+use serde_json::json;
+use wkuser::domain::CloseReason;
+
+use crate::helpers::*;
+
+const DEV: &str = "web_1a2b3c4d_1700000000000";
+
+#[tokio::test]
+async fn ping_is_answered_with_an_empty_result_echoing_the_id() {
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut ws = connected(&app, "u1", "t", 1, DEV).await;
+    let id = "0b9a4c7e-2f1d-4e8a-9c3b-5d6e7f8a9b0c";
+    send_text(&mut ws, format!(r#"{{"method":"ping","id":"{id}"}}"#)).await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"jsonrpc":"2.0","id":"0b9a4c7e-2f1d-4e8a-9c3b-5d6e7f8a9b0c","result":{}}"#
+    );
+    // Twice in a row, and with "jsonrpc":"2.0" present.
+    assert_pings(&mut ws).await;
+    send_text(&mut ws, r#"{"jsonrpc":"2.0","method":"ping","id":"p2"}"#).await;
+    assert_eq!(next_text(&mut ws).await, empty_result("p2"));
+}
+
+#[tokio::test]
+async fn client_disconnect_request_is_answered_then_closed_as_client_closed() {
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut ws = connected(&app, "u1", "t", 1, DEV).await;
+    let id = rpc_id();
+    send_text(&mut ws, format!(r#"{{"method":"disconnect","id":"{id}"}}"#)).await;
+    assert_eq!(next_text(&mut ws).await, empty_result(&id));
+    assert_eq!(expect_close(&mut ws).await, 1000);
+    app.wait_offline("u1").await;
+    assert_eq!(app.close_reasons("u1"), vec![CloseReason::ClientClosed]);
+}
+
+#[tokio::test]
+async fn client_close_frame_and_dropped_socket_are_client_closed() {
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    app.set_token("u2", "t", 1, 0).await;
+    let mut ws = connected(&app, "u1", "t", 1, DEV).await;
+    ws.close(None).await.unwrap();
+    assert!(matches!(
+        next_frame(&mut ws).await,
+        Frame::Close(_) | Frame::Gone
+    ));
+    app.wait_offline("u1").await;
+
+    let ws2 = connected(&app, "u2", "t", 1, DEV).await;
+    drop(ws2);
+    app.wait_offline("u2").await;
+
+    assert_eq!(app.close_reasons("u1"), vec![CloseReason::ClientClosed]);
+    assert_eq!(app.close_reasons("u2"), vec![CloseReason::ClientClosed]);
+}
+
+#[tokio::test]
+async fn recvack_is_ignored_and_the_session_stays_open() {
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut ws = connected(&app, "u1", "t", 1, DEV).await;
+    send_text(
+        &mut ws,
+        r#"{"method":"recvack","params":{"header":{"noPersist":false,"redDot":true,"syncOnce":false},"messageId":"1234567890","messageSeq":1}}"#,
+    )
+    .await;
+    // The next frame is the ping's answer: nothing was sent for the notification.
+    assert_pings(&mut ws).await;
+    assert_eq!(
+        app.online(&["u1"]).await,
+        json!([{"uid": "u1", "device_flag": 1, "online": 1}])
+    );
+}
+
+#[tokio::test]
+async fn send_and_subscribe_are_not_supported_and_the_session_stays_open() {
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut ws = connected(&app, "u1", "t", 1, DEV).await;
+    for frame in [
+        r#"{"method":"send","params":{"header":{"redDot":true},"setting":0,"clientMsgNo":"m1","channelId":"u2","channelType":1,"payload":{"type":1,"content":"hi"}},"id":"{id}"}"#,
+        r#"{"method":"subscribe","params":{"channelId":"g1","channelType":2},"id":"{id}"}"#,
+        r#"{"method":"whatever","id":"{id}"}"#,
+    ] {
+        let id = rpc_id();
+        send_text(&mut ws, frame.replace("{id}", &id)).await;
+        assert_eq!(
+            next_text(&mut ws).await,
+            format!(
+                r#"{{"jsonrpc":"2.0","id":"{id}","error":{{"code":-32601,"message":"method not supported by this server"}}}}"#
+            )
+        );
+    }
+    assert_pings(&mut ws).await;
+}
+
+#[tokio::test]
+async fn unparsable_frames_get_a_parse_error_and_the_session_stays_open() {
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut ws = connected(&app, "u1", "t", 1, DEV).await;
+    let null_id = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}"#;
+    for (frame, expected) in [
+        ("not json at all".to_string(), null_id.to_string()),
+        (
+            r#"{"method":"ping","id":"p"#.to_string(),
+            null_id.to_string(),
+        ),
+        ("[]".to_string(), null_id.to_string()),
+        (
+            r#"{"id":"x1","params":{}}"#.to_string(),
+            r#"{"jsonrpc":"2.0","id":"x1","error":{"code":-32700,"message":"parse error"}}"#
+                .to_string(),
+        ),
+    ] {
+        send_text(&mut ws, frame.as_str()).await;
+        assert_eq!(next_text(&mut ws).await, expected, "frame: {frame}");
+    }
+    assert_pings(&mut ws).await;
+}
+
+#[tokio::test]
+async fn a_message_of_exactly_the_limit_is_allowed_and_one_byte_more_closes_1009() {
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut ws = connected(&app, "u1", "t", 1, DEV).await;
+
+    // A ping padded with whitespace to exactly 65,536 bytes.
+    let ping = easy_ping("big");
+    let padded = format!("{ping}{}", " ".repeat(65_536 - ping.len()));
+    assert_eq!(padded.len(), 65_536);
+    send_text(&mut ws, padded).await;
+    assert_eq!(next_text(&mut ws).await, empty_result("big"));
+
+    // A ping with an extra field, exactly 65,536 bytes.
+    let head = r#"{"method":"ping","id":"big2","pad":""#;
+    let extra = format!("{head}{}\"}}", "x".repeat(65_536 - head.len() - 2));
+    assert_eq!(extra.len(), 65_536);
+    send_text(&mut ws, extra).await;
+    assert_eq!(next_text(&mut ws).await, empty_result("big2"));
+
+    // One byte more.
+    let over = format!("{ping}{}", " ".repeat(65_537 - ping.len()));
+    assert_eq!(over.len(), 65_537);
+    send_text(&mut ws, over).await;
+    assert_eq!(expect_close(&mut ws).await, 1009);
+    assert_eq!(app.close_reasons("u1"), vec![CloseReason::ProtocolError]);
+    assert_eq!(app.online(&["u1"]).await, json!([]));
+}
+
+#[tokio::test]
+async fn the_size_limit_applies_to_the_message_after_reassembly_of_fragments() {
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut raw = app.raw_ws().await;
+    raw.send_text(&easy_connect("u1", "t", DEV, 1, now_ms(), "c1"))
+        .await;
+    assert!(raw
+        .read_frame()
+        .await
+        .expect("connect answered")
+        .text()
+        .contains(r#""reasonCode":1"#));
+
+    // A small ping in three fragments.
+    raw.send_fragments(&[r#"{"method":"pi"#, r#"ng","id":"#, r#""f1"}"#])
+        .await;
+    assert_eq!(raw.read_frame().await.unwrap().text(), empty_result("f1"));
+
+    // Exactly 65,536 bytes in two fragments of 32,768.
+    let ping = easy_ping("f2");
+    let whole = format!("{ping}{}", " ".repeat(65_536 - ping.len()));
+    raw.send_fragments(&[&whole[..32_768], &whole[32_768..]])
+        .await;
+    assert_eq!(raw.read_frame().await.unwrap().text(), empty_result("f2"));
+
+    // 65,537 bytes in two fragments, each well under the limit.
+    let ping = easy_ping("f3");
+    let whole = format!("{ping}{}", " ".repeat(65_537 - ping.len()));
+    raw.send_fragments(&[&whole[..32_768], &whole[32_768..]])
+        .await;
+    assert_eq!(raw.read_frame().await.unwrap().close_code(), 1009);
+    assert_eq!(app.close_reasons("u1"), vec![CloseReason::ProtocolError]);
+    assert_eq!(app.online(&["u1"]).await, json!([]));
+}
+
+#[tokio::test]
+async fn a_binary_frame_after_connect_closes_1003_as_protocol_error() {
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut ws = connected(&app, "u1", "t", 1, DEV).await;
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![
+        1u8, 2, 3,
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(expect_close(&mut ws).await, 1003);
+    assert_eq!(app.close_reasons("u1"), vec![CloseReason::ProtocolError]);
+    assert_eq!(app.online(&["u1"]).await, json!([]));
+}
+
+#[tokio::test]
+async fn a_socket_that_sends_nothing_is_closed_1008_at_the_first_frame_limit() {
+    let app = spawn_app_with(&["--first-frame-timeout", "300ms"]).await;
+    let mut ws = app.ws_open().await;
+    assert_eq!(expect_close(&mut ws).await, 1008);
+    assert!(app.events().iter().all(|r| !matches!(
+        r.event,
+        wkuser::domain::Event::Connected(_) | wkuser::domain::Event::Disconnected(_)
+    )));
+}
+
+#[tokio::test]
+async fn an_idle_session_is_closed_1000_as_idle_timeout() {
+    let app = spawn_app_with(&["--idle-timeout", "1s"]).await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut ws = connected(&app, "u1", "t", 1, DEV).await;
+    // Inbound frames keep it open past the limit: a ping every 250 ms for 1.5 s.
+    for _ in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        assert_pings(&mut ws).await;
+    }
+    assert!(app.close_reasons("u1").is_empty());
+    // Then silence.
+    assert_eq!(expect_close(&mut ws).await, 1000);
+    assert_eq!(app.close_reasons("u1"), vec![CloseReason::IdleTimeout]);
+    assert_eq!(app.online(&["u1"]).await, json!([]));
+}
+
+#[tokio::test]
+async fn a_graceful_stop_closes_sessions_1001_and_a_restart_leaves_nobody_online() {
+    let mut app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    app.set_token("u2", "t", 2, 1).await;
+    let mut a = connected(&app, "u1", "t", 1, DEV).await;
+    let mut b = connected(&app, "u2", "t", 2, "web_99999999_1700000000001").await;
+    // A socket that has not connected yet is closed too.
+    let mut pending = app.ws_open().await;
+    let (_, code_a, code_b, code_p) = tokio::join!(
+        app.stop(),
+        expect_close(&mut a),
+        expect_close(&mut b),
+        expect_close(&mut pending)
+    );
+    assert_eq!((code_a, code_b, code_p), (1001, 1001, 1001));
+
+    let fresh = start_on(&app.data_dir, vec![]).await;
+    assert_eq!(fresh.close_reasons("u1"), vec![CloseReason::ServerShutdown]);
+    assert_eq!(fresh.close_reasons("u2"), vec![CloseReason::ServerShutdown]);
+    assert_eq!(fresh.online(&["u1", "u2"]).await, json!([]));
+    // The tokens survived the restart: both can connect again.
+    let _a = connected(&fresh, "u1", "t", 1, DEV).await;
+    assert_eq!(
+        fresh.online(&["u1", "u2"]).await,
+        json!([{"uid": "u1", "device_flag": 1, "online": 1}])
+    );
+    let mut fresh = fresh;
+    fresh.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_pipelined_requests_is_answered_in_full_and_in_order() {
+    // More requests at once than the outbound queue holds (256): a client that reads its
+    // answers is not a slow consumer, however many frames arrive in one read.
+    const N: usize = 1000;
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut ws = connected(&app, "u1", "t", 1, DEV).await;
+    use futures_util::SinkExt;
+    for i in 0..N {
+        ws.feed(tokio_tungstenite::tungstenite::Message::text(easy_ping(
+            &format!("p{i}"),
+        )))
+        .await
+        .unwrap();
+    }
+    ws.flush().await.unwrap();
+    for i in 0..N {
+        assert_eq!(
+            next_text(&mut ws).await,
+            empty_result(&format!("p{i}")),
+            "answer {i}"
+        );
+    }
+    assert_pings(&mut ws).await;
+    assert!(app.close_reasons("u1").is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_closed_as_slow_consumer() {
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let (mut unread, writer) = flooding_client(&app, "u1", "t", 1).await;
+    let mut closed = false;
+    for _ in 0..500 {
+        if app.close_reasons("u1") == vec![CloseReason::SlowConsumer] {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(closed, "not closed as a slow consumer within 10 s");
+    assert_eq!(app.online(&["u1"]).await, json!([]));
+    // The socket is gone: the client's writes fail, and reading reaches the end.
+    tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+        .await
+        .expect("the client's writes end once the server drops the socket")
+        .unwrap();
+    read_to_end_within(&mut unread, std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_is_not_held_up_by_clients_that_ignore_it() {
+    let mut app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    app.set_token("u2", "t", 1, 0).await;
+    // One never answers the close frame; the other does not read at all.
+    let mut silent = app.raw_ws().await;
+    silent
+        .send_text(&easy_connect("u1", "t", DEV, 1, now_ms(), "c1"))
+        .await;
+    assert!(silent
+        .read_frame()
+        .await
+        .expect("connect answered")
+        .text()
+        .contains(r#""reasonCode":1"#));
+    let (mut unread, writer) = flooding_client(&app, "u2", "t", 1).await;
+    // Well under the slow-consumer limit: the stop, not the queue, ends the session.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    tokio::time::timeout(std::time::Duration::from_secs(10), app.stop())
+        .await
+        .expect("the stop finished");
+    let close = silent.read_frame().await.expect("a close frame");
+    assert_eq!(close.close_code(), 1001);
+    assert_eq!(silent.read_frame().await, None);
+    read_to_end_within(&mut unread, std::time::Duration::from_secs(5)).await;
+    writer.abort();
+
+    let fresh = start_on(&app.data_dir, vec![]).await;
+    assert_eq!(fresh.close_reasons("u1"), vec![CloseReason::ServerShutdown]);
+    assert_eq!(fresh.close_reasons("u2"), vec![CloseReason::ServerShutdown]);
+    assert_eq!(fresh.online(&["u1", "u2"]).await, json!([]));
+    let mut fresh = fresh;
+    fresh.stop().await;
+}
