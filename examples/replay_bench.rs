@@ -56,7 +56,7 @@ fn mix(total: u64) -> Vec<Event> {
     while (events.len() as u64) + 2 <= total {
         let i = k % users;
         let flag = DeviceFlag(1 + (i % 2) as u8);
-        if k % 97 == 0 {
+        if k.is_multiple_of(97) {
             events.push(Event::DeviceQuit(DeviceQuit {
                 uid: uid(i),
                 device_flag: QuitScope::One(flag),
@@ -120,6 +120,19 @@ fn fill_log(dir: &std::path::Path, events: Vec<Event>) -> u64 {
     n
 }
 
+/// A closed or open session as its final row: id, uid, flag, device, peer, connected seq,
+/// disconnected seq, reason.
+type SessionRow = (
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<&'static str>,
+);
+
 /// The ceiling: the final rows that replay produces, inserted directly in batches of the
 /// projector's size, into the same schema.
 async fn plain_insert(path: &std::path::Path, events: &[Event]) -> (u64, Duration) {
@@ -137,16 +150,7 @@ async fn plain_insert(path: &std::path::Path, events: &[Event]) -> (u64, Duratio
     // Final rows, computed outside the timing.
     let mut users = std::collections::BTreeMap::new();
     let mut tokens = std::collections::BTreeMap::new();
-    let mut sessions: Vec<(
-        String,
-        String,
-        i64,
-        String,
-        String,
-        i64,
-        Option<i64>,
-        Option<&'static str>,
-    )> = Vec::new();
+    let mut sessions: Vec<SessionRow> = Vec::new();
     let mut open = std::collections::HashMap::new();
     for (i, e) in events.iter().enumerate() {
         let seq = i as i64 + 1;
