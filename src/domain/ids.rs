@@ -36,9 +36,10 @@ pub enum UidError {
 }
 
 /// A user's unique id: 1..=255 bytes of UTF-8, no whitespace or control characters, none of
-/// `@ # &`, never `____system`.
+/// `@ # &`, never `____system`. Up to 24 bytes are stored inline (no heap allocation), which
+/// is nearly every real uid: the presence map compares keys without another cache miss.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Uid(String);
+pub struct Uid(compact_str::CompactString);
 
 impl Uid {
     /// Checks a candidate uid without allocating.
@@ -75,35 +76,35 @@ impl Uid {
 
     pub fn parse(s: &str) -> Result<Self, UidError> {
         Self::check(s)?;
-        Ok(Uid(s.to_owned()))
+        Ok(Uid(compact_str::CompactString::new(s)))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
 impl Borrow<str> for Uid {
     fn borrow(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
 impl fmt::Display for Uid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for Uid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl Serialize for Uid {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.as_str())
     }
 }
 

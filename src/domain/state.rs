@@ -34,6 +34,42 @@ pub struct UserState {
     /// Sorted by flag; a user has a handful at most, so a vector beats a map.
     tokens: Vec<(DeviceFlag, TokenSlot)>,
     sessions: Vec<OpenSession>,
+    /// The distinct flags of `sessions`, kept beside them so that the onlinestatus path reads
+    /// them without following the sessions' heap pointer.
+    online: OnlineFlags,
+}
+
+/// Up to [`OnlineFlags::INLINE`] distinct online flags, ascending, stored inline; more (rare:
+/// a user on five device types at once) are read from the sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct OnlineFlags {
+    len: u8,
+    flags: [u8; OnlineFlags::INLINE],
+}
+
+impl OnlineFlags {
+    const INLINE: usize = 4;
+    const MANY: u8 = u8::MAX;
+
+    fn of(sessions: &[OpenSession]) -> Self {
+        let mut out = OnlineFlags::default();
+        for s in sessions {
+            let f = s.device_flag.0;
+            let held = &out.flags[..out.len as usize];
+            if let Err(at) = held.binary_search(&f) {
+                if out.len as usize == Self::INLINE {
+                    return OnlineFlags {
+                        len: Self::MANY,
+                        flags: out.flags,
+                    };
+                }
+                out.flags.copy_within(at..out.len as usize, at + 1);
+                out.flags[at] = f;
+                out.len += 1;
+            }
+        }
+        out
+    }
 }
 
 impl UserState {
@@ -56,19 +92,28 @@ impl UserState {
         self.sessions.iter().find(|s| s.session_id == id)
     }
 
-    /// The flags this user is online on, ascending, each once, without allocating (a user has
-    /// a handful of sessions at most, so a repeated minimum search beats sorting a copy).
+    /// The flags this user is online on, ascending, each once, without allocating.
     pub fn online_flags(&self) -> impl Iterator<Item = DeviceFlag> + '_ {
+        let inline = (self.online.len != OnlineFlags::MANY).then_some(self.online.len as usize);
+        let mut at = 0;
         let mut last: Option<DeviceFlag> = None;
-        std::iter::from_fn(move || {
-            let next = self
-                .sessions
-                .iter()
-                .map(|s| s.device_flag)
-                .filter(|f| last.is_none_or(|l| *f > l))
-                .min()?;
-            last = Some(next);
-            Some(next)
+        std::iter::from_fn(move || match inline {
+            Some(len) => {
+                let next = (at < len).then(|| DeviceFlag(self.online.flags[at]));
+                at += 1;
+                next
+            }
+            // Many flags: a repeated minimum search over the sessions.
+            None => {
+                let next = self
+                    .sessions
+                    .iter()
+                    .map(|s| s.device_flag)
+                    .filter(|f| last.is_none_or(|l| *f > l))
+                    .min()?;
+                last = Some(next);
+                Some(next)
+            }
         })
     }
 
@@ -113,9 +158,13 @@ impl UserState {
                         device_level: e.device_level,
                         device_id: e.device_id.clone(),
                     });
+                    self.online = OnlineFlags::of(&self.sessions);
                 }
             }
-            Event::Disconnected(e) => self.sessions.retain(|s| s.session_id != e.session_id),
+            Event::Disconnected(e) => {
+                self.sessions.retain(|s| s.session_id != e.session_id);
+                self.online = OnlineFlags::of(&self.sessions);
+            }
             Event::SystemUidsAdded(_)
             | Event::SystemUidsRemoved(_)
             | Event::NodeStarted(_)
@@ -133,6 +182,50 @@ impl UserState {
             state.set_token(flag, slot);
         }
         state.sessions.extend(sessions);
+        state.online = OnlineFlags::of(&state.sessions);
         state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::{Connected, Disconnected};
+
+    fn connect(state: &mut UserState, flag: u8) -> SessionId {
+        let session_id = SessionId::new();
+        state.evolve(&Event::Connected(Connected {
+            session_id,
+            uid: Uid::parse("u").unwrap(),
+            device_flag: DeviceFlag(flag),
+            device_level: DeviceLevel::Slave,
+            device_id: DeviceId::parse(&format!("d{flag}")).unwrap(),
+            node_id: NodeId(1),
+            peer: String::new(),
+        }));
+        session_id
+    }
+
+    #[test]
+    fn online_flags_are_ascending_and_distinct_inline_or_not() {
+        let mut state = UserState::default();
+        let mut ids = Vec::new();
+        for flag in [9, 3, 3, 200, 0, 7, 1] {
+            ids.push((flag, connect(&mut state, flag)));
+            let mut expected: Vec<u8> = ids.iter().map(|(f, _)| *f).collect();
+            expected.sort();
+            expected.dedup();
+            let got: Vec<u8> = state.online_flags().map(|f| f.0).collect();
+            assert_eq!(got, expected);
+        }
+        for (flag, id) in ids {
+            state.evolve(&Event::Disconnected(Disconnected {
+                session_id: id,
+                uid: Uid::parse("u").unwrap(),
+                device_flag: DeviceFlag(flag),
+                reason: CloseReason::ClientClosed,
+            }));
+        }
+        assert_eq!(state.online_flags().count(), 0);
     }
 }

@@ -44,24 +44,20 @@ pub async fn online_status(
 
 /// Writes the answer for `uids` (already valid) as JSON.
 pub fn render<'a>(presence: &Presence, uids: impl ExactSizeIterator<Item = &'a str>) -> Vec<u8> {
-    let n = uids.len();
-    let mut out = Vec::with_capacity(2 + n * 8);
+    let mut out = Vec::with_capacity(2 + uids.len() * 8);
     out.push(b'[');
-    let mut seen = ahash::HashSet::<&str>::default();
-    let dedupe = n > 1;
-    if dedupe {
-        seen.reserve(n);
-    }
-    let mut first = true;
+    // A uid listed twice is answered once. Offline uids write nothing, so only the online
+    // ones (a small part of a request) need remembering.
+    let mut answered = Answered::default();
     for uid in uids {
-        if dedupe && !seen.insert(uid) {
-            continue;
-        }
+        let mut emit = None;
         presence.for_each_online_flag(uid, |flag| {
-            if !first {
+            if !*emit.get_or_insert_with(|| answered.first_time(uid)) {
+                return;
+            }
+            if out.len() > 1 {
                 out.push(b',');
             }
-            first = false;
             out.extend_from_slice(b"{\"uid\":");
             serde_json::to_writer(&mut out, uid).expect("writing to a Vec cannot fail");
             out.extend_from_slice(b",\"device_flag\":");
@@ -71,6 +67,32 @@ pub fn render<'a>(presence: &Presence, uids: impl ExactSizeIterator<Item = &'a s
     }
     out.push(b']');
     out
+}
+
+/// The online uids answered so far: a short list, a set once it grows.
+#[derive(Default)]
+struct Answered<'a> {
+    list: Vec<&'a str>,
+    set: Option<ahash::HashSet<&'a str>>,
+}
+
+impl<'a> Answered<'a> {
+    const LIST_MAX: usize = 16;
+
+    /// Records `uid`; false when it was answered before.
+    fn first_time(&mut self, uid: &'a str) -> bool {
+        match &mut self.set {
+            Some(set) => set.insert(uid),
+            None if self.list.contains(&uid) => false,
+            None => {
+                self.list.push(uid);
+                if self.list.len() > Self::LIST_MAX {
+                    self.set = Some(self.list.drain(..).collect());
+                }
+                true
+            }
+        }
+    }
 }
 
 fn push_u8(out: &mut Vec<u8>, n: u8) {
