@@ -125,22 +125,25 @@ pub(super) async fn run(
     };
     if let Err(e) = gw.service.execute(command).await {
         gw.service.unregister_live(session_id);
-        let reply = match &e {
+        let (reply, code, why) = match &e {
             ServiceError::Rejected(why) => {
                 tracing::info!(%peer, uid = %uid, device_flag = %params.device_flag, why = %why, "connect refused");
-                frames::auth_fail(&id)
+                (frames::auth_fail(&id), CloseCode::Policy, "auth fail")
             }
+            // Not the client's fault: a system error (reason code 15) and 1011, so that the
+            // client retries later instead of treating its credentials as wrong.
             ServiceError::Log(err) => {
                 tracing::error!(%peer, uid = %uid, error = %err, "connect not recorded");
-                frames::error(
+                let reply = frames::error(
                     &id.clone().into(),
                     frames::CODE_SYSTEM_ERROR,
                     "system error",
-                )
+                );
+                (reply, CloseCode::Error, "server error")
             }
         };
         let _ = timeout(FLUSH_LIMIT, ws.send(Message::text(reply))).await;
-        return close(ws, CloseCode::Policy, "auth fail").await;
+        return close(ws, code, why).await;
     }
     drop(pending);
     tracing::debug!(%peer, uid = %uid, session = %session_id, device_flag = %params.device_flag, "connected");

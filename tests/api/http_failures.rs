@@ -109,6 +109,15 @@ async fn a_failing_log_answers_503_and_changes_nothing() {
     ] {
         assert_eq!(app.post(path, &body).await, unavailable, "{path} {body}");
     }
+    // A connect cannot be recorded either: the client gets a system error (not an auth
+    // failure: its credentials are right) and a 1011 close, and is not online.
+    let (mut ws, answer) = app.ws_connect("u1", "old", 1, "dx").await;
+    assert_eq!(
+        answer,
+        json!({"jsonrpc": "2.0", "id": "c-dx", "error": {"code": 15, "message": "system error"}})
+    );
+    assert_eq!(close_code(&mut ws).await, Some(1011));
+
     // Reads are answered from memory, so they still work; the state is as before.
     assert_eq!(
         app.online(&["u1", "u2"]).await,

@@ -3,12 +3,14 @@
 //! `helpers` starts and restarts the server ([`helpers::spawn_app`]); each other module covers
 //! one surface of the contract.
 
+mod cli;
 mod crash;
 mod gateway_concurrency;
 mod gateway_connect;
 mod gateway_kicks;
 mod gateway_session;
 mod helpers;
+mod history;
 mod http_errors;
 mod http_failures;
 mod http_routes;

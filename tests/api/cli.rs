@@ -1,0 +1,228 @@
+//! The operator commands, run as a newcomer runs them: the real binary on a stopped data
+//! directory (`verify`, `replay`, `events`, `audit`), and `events --api` against a running
+//! server, whose data directory the binary must not open itself.
+
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+async fn wkuser(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_wkuser"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A stopped data directory with a little history: u1 has a token on flag 1 (iOS) and one
+/// closed session; u2 has a token.
+async fn history() -> TestApp {
+    let mut app = spawn_app().await;
+    app.set_token("u1", "cli-secret-1", 1, 0).await;
+    app.set_token("u2", "cli-secret-2", 2, 0).await;
+    let (mut ws, answer) = app.ws_connect("u1", "cli-secret-1", 1, "web_cli").await;
+    assert_connected(&answer);
+    ws.close(None).await.unwrap();
+    let _ = close_code(&mut ws).await;
+    app.stop().await;
+    app
+}
+
+fn dir(app: &TestApp) -> String {
+    app.data_dir.display().to_string()
+}
+
+#[tokio::test]
+async fn verify_passes_on_a_faithful_view_and_fails_on_a_tampered_one() {
+    let app = history().await;
+    let ok = wkuser(&["verify", "--data-dir", &dir(&app)]).await;
+    assert_eq!(ok.status.code(), Some(0), "{}{}", stdout(&ok), stderr(&ok));
+    assert!(
+        stdout(&ok).contains("the view matches a rebuild of the log"),
+        "{}",
+        stdout(&ok)
+    );
+
+    tamper(&app.data_dir.join("view.sqlite")).await;
+    let bad = wkuser(&["verify", "--data-dir", &dir(&app)]).await;
+    assert_eq!(
+        bad.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&bad),
+        stderr(&bad)
+    );
+    let said = stdout(&bad);
+    assert!(
+        said.contains("device_sessions: only in the first"),
+        "{said}"
+    );
+    assert!(said.contains("'replaced'"), "{said}");
+    assert!(
+        said.contains("differences between the live view and a rebuild"),
+        "{said}"
+    );
+}
+
+async fn tamper(view: &Path) {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", view.display()))
+        .await
+        .unwrap();
+    let changed = sqlx::query("UPDATE device_sessions SET reason = 'replaced'")
+        .execute(&pool)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(changed, 1);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn replay_rebuilds_up_to_a_seq_into_a_fresh_file_only() {
+    let app = history().await;
+    let out_dir = tempfile::tempdir().unwrap();
+    let into = out_dir.path().join("then.sqlite");
+    let into_s = into.display().to_string();
+    let done = wkuser(&[
+        "replay",
+        "--data-dir",
+        &dir(&app),
+        "--into",
+        &into_s,
+        "--until-seq",
+        "3",
+    ])
+    .await;
+    assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+    assert!(
+        stderr(&done).contains("replayed 3 events (up to seq 3)"),
+        "{}",
+        stderr(&done)
+    );
+    // Seq 1 NodeStarted, 2 and 3 the two tokens: the view of then has both tokens, no session.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{into_s}"))
+        .await
+        .unwrap();
+    let (tokens, sessions, checkpoint): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM tokens), (SELECT COUNT(*) FROM device_sessions), \
+         (SELECT last_seq FROM projector_checkpoint)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!((tokens, sessions, checkpoint), (2, 0, 3));
+
+    let again = wkuser(&["replay", "--data-dir", &dir(&app), "--into", &into_s]).await;
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("exists; replay writes only into a fresh database"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[tokio::test]
+async fn events_and_audit_read_a_stopped_data_dir() {
+    let app = history().await;
+    let events = wkuser(&["events", "--data-dir", &dir(&app), "--uid", "u1"]).await;
+    assert_eq!(events.status.code(), Some(0), "{}", stderr(&events));
+    let lines: Vec<Value> = stdout(&events)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let kinds: Vec<&str> = lines.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["TokenUpdated", "Connected", "Disconnected"]);
+    assert!(lines.iter().all(|e| e["data"]["uid"] == "u1"));
+    assert!(
+        !stdout(&events).contains("cli-secret"),
+        "events carry hashes, never tokens"
+    );
+
+    let audit = wkuser(&["audit", "u1", "--data-dir", &dir(&app)]).await;
+    assert_eq!(audit.status.code(), Some(0), "{}", stderr(&audit));
+    let table = stdout(&audit);
+    assert!(table.starts_with("uid u1: offline\n"), "{table}");
+    for expected in [
+        "SESSION",
+        "iOS",
+        "web_cli",
+        "slave",
+        "client_closed",
+        "127.0.0.1:",
+    ] {
+        assert!(
+            table.contains(expected),
+            "{expected} missing from:\n{table}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_running_server_is_read_through_its_api() {
+    let app = spawn_app_with(&["--manager-token", "m"]).await;
+    app.set_token_with_manager("u9", "t9").await;
+    let locked = wkuser(&["events", "--data-dir", &dir(&app)]).await;
+    assert_eq!(locked.status.code(), Some(2));
+    assert!(
+        stderr(&locked).contains("pass --api"),
+        "{}",
+        stderr(&locked)
+    );
+
+    let api = app.api.trim_start_matches("http://").to_owned();
+    let remote = wkuser(&[
+        "events",
+        "--api",
+        &api,
+        "--manager-token",
+        "m",
+        "--uid",
+        "u9",
+    ])
+    .await;
+    assert_eq!(remote.status.code(), Some(0), "{}", stderr(&remote));
+    let lines: Vec<Value> = stdout(&remote)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["type"], "TokenUpdated");
+    let refused = wkuser(&["events", "--api", &api, "--manager-token", "wrong"]).await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("401"), "{}", stderr(&refused));
+
+    let audit = wkuser(&["audit", "u9", "--api", &api, "--manager-token", "m"]).await;
+    assert_eq!(audit.status.code(), Some(0), "{}", stderr(&audit));
+    assert!(
+        stdout(&audit).contains("running server at"),
+        "{}",
+        stdout(&audit)
+    );
+}
+
+impl TestApp {
+    async fn set_token_with_manager(&self, uid: &str, token: &str) {
+        let resp = self
+            .http
+            .post(self.url("/user/token"))
+            .header("token", "m")
+            .body(serde_json::json!({"uid": uid, "token": token, "device_flag": 1}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+}
