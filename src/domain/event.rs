@@ -84,8 +84,11 @@ impl From<NodeLifetime> for NodeStart {
     }
 }
 
-/// Something that happened, in the past tense. The log is a sequence of these.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something that happened, in the past tense. The log is a sequence of these. It serializes
+/// as its bare payload (the envelope carries the type and version); it is read back by
+/// [`RecordedEvent::decode`], which knows every version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
 pub enum Event {
     TokenUpdated(TokenUpdated),
     DeviceQuit(DeviceQuit),
@@ -154,19 +157,6 @@ impl Event {
         }
     }
 
-    fn payload_json(&self) -> String {
-        let r = match self {
-            Event::TokenUpdated(e) => serde_json::to_string(e),
-            Event::DeviceQuit(e) => serde_json::to_string(e),
-            Event::Connected(e) => serde_json::to_string(e),
-            Event::Disconnected(e) => serde_json::to_string(e),
-            Event::SystemUidsAdded(e) | Event::SystemUidsRemoved(e) => serde_json::to_string(e),
-            Event::NodeStarted(e) => serde_json::to_string(e),
-            Event::NodeStopped(e) => serde_json::to_string(e),
-        };
-        r.expect("event payloads are plain data and always serialize")
-    }
-
     fn from_payload(kind: &str, version: u16, data: &str) -> Result<Event, DecodeError> {
         fn de<'a, T: Deserialize<'a>>(
             kind: &'static str,
@@ -220,7 +210,7 @@ struct EnvelopeOut<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     version: u16,
-    data: &'a RawValue,
+    data: &'a Event,
 }
 
 #[derive(Deserialize)]
@@ -238,15 +228,13 @@ struct EnvelopeIn<'a> {
 impl RecordedEvent {
     /// The stored bytes (the `seq` is the key, not part of the value).
     pub fn encode(&self) -> Vec<u8> {
-        let payload = self.event.payload_json();
-        let data = RawValue::from_string(payload).expect("serde_json wrote valid JSON");
         serde_json::to_vec(&EnvelopeOut {
             event_id: self.event_id,
             recorded_at: self.recorded_at,
             node_id: self.node_id,
             kind: self.event.kind(),
             version: self.event.version(),
-            data: &data,
+            data: &self.event,
         })
         .expect("the envelope always serializes")
     }
@@ -275,9 +263,8 @@ impl RecordedEvent {
             #[serde(rename = "type")]
             kind: &'static str,
             version: u16,
-            data: &'a RawValue,
+            data: &'a Event,
         }
-        let data = RawValue::from_string(self.event.payload_json()).expect("payload is JSON");
         let text = serde_json::to_string(&Operator {
             seq: self.seq,
             event_id: self.event_id,
@@ -285,7 +272,7 @@ impl RecordedEvent {
             node_id: self.node_id,
             kind: self.event.kind(),
             version: self.event.version(),
-            data: &data,
+            data: &self.event,
         })
         .expect("the operator form always serializes");
         RawValue::from_string(text).expect("serde_json wrote valid JSON")
