@@ -6,7 +6,9 @@
 //! Both are built from the server's own stack (tokio, tokio-tungstenite with the gateway's
 //! message limits, axum 0.8 with its `http1` feature) and run on a runtime of their own, on
 //! their own threads, sized like the server's, so that they compete with the load tool's client
-//! for the two cores the way the server process does. Promises: they listen on 127.0.0.1 port 0
+//! for the two cores the way the server process does. The echo server reads through a 4 KiB
+//! buffer: tungstenite's default (128 KiB, zeroed in full at the first read) would put the cost
+//! of a needless 128 KiB into the ceiling and let a server that wastes it look close to "bare". Promises: they listen on 127.0.0.1 port 0
 //! only, and stop (every socket closed) when [`Ceilings::stop`] returns.
 
 use std::net::SocketAddr;
@@ -24,8 +26,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The gateway's default message limit (`--max-message-bytes`), so the echo server reads
-/// frames under the same configuration as the gateway.
+/// frames under the same limits as the gateway.
 const MAX_MESSAGE_BYTES: usize = 65_536;
+/// The echo server's read buffer (see the module header).
+pub const READ_BUFFER_BYTES: usize = 4096;
 
 pub struct Ceilings {
     pub ws_addr: SocketAddr,
@@ -107,6 +111,7 @@ async fn echo_server(listener: TcpListener) {
 async fn echo(tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
     let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await else {

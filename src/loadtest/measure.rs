@@ -26,10 +26,6 @@ impl Latencies {
         self.0.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Reads the percentiles (of a sorted copy).
     pub fn summary(&self) -> Summary {
         let mut sorted = self.0.clone();
@@ -61,6 +57,23 @@ pub struct Summary {
     pub p99: Option<Duration>,
     pub p999: Option<Duration>,
     pub max: Option<Duration>,
+}
+
+impl Summary {
+    /// Percentile by percentile, the lower of the two (an absent one loses).
+    pub fn best(&self, other: &Summary) -> Summary {
+        let low = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Summary {
+            count: self.count.max(other.count),
+            p50: low(self.p50, other.p50),
+            p99: low(self.p99, other.p99),
+            p999: low(self.p999, other.p999),
+            max: low(self.max, other.max),
+        }
+    }
 }
 
 impl fmt::Display for Summary {

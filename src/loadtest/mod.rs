@@ -2,15 +2,16 @@
 //! is built on, in one run on one machine, and prints each figure as a ratio to its ceiling.
 //!
 //! The phases, each bounded by a count and a deadline:
-//! 1. ceilings ([`ceiling`]): a bare tokio-tungstenite accept + echo and an axum server
-//!    answering a constant body of the real answer's size, measured with the same client code
-//!    as the real phases, then stopped;
-//! 2. register the users' tokens through `/user/token`;
-//! 3. open one WebSocket session per user (durable connects at full speed), reading the
-//!    server's `/stats` before and after for its memory per idle connection;
-//! 4. `/user/onlinestatus` with 100 uids from K clients, first alone, then for `--duration`
-//!    while held sessions are closed and reopened at `--churn-rate`;
-//! 5. the report ([`report`]).
+//! 1. the ceilings ([`ceiling`]): a bare tokio-tungstenite accept + echo and an axum server
+//!    answering a constant body of the real answer's size, started in this process on their own
+//!    runtime, measured ([`figures`]), stopped;
+//! 2. the server: register the users' tokens through `/user/token`; open one WebSocket session
+//!    per user at full speed (durable connects), reading `/stats` before and after for the
+//!    server's memory per idle connection; `/user/onlinestatus` with 100 uids from K clients
+//!    alone, then for `--duration` while held sessions are closed and reopened at
+//!    `--churn-rate`; drop every session;
+//! 3. the ceilings again (the host's speed drifts: the better run is the ceiling);
+//! 4. the report ([`report`]).
 //!
 //! Promises: traffic goes to loopback addresses only ([`target::loopback`]); the soft
 //! file-descriptor limit is raised first and a run that cannot fit in it is refused before it
@@ -18,6 +19,7 @@
 
 mod ceiling;
 mod drive;
+mod figures;
 mod http;
 mod measure;
 mod report;
@@ -31,7 +33,6 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use crate::domain::Uid;
-use drive::Slots;
 use http::HttpConn;
 use measure::rate;
 use ws::{Expect, Frames};
@@ -94,8 +95,30 @@ pub struct ServerStats {
     pub last_seq: u64,
 }
 
+/// Progress lines, stamped with the time since the start (to line them up with other tools).
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn say(&self, line: &str) {
+        println!("[{:6.1} s] {line}", self.0.elapsed().as_secs_f64());
+    }
+}
+
+/// What the report needs from the server's side of the run.
+pub struct ServerRun {
+    pub figures: figures::Figures,
+    pub registered: drive::RegisterRun,
+    pub rss_before: ServerStats,
+    pub rss_after: ServerStats,
+    pub at_end: ServerStats,
+    pub held: usize,
+    /// How long the server took to record the close of every held session dropped at once.
+    pub dropped_in: Option<Duration>,
+}
+
 /// Runs the whole load test and prints its report.
 pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
+    let clock = Clock(Instant::now());
     if args.users == 0 {
         bail!("--users must be at least 1");
     }
@@ -112,10 +135,10 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     let churn_in_flight = ((args.churn_rate / 2.0).ceil() as usize).max(64);
     let slack = churn_in_flight + args.status_clients + args.concurrency + 128;
     let needed = args.users as u64 + slack as u64;
-    println!(
+    clock.say(&format!(
         "file descriptors: soft limit {} (was {}), hard limit {}; this run needs about {needed} here",
         fds.soft, fds.before, fds.hard
-    );
+    ));
     if needed > fds.soft {
         bail!(
             "--users {} needs about {needed} open files in this tool (one per session) and as many \
@@ -126,10 +149,10 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
             fds.hard
         );
     }
-    println!(
+    clock.say(&format!(
         "the server needs about {} open files too: start it from a shell where `ulimit -n` allows it",
         args.users + 256
-    );
+    ));
 
     let mut probe = HttpConn::new(api, token.clone());
     let before = server_stats(&mut probe).await.with_context(|| {
@@ -140,38 +163,71 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
 
     let users = Users::new(&args)?;
     let bodies = Arc::new(users.bodies(BODIES));
-    let answer_size = users.expected_answer(&bodies[0], args.device_flag).len();
+    let constant = users.expected_answer(&bodies[0], args.device_flag);
     let frames = Arc::new(users.frames(&args));
-    println!(
-        "{} users ({} held sessions), {} offline users, onlinestatus: {} uids per request ({} online), answer {} bytes",
-        args.users,
+    clock.say(&format!(
+        "{} users holding a session each, {} offline users; onlinestatus asks {} uids ({} online), answer {} bytes",
         args.users,
         users.offline.len(),
         UIDS_PER_REQUEST,
         users.online_per_request(),
-        answer_size
-    );
-
-    // 1. Ceilings.
-    let ceiling_sessions = ((fds.soft as usize).saturating_sub(2 * slack) / 2).min(args.users);
-    let ceilings = measure_ceilings(
-        &args,
-        &users,
-        bodies.clone(),
-        answer_size,
-        ceiling_sessions,
+        constant.len()
+    ));
+    let load = figures::Load {
+        args: &args,
+        bodies: bodies.clone(),
         churn_in_flight,
-    )
-    .await?;
+    };
+    // The ceiling holds both ends of each session in this process.
+    let ceiling_sessions = ((fds.soft as usize).saturating_sub(2 * slack) / 2).min(args.users);
+    let ceiling_frames = || {
+        Arc::new(Frames::new(
+            users.online[..ceiling_sessions].to_vec(),
+            users.tokens(ceiling_sessions),
+            args.device_flag,
+        ))
+    };
 
-    // 2. Tokens.
-    println!(
-        "registering {} tokens ...",
-        args.users + users.offline.len()
-    );
+    // 1. The ceilings, a first time.
+    let first = measure_ceilings(&clock, &load, ceiling_frames(), constant.clone()).await?;
+
+    // 2-4. The server.
+    let server = measure_server(&clock, &load, &users, frames, api, ws_addr, token, before).await?;
+
+    // 1'. The ceilings again: the machine's speed drifts; the better of the two is the ceiling.
+    let second = measure_ceilings(&clock, &load, ceiling_frames(), constant.clone()).await?;
+
+    report::print(&report::Report {
+        args: &args,
+        answer_size: constant.len(),
+        ceiling: first.best(&second),
+        ceilings: [first, second],
+        server,
+    });
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure_server(
+    clock: &Clock,
+    load: &figures::Load<'_>,
+    users: &Users,
+    frames: Arc<Frames>,
+    api: std::net::SocketAddr,
+    ws: std::net::SocketAddr,
+    token: Option<String>,
+    before: ServerStats,
+) -> anyhow::Result<ServerRun> {
+    let args = load.args;
+    let mut probe = HttpConn::new(api, token.clone());
+    let n = args.users + users.offline.len();
+    clock.say(&format!(
+        "server: registering {n} tokens, {} at a time ...",
+        args.concurrency
+    ));
     let register_frames = Arc::new(Frames::new(
         users.online.iter().chain(&users.offline).cloned().collect(),
-        users.tokens(args.users + users.offline.len()),
+        users.tokens(n),
         args.device_flag,
     ));
     let registered = drive::register(
@@ -182,188 +238,78 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         args.phase_limit,
     )
     .await;
-    println!(
-        "  registered {} in {:.2} s ({:.0}/s), {} errors",
+    clock.say(&format!(
+        "server:   registered {} in {:.2} s ({:.0}/s), {} errors",
         registered.registered,
         registered.elapsed.as_secs_f64(),
         rate(registered.registered, registered.elapsed),
         registered.errors.total()
-    );
+    ));
     print!("{}", registered.errors.top(5));
     if registered.registered == 0 {
         bail!("no token could be registered; stopping");
     }
 
-    // 3. Open the sessions and measure memory per idle connection.
+    let target = figures::Target {
+        name: "server",
+        ws,
+        http: api,
+        token,
+        expect: Expect::ConnectOk,
+    };
     let rss_before = server_stats(&mut probe).await?;
-    println!(
-        "opening {} sessions, {} at a time ...",
-        args.users, args.concurrency
-    );
-    let opened = drive::open_all(
-        ws_addr,
-        frames.clone(),
-        Expect::ConnectOk,
-        args.concurrency,
-        args.phase_limit,
-    )
-    .await;
-    println!(
-        "  opened {} in {:.2} s ({:.0}/s), {} errors",
-        opened.opened,
-        opened.elapsed.as_secs_f64(),
-        rate(opened.opened, opened.elapsed),
-        opened.errors.total()
-    );
-    print!("{}", opened.errors.top(5));
+    let opened = figures::open(clock, &target, load, frames.clone()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = server_stats(&mut probe).await?;
-    let slots = opened.slots.clone();
-    let keep_alive = tokio::spawn(drive::keep_alive(slots.clone(), PING_EVERY));
-
-    // 4. onlinestatus alone, then with churn.
-    println!(
-        "onlinestatus alone: {} clients for {:.1} s ...",
-        args.status_clients,
-        args.measure_time.as_secs_f64()
-    );
-    let status_alone = drive::onlinestatus(
-        api,
-        token.clone(),
-        bodies.clone(),
-        args.status_clients,
-        args.measure_time,
-    )
-    .await;
-    println!(
-        "onlinestatus with churn at {}/s: {} clients for {:.1} s ...",
-        args.churn_rate,
-        args.status_clients,
-        args.duration.as_secs_f64()
-    );
-    let (churned, status_churn) = tokio::join!(
-        drive::churn(
-            ws_addr,
-            slots.clone(),
-            frames.clone(),
-            Expect::ConnectOk,
-            args.churn_rate,
-            args.duration,
-            churn_in_flight,
-        ),
-        drive::onlinestatus(
-            api,
-            token.clone(),
-            bodies.clone(),
-            args.status_clients,
-            args.duration,
-        )
-    );
-    keep_alive.abort();
+    let (figures, slots) =
+        figures::drive(clock, &target, load, frames, opened, args.duration).await;
     let at_end = server_stats(&mut probe).await?;
 
-    // Leave: drop every session at once and time how long the server takes to record it.
-    let held = count_held(&slots);
-    drop(opened.slots);
+    // Leave: drop every session at once and time how long the server takes to record them.
     let dropped_at = Instant::now();
-    drop(slots);
+    let held = figures::release(&slots);
     let settled =
         wait_for_sessions(&mut probe, before.online_sessions, Duration::from_secs(60)).await;
-
-    report::print(&report::Report {
-        args: &args,
-        answer_size,
-        ceilings,
+    let dropped_in = settled.map(|()| dropped_at.elapsed());
+    clock.say(&format!(
+        "server:   dropped {held} sessions at once; all closes recorded: {}",
+        dropped_in.map_or("not within 60 s".into(), |d| format!(
+            "after {:.2} s",
+            d.as_secs_f64()
+        ))
+    ));
+    Ok(ServerRun {
+        figures,
         registered,
-        opened_count: opened.opened,
-        opened_in: opened.elapsed,
-        open_answers: opened.answered_in.summary(),
         rss_before,
         rss_after,
-        status_alone,
-        status_churn,
-        churned,
         at_end,
         held,
-        dropped_in: settled.map(|_| dropped_at.elapsed()),
-    });
-    Ok(())
-}
-
-/// The ceiling figures.
-pub struct CeilingRun {
-    pub sessions: usize,
-    pub open: drive::OpenRun,
-    pub churn: drive::ChurnRun,
-    pub status: drive::StatusRun,
-}
-
-async fn measure_ceilings(
-    args: &LoadtestArgs,
-    users: &Users,
-    bodies: Arc<Vec<Vec<u8>>>,
-    answer_size: usize,
-    sessions: usize,
-    churn_in_flight: usize,
-) -> anyhow::Result<CeilingRun> {
-    let constant = users.expected_answer(&bodies[0], args.device_flag);
-    debug_assert_eq!(constant.len(), answer_size);
-    let ceilings = ceiling::Ceilings::start(constant).context("starting the ceiling servers")?;
-    let frames = Arc::new(Frames::new(
-        users.online[..sessions].to_vec(),
-        users.tokens(sessions),
-        args.device_flag,
-    ));
-    println!(
-        "ceiling: bare WebSocket accept + echo, opening {sessions} sessions, {} at a time ...",
-        args.concurrency
-    );
-    let open = drive::open_all(
-        ceilings.ws_addr,
-        frames.clone(),
-        Expect::Echo,
-        args.concurrency,
-        args.phase_limit,
-    )
-    .await;
-    println!(
-        "ceiling: bare churn at {}/s for {:.1} s ...",
-        args.churn_rate,
-        args.measure_time.as_secs_f64()
-    );
-    let churn = drive::churn(
-        ceilings.ws_addr,
-        open.slots.clone(),
-        frames,
-        Expect::Echo,
-        args.churn_rate,
-        args.measure_time,
-        churn_in_flight,
-    )
-    .await;
-    for slot in open.slots.iter() {
-        slot.lock().take();
-    }
-    println!(
-        "ceiling: constant {answer_size}-byte answer, {} clients for {:.1} s ...",
-        args.status_clients,
-        args.measure_time.as_secs_f64()
-    );
-    let status = drive::onlinestatus(
-        ceilings.http_addr,
-        None,
-        bodies,
-        args.status_clients,
-        args.measure_time,
-    )
-    .await;
-    ceilings.stop().await;
-    Ok(CeilingRun {
-        sessions,
-        open,
-        churn,
-        status,
+        dropped_in,
     })
+}
+
+/// Starts the bare servers, measures them like the server, stops them.
+async fn measure_ceilings(
+    clock: &Clock,
+    load: &figures::Load<'_>,
+    frames: Arc<Frames>,
+    constant: Vec<u8>,
+) -> anyhow::Result<figures::Figures> {
+    let ceilings = ceiling::Ceilings::start(constant).context("starting the ceiling servers")?;
+    let target = figures::Target {
+        name: "ceiling",
+        ws: ceilings.ws_addr,
+        http: ceilings.http_addr,
+        token: None,
+        expect: Expect::Echo,
+    };
+    let opened = figures::open(clock, &target, load, frames.clone()).await;
+    let (figures, slots) =
+        figures::drive(clock, &target, load, frames, opened, load.args.measure_time).await;
+    figures::release(&slots);
+    ceilings.stop().await;
+    Ok(figures)
 }
 
 async fn server_stats(conn: &mut HttpConn) -> anyhow::Result<ServerStats> {
@@ -392,10 +338,6 @@ async fn wait_for_sessions(conn: &mut HttpConn, baseline: u64, limit: Duration) 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     None
-}
-
-fn count_held(slots: &Slots) -> usize {
-    slots.iter().filter(|s| s.lock().is_some()).count()
 }
 
 /// The simulated users: `online` hold sessions, `offline` only have tokens.
