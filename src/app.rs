@@ -159,6 +159,19 @@ impl Server {
             .await?;
 
         let ready = Arc::new(AtomicBool::new(false));
+        let gateway = Gateway::new(
+            service.clone(),
+            GatewaySettings {
+                node_id,
+                first_frame_timeout: config.first_frame_timeout,
+                idle_timeout: config.idle_timeout,
+                max_message_bytes: config.max_message_bytes,
+                outbound_queue: config.outbound_queue,
+                max_connections: config.max_connections,
+                max_pending: config.max_pending,
+                max_pending_per_ip: config.max_pending_per_ip,
+            },
+        );
         let api_state = ApiState {
             service: service.clone(),
             view: view.clone(),
@@ -168,6 +181,7 @@ impl Server {
             }),
             manager_token: config.manager_token.as_deref().map(ManagerToken::new),
             ready: ready.clone(),
+            gateway: gateway.clone(),
         };
         let stop_api = CancellationToken::new();
         let router = http::router(api_state);
@@ -183,19 +197,6 @@ impl Server {
                 tracing::error!(error = %e, "the API server stopped");
             }
         });
-        let gateway = Gateway::new(
-            service.clone(),
-            GatewaySettings {
-                node_id,
-                first_frame_timeout: config.first_frame_timeout,
-                idle_timeout: config.idle_timeout,
-                max_message_bytes: config.max_message_bytes,
-                outbound_queue: config.outbound_queue,
-                max_connections: config.max_connections,
-                max_pending: config.max_pending,
-                max_pending_per_ip: config.max_pending_per_ip,
-            },
-        );
         let gateway_task = tokio::spawn(gateway.clone().serve(ws_listener));
         ready.store(true, Ordering::Release);
         tracing::info!(node_id = %node_id, "listening api={api_addr} ws={ws_addr}");

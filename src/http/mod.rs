@@ -15,6 +15,7 @@ mod health;
 pub mod onlinestatus;
 mod query;
 pub mod sessions;
+pub mod stats;
 mod systemuids;
 mod tokens;
 
@@ -31,6 +32,7 @@ use serde::Serialize;
 pub use auth::ManagerToken;
 use error::ApiError;
 
+use crate::gateway::Gateway;
 use crate::service::UserService;
 use crate::view::ViewStore;
 
@@ -49,6 +51,8 @@ pub struct ApiState {
     pub limits: Arc<ApiLimits>,
     pub manager_token: Option<ManagerToken>,
     pub ready: Arc<AtomicBool>,
+    /// For `/stats`: the gateway's count of open sockets.
+    pub gateway: Arc<Gateway>,
 }
 
 /// The whole API as one router.
@@ -62,6 +66,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/user/systemuids_remove", post(systemuids::remove))
         .route("/user/sessions", get(sessions::sessions))
         .route("/events", get(events::events))
+        .route("/stats", get(stats::stats))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_manager_token,

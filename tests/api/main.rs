@@ -18,4 +18,5 @@ mod persistence;
 mod process;
 mod secrets;
 mod smoke;
+mod stats;
 mod view_recovery;

@@ -1,0 +1,379 @@
+//! The load generators, each bounded by a count and a deadline: open many sessions at once,
+//! churn held sessions at a given rate, drive `/user/onlinestatus` from K clients, register
+//! tokens, keep held sessions alive.
+//!
+//! Each generator is written once and pointed at either the real server or a ceiling, so a
+//! figure and its ceiling come from the same client code. Promises: every request or connect
+//! has a timeout; a generator returns by its deadline plus that timeout; failures are counted,
+//! never retried in a loop. Must never: queue work without bound (the churn skips, and counts,
+//! the operations it cannot start on time).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+
+use super::http::HttpConn;
+use super::measure::{Errors, Latencies};
+use super::ws::{self, Expect, Frames, Ws};
+
+/// The longest a single connect, close or request may take before it counts as failed.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Held sessions, one slot per simulated user; a slot is empty while its session is being
+/// churned, or after its reconnect failed.
+pub type Slots = Arc<Vec<Mutex<Option<Ws>>>>;
+
+pub struct OpenRun {
+    pub slots: Slots,
+    pub opened: u64,
+    pub answered_in: Latencies,
+    pub elapsed: Duration,
+    pub errors: Errors,
+}
+
+/// Opens a session for every user of `frames`, `concurrency` at a time, until all are open or
+/// `limit` has passed.
+pub async fn open_all(
+    addr: SocketAddr,
+    frames: Arc<Frames>,
+    expect: Expect,
+    concurrency: usize,
+    limit: Duration,
+) -> OpenRun {
+    let n = frames.uids.len();
+    let slots: Slots = Arc::new((0..n).map(|_| Mutex::new(None)).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + limit;
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency.clamp(1, n.max(1)) {
+        let (slots, next, frames) = (slots.clone(), next.clone(), frames.clone());
+        workers.spawn(async move {
+            let mut answered_in = Latencies::default();
+            let mut errors = Errors::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n || Instant::now() >= deadline {
+                    break;
+                }
+                match timeout(OP_TIMEOUT, ws::open(addr, frames.connect(i), expect)).await {
+                    Ok(Ok(o)) => {
+                        answered_in.record(o.answered_in);
+                        *slots[i].lock() = Some(o.ws);
+                    }
+                    Ok(Err(e)) => errors.add(e),
+                    Err(_) => errors.add("connect timed out"),
+                }
+            }
+            (answered_in, errors)
+        });
+    }
+    let mut run = OpenRun {
+        slots,
+        opened: 0,
+        answered_in: Latencies::default(),
+        elapsed: Duration::ZERO,
+        errors: Errors::default(),
+    };
+    while let Some(done) = workers.join_next().await {
+        let (l, e) = done.expect("an open worker panicked");
+        run.answered_in.merge(l);
+        run.errors.merge(e);
+    }
+    run.elapsed = start.elapsed();
+    run.opened = run.answered_in.len() as u64;
+    run
+}
+
+pub struct ChurnRun {
+    pub connects: u64,
+    pub disconnects: u64,
+    /// From sending the connect frame to its answer.
+    pub connect_in: Latencies,
+    /// From sending the close frame to the server's close frame or end of connection.
+    pub close_in: Latencies,
+    /// Closes the server answered by ending the connection without a close frame.
+    pub closes_without_frame: u64,
+    pub errors: Errors,
+    /// Operations due that could not start (too many in flight, or no held session free).
+    pub skipped: u64,
+    pub elapsed: Duration,
+}
+
+/// For `duration`, closes a held session and opens a new one for the same user `rate` times a
+/// second, at most `max_in_flight` at once.
+pub async fn churn(
+    addr: SocketAddr,
+    slots: Slots,
+    frames: Arc<Frames>,
+    expect: Expect,
+    rate: f64,
+    duration: Duration,
+    max_in_flight: usize,
+) -> ChurnRun {
+    let mut run = ChurnRun {
+        connects: 0,
+        disconnects: 0,
+        connect_in: Latencies::default(),
+        close_in: Latencies::default(),
+        closes_without_frame: 0,
+        errors: Errors::default(),
+        skipped: 0,
+        elapsed: Duration::ZERO,
+    };
+    if slots.is_empty() || rate <= 0.0 {
+        return run;
+    }
+    let in_flight = Arc::new(Semaphore::new(max_in_flight.max(1)));
+    let mut ops: JoinSet<Op> = JoinSet::new();
+    let start = Instant::now();
+    let end = start + duration;
+    let mut issued = 0u64;
+    let mut cursor = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while Instant::now() < end {
+        tick.tick().await;
+        let due = (rate * start.elapsed().min(duration).as_secs_f64()) as u64;
+        while issued < due {
+            issued += 1;
+            let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                run.skipped += 1;
+                continue;
+            };
+            let Some((i, held)) = take_next(&slots, &mut cursor) else {
+                run.skipped += 1;
+                continue;
+            };
+            let (slots, frames) = (slots.clone(), frames.clone());
+            ops.spawn(async move {
+                let _permit = permit;
+                let closed = match timeout(OP_TIMEOUT, ws::close(held)).await {
+                    Ok(r) => r,
+                    Err(_) => Err("close timed out".into()),
+                };
+                let opened =
+                    match timeout(OP_TIMEOUT, ws::open(addr, frames.connect(i), expect)).await {
+                        Ok(Ok(o)) => {
+                            *slots[i].lock() = Some(o.ws);
+                            Ok(o.answered_in)
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err("connect timed out".into()),
+                    };
+                Op { closed, opened }
+            });
+        }
+        while let Some(done) = ops.try_join_next() {
+            run.count(done.expect("a churn task panicked"));
+        }
+    }
+    run.elapsed = start.elapsed();
+    // Let the operations already started finish (each is bounded by its timeouts).
+    while let Some(done) = ops.join_next().await {
+        run.count(done.expect("a churn task panicked"));
+    }
+    run
+}
+
+struct Op {
+    closed: Result<ws::Closed, String>,
+    opened: Result<Duration, String>,
+}
+
+impl ChurnRun {
+    fn count(&mut self, op: Op) {
+        match op.closed {
+            Ok(c) => {
+                self.disconnects += 1;
+                self.close_in.record(c.took);
+                if !c.close_frame {
+                    self.closes_without_frame += 1;
+                }
+            }
+            Err(e) => self.errors.add(e),
+        }
+        match op.opened {
+            Ok(d) => {
+                self.connects += 1;
+                self.connect_in.record(d);
+            }
+            Err(e) => self.errors.add(e),
+        }
+    }
+}
+
+/// Takes the next held session after `cursor`, looking at a bounded number of slots.
+fn take_next(slots: &Slots, cursor: &mut usize) -> Option<(usize, Ws)> {
+    for _ in 0..slots.len().min(1024) {
+        let i = *cursor % slots.len();
+        *cursor = cursor.wrapping_add(1);
+        if let Some(ws) = slots[i].lock().take() {
+            return Some((i, ws));
+        }
+    }
+    None
+}
+
+/// Sends the EasySDK's ping on every held session every `every` until aborted.
+pub async fn keep_alive(slots: Slots, every: Duration) {
+    let mut n = 0u64;
+    loop {
+        tokio::time::sleep(every).await;
+        for slot in slots.iter() {
+            let Some(mut held) = slot.lock().take() else {
+                continue;
+            };
+            n += 1;
+            let alive = matches!(
+                timeout(Duration::from_secs(1), ws::ping(&mut held, n)).await,
+                Ok(Ok(()))
+            );
+            if alive {
+                *slot.lock() = Some(held);
+            }
+        }
+    }
+}
+
+pub struct StatusRun {
+    pub requests: u64,
+    pub answered_in: Latencies,
+    pub answer_bytes: u64,
+    pub errors: Errors,
+    pub elapsed: Duration,
+}
+
+/// For `duration`, `clients` connections each POST `bodies` (in turn) to
+/// `/user/onlinestatus` as fast as they are answered.
+pub async fn onlinestatus(
+    addr: SocketAddr,
+    token: Option<String>,
+    bodies: Arc<Vec<Vec<u8>>>,
+    clients: usize,
+    duration: Duration,
+) -> StatusRun {
+    let start = Instant::now();
+    let end = start + duration;
+    let mut tasks = JoinSet::new();
+    for c in 0..clients.max(1) {
+        let (bodies, token) = (bodies.clone(), token.clone());
+        tasks.spawn(async move {
+            let mut conn = HttpConn::new(addr, token);
+            let mut answered_in = Latencies::default();
+            let mut errors = Errors::default();
+            let mut bytes = 0u64;
+            let mut i = c * 17;
+            while Instant::now() < end {
+                let body = &bodies[i % bodies.len()];
+                i += 1;
+                let t = Instant::now();
+                match timeout(OP_TIMEOUT, conn.post("/user/onlinestatus", body)).await {
+                    Ok(Ok((200, answer))) => {
+                        answered_in.record(t.elapsed());
+                        bytes += answer.len() as u64;
+                    }
+                    Ok(Ok((status, answer))) => {
+                        errors.add(format!(
+                            "HTTP {status}: {}",
+                            String::from_utf8_lossy(answer)
+                        ));
+                    }
+                    Ok(Err(e)) => {
+                        errors.add(format!("onlinestatus: {e}"));
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(_) => errors.add("onlinestatus timed out"),
+                }
+            }
+            (answered_in, errors, bytes)
+        });
+    }
+    let mut run = StatusRun {
+        requests: 0,
+        answered_in: Latencies::default(),
+        answer_bytes: 0,
+        errors: Errors::default(),
+        elapsed: Duration::ZERO,
+    };
+    while let Some(done) = tasks.join_next().await {
+        let (l, e, b) = done.expect("a status client panicked");
+        run.answered_in.merge(l);
+        run.errors.merge(e);
+        run.answer_bytes += b;
+    }
+    run.elapsed = start.elapsed().max(duration);
+    run.requests = run.answered_in.len() as u64;
+    run
+}
+
+pub struct RegisterRun {
+    pub registered: u64,
+    pub elapsed: Duration,
+    pub errors: Errors,
+}
+
+/// Sets the token of every user of `frames` for its device flag (level 0, so that a reconnect
+/// does not kick anybody), `concurrency` requests at a time, until done or `limit` has passed.
+pub async fn register(
+    addr: SocketAddr,
+    token: Option<String>,
+    frames: Arc<Frames>,
+    concurrency: usize,
+    limit: Duration,
+) -> RegisterRun {
+    let n = frames.uids.len();
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + limit;
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency.clamp(1, n.max(1)) {
+        let (next, frames, token) = (next.clone(), frames.clone(), token.clone());
+        workers.spawn(async move {
+            let mut conn = HttpConn::new(addr, token);
+            let mut ok = 0u64;
+            let mut errors = Errors::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n || Instant::now() >= deadline {
+                    break;
+                }
+                let body = serde_json::json!({
+                    "uid": frames.uids[i],
+                    "token": frames.tokens[i],
+                    "device_flag": frames.device_flag,
+                    "device_level": 0,
+                })
+                .to_string();
+                match timeout(OP_TIMEOUT, conn.post("/user/token", body.as_bytes())).await {
+                    Ok(Ok((200, _))) => ok += 1,
+                    Ok(Ok((status, answer))) => errors.add(format!(
+                        "HTTP {status}: {}",
+                        String::from_utf8_lossy(answer)
+                    )),
+                    Ok(Err(e)) => errors.add(format!("/user/token: {e}")),
+                    Err(_) => errors.add("/user/token timed out"),
+                }
+            }
+            (ok, errors)
+        });
+    }
+    let mut run = RegisterRun {
+        registered: 0,
+        elapsed: Duration::ZERO,
+        errors: Errors::default(),
+    };
+    while let Some(done) = workers.join_next().await {
+        let (ok, e) = done.expect("a register worker panicked");
+        run.registered += ok;
+        run.errors.merge(e);
+    }
+    run.elapsed = start.elapsed();
+    run
+}

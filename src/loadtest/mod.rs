@@ -1,0 +1,458 @@
+//! `wkuser loadtest`: measures a running server over loopback, and the ceilings of the stack it
+//! is built on, in one run on one machine, and prints each figure as a ratio to its ceiling.
+//!
+//! The phases, each bounded by a count and a deadline:
+//! 1. the ceilings ([`ceiling`]): a bare tokio-tungstenite accept + echo and an axum server
+//!    answering a constant body of the real answer's size, started in this process on their own
+//!    runtime, measured ([`figures`]), stopped;
+//! 2. the server: register the users' tokens through `/user/token`; open one WebSocket session
+//!    per user at full speed (durable connects), reading `/stats` before and after for the
+//!    server's memory per idle connection; `/user/onlinestatus` with 100 uids from K clients
+//!    alone, then for `--duration` while held sessions are closed and reopened at
+//!    `--churn-rate`; drop every session;
+//! 3. the ceilings again (the host's speed drifts: the better run is the ceiling);
+//! 4. the report ([`report`]).
+//!
+//! Promises: traffic goes to loopback addresses only ([`target::loopback`]); the soft
+//! file-descriptor limit is raised first and a run that cannot fit in it is refused before it
+//! starts. Must never: run unbounded, or hide failures (every error kind is counted and shown).
+
+mod ceiling;
+mod drive;
+mod figures;
+mod http;
+mod measure;
+mod report;
+mod target;
+mod ws;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use crate::domain::Uid;
+use http::HttpConn;
+use measure::rate;
+use ws::{Expect, Frames};
+
+/// Options of `wkuser loadtest`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadtestArgs {
+    /// The server's HTTP API (loopback only).
+    #[arg(long, default_value = "127.0.0.1:5001")]
+    pub api: String,
+    /// The server's WebSocket gateway (loopback only).
+    #[arg(long, default_value = "127.0.0.1:5200")]
+    pub ws: String,
+    /// The server's manager token, if it has one.
+    #[arg(long, env = "WK_MANAGER_TOKEN", hide_env_values = true)]
+    pub manager_token: Option<String>,
+    /// Simulated users: each gets a token and holds one WebSocket session.
+    #[arg(long, default_value_t = 10_000)]
+    pub users: usize,
+    /// Held sessions closed and reopened per second during --duration (0: no churn).
+    #[arg(long, default_value_t = 1000.0)]
+    pub churn_rate: f64,
+    /// Concurrent clients POSTing /user/onlinestatus (100 uids each) in a loop.
+    #[arg(long, default_value_t = 8)]
+    pub status_clients: usize,
+    /// How long the churn and onlinestatus load run together.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// The device flag the users register and connect with.
+    #[arg(long, default_value_t = 1)]
+    pub device_flag: u8,
+    /// Prefix of the simulated uids (`load_000042`, offline ones `load_off000042`).
+    #[arg(long, default_value = "load_")]
+    pub uid_prefix: String,
+    /// Registrations and session opens in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// How long each ceiling, and onlinestatus without churn, is measured.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub measure_time: Duration,
+    /// The longest the registration, or the opening of the sessions, may take.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub phase_limit: Duration,
+}
+
+/// Uids per onlinestatus request, half of them online.
+const UIDS_PER_REQUEST: usize = 100;
+/// Distinct request bodies each status client cycles through.
+const BODIES: usize = 256;
+/// The EasySDK's ping interval.
+const PING_EVERY: Duration = Duration::from_secs(25);
+
+/// The answer of `GET /stats`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct ServerStats {
+    pub open_connections: u64,
+    pub online_sessions: u64,
+    pub known_users: u64,
+    pub rss_bytes: Option<u64>,
+    pub last_seq: u64,
+}
+
+/// Progress lines, stamped with the time since the start (to line them up with other tools).
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn say(&self, line: &str) {
+        println!("[{:6.1} s] {line}", self.0.elapsed().as_secs_f64());
+    }
+}
+
+/// What the report needs from the server's side of the run.
+pub struct ServerRun {
+    pub figures: figures::Figures,
+    pub registered: drive::RegisterRun,
+    pub rss_before: ServerStats,
+    pub rss_after: ServerStats,
+    pub at_end: ServerStats,
+    pub held: usize,
+    /// How long the server took to record the close of every held session dropped at once.
+    pub dropped_in: Option<Duration>,
+}
+
+/// Runs the whole load test and prints its report.
+pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
+    let clock = Clock(Instant::now());
+    if args.users == 0 {
+        bail!("--users must be at least 1");
+    }
+    if !(args.churn_rate >= 0.0 && args.churn_rate.is_finite()) {
+        bail!("--churn-rate must be a number of connects per second, 0 or more");
+    }
+    let api = target::loopback("--api", &args.api).await?;
+    let ws_addr = target::loopback("--ws", &args.ws).await?;
+    let token = args.manager_token.clone().filter(|t| !t.is_empty());
+
+    // File descriptors: one per held session here (and one per session in the server), plus
+    // churn in flight, HTTP clients and some slack.
+    let fds = target::raise_fd_limit().context("reading the open-file limit")?;
+    let churn_in_flight = ((args.churn_rate / 2.0).ceil() as usize).max(64);
+    let slack = churn_in_flight + args.status_clients + args.concurrency + 128;
+    let needed = args.users as u64 + slack as u64;
+    clock.say(&format!(
+        "file descriptors: soft limit {} (was {}), hard limit {}; this run needs about {needed} here",
+        fds.soft, fds.before, fds.hard
+    ));
+    if needed > fds.soft {
+        bail!(
+            "--users {} needs about {needed} open files in this tool (one per session) and as many \
+             in the server, but the limit here is {} (hard limit {}): lower --users, or raise the \
+             hard limit (`ulimit -Hn`, as root) in both shells",
+            args.users,
+            fds.soft,
+            fds.hard
+        );
+    }
+    clock.say(&format!(
+        "the server needs about {} open files too: start it from a shell where `ulimit -n` allows it",
+        args.users + 256
+    ));
+
+    let mut probe = HttpConn::new(api, token.clone());
+    let before = server_stats(&mut probe).await.with_context(|| {
+        format!(
+            "cannot read {api}/stats: is `wkuser serve` running there (and --manager-token right)?"
+        )
+    })?;
+
+    let users = Users::new(&args)?;
+    let bodies = Arc::new(users.bodies(BODIES));
+    let constant = users.expected_answer(&bodies[0], args.device_flag);
+    let frames = Arc::new(users.frames(&args));
+    clock.say(&format!(
+        "{} users holding a session each, {} offline users; onlinestatus asks {} uids ({} online), answer {} bytes",
+        args.users,
+        users.offline.len(),
+        UIDS_PER_REQUEST,
+        users.online_per_request(),
+        constant.len()
+    ));
+    let load = figures::Load {
+        args: &args,
+        bodies: bodies.clone(),
+        churn_in_flight,
+    };
+    // The ceiling holds both ends of each session in this process.
+    let ceiling_sessions = ((fds.soft as usize).saturating_sub(2 * slack) / 2).min(args.users);
+    let ceiling_frames = || {
+        Arc::new(Frames::new(
+            users.online[..ceiling_sessions].to_vec(),
+            users.tokens(ceiling_sessions),
+            args.device_flag,
+        ))
+    };
+
+    // 1. The ceilings, a first time.
+    let first = measure_ceilings(&clock, &load, ceiling_frames(), constant.clone()).await?;
+
+    // 2-4. The server.
+    let server = measure_server(&clock, &load, &users, frames, api, ws_addr, token, before).await?;
+
+    // 1'. The ceilings again: the machine's speed drifts; the better of the two is the ceiling.
+    let second = measure_ceilings(&clock, &load, ceiling_frames(), constant.clone()).await?;
+
+    report::print(&report::Report {
+        args: &args,
+        answer_size: constant.len(),
+        ceiling: first.best(&second),
+        ceilings: [first, second],
+        server,
+    });
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure_server(
+    clock: &Clock,
+    load: &figures::Load<'_>,
+    users: &Users,
+    frames: Arc<Frames>,
+    api: std::net::SocketAddr,
+    ws: std::net::SocketAddr,
+    token: Option<String>,
+    before: ServerStats,
+) -> anyhow::Result<ServerRun> {
+    let args = load.args;
+    let mut probe = HttpConn::new(api, token.clone());
+    let n = args.users + users.offline.len();
+    clock.say(&format!(
+        "server: registering {n} tokens, {} at a time ...",
+        args.concurrency
+    ));
+    let register_frames = Arc::new(Frames::new(
+        users.online.iter().chain(&users.offline).cloned().collect(),
+        users.tokens(n),
+        args.device_flag,
+    ));
+    let registered = drive::register(
+        api,
+        token.clone(),
+        register_frames,
+        args.concurrency,
+        args.phase_limit,
+    )
+    .await;
+    clock.say(&format!(
+        "server:   registered {} in {:.2} s ({:.0}/s), {} errors",
+        registered.registered,
+        registered.elapsed.as_secs_f64(),
+        rate(registered.registered, registered.elapsed),
+        registered.errors.total()
+    ));
+    print!("{}", registered.errors.top(5));
+    if registered.registered == 0 {
+        bail!("no token could be registered; stopping");
+    }
+
+    let target = figures::Target {
+        name: "server",
+        ws,
+        http: api,
+        token,
+        expect: Expect::ConnectOk,
+    };
+    let rss_before = server_stats(&mut probe).await?;
+    let opened = figures::open(clock, &target, load, frames.clone()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = server_stats(&mut probe).await?;
+    let (figures, slots) =
+        figures::drive(clock, &target, load, frames, opened, args.duration).await;
+    let at_end = server_stats(&mut probe).await?;
+
+    // Leave: drop every session at once and time how long the server takes to record them.
+    let dropped_at = Instant::now();
+    let held = figures::release(&slots);
+    let settled =
+        wait_for_sessions(&mut probe, before.online_sessions, Duration::from_secs(60)).await;
+    let dropped_in = settled.map(|()| dropped_at.elapsed());
+    clock.say(&format!(
+        "server:   dropped {held} sessions at once; all closes recorded: {}",
+        dropped_in.map_or("not within 60 s".into(), |d| format!(
+            "after {:.2} s",
+            d.as_secs_f64()
+        ))
+    ));
+    Ok(ServerRun {
+        figures,
+        registered,
+        rss_before,
+        rss_after,
+        at_end,
+        held,
+        dropped_in,
+    })
+}
+
+/// Starts the bare servers, measures them like the server, stops them.
+async fn measure_ceilings(
+    clock: &Clock,
+    load: &figures::Load<'_>,
+    frames: Arc<Frames>,
+    constant: Vec<u8>,
+) -> anyhow::Result<figures::Figures> {
+    let ceilings = ceiling::Ceilings::start(constant).context("starting the ceiling servers")?;
+    let target = figures::Target {
+        name: "ceiling",
+        ws: ceilings.ws_addr,
+        http: ceilings.http_addr,
+        token: None,
+        expect: Expect::Echo,
+    };
+    let opened = figures::open(clock, &target, load, frames.clone()).await;
+    let (figures, slots) =
+        figures::drive(clock, &target, load, frames, opened, load.args.measure_time).await;
+    figures::release(&slots);
+    ceilings.stop().await;
+    Ok(figures)
+}
+
+async fn server_stats(conn: &mut HttpConn) -> anyhow::Result<ServerStats> {
+    let (status, body) = tokio::time::timeout(drive::OP_TIMEOUT, conn.get("/stats"))
+        .await
+        .context("GET /stats timed out")??;
+    if status != 200 {
+        bail!(
+            "GET /stats answered {status}: {}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    serde_json::from_slice(body).context("GET /stats answered something else than its counters")
+}
+
+/// Polls `/stats` until the server's online sessions are back to `baseline`; `None` after
+/// `limit`.
+async fn wait_for_sessions(conn: &mut HttpConn, baseline: u64, limit: Duration) -> Option<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(s) = server_stats(conn).await {
+            if s.online_sessions <= baseline {
+                return Some(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// The simulated users: `online` hold sessions, `offline` only have tokens.
+struct Users {
+    online: Vec<String>,
+    offline: Vec<String>,
+    run_id: String,
+    seed: u64,
+}
+
+impl Users {
+    fn new(args: &LoadtestArgs) -> anyhow::Result<Users> {
+        let width = args.users.to_string().len().max(6);
+        let online: Vec<String> = (0..args.users)
+            .map(|i| format!("{}{i:0width$}", args.uid_prefix))
+            .collect();
+        let offline: Vec<String> = (0..(args.users / 10).max(UIDS_PER_REQUEST))
+            .map(|i| format!("{}off{i:0width$}", args.uid_prefix))
+            .collect();
+        for uid in [&online[0], &offline[0]] {
+            Uid::parse(uid).map_err(|e| {
+                anyhow::anyhow!(
+                    "--uid-prefix {:?} makes invalid uids ({uid:?}: it {e})",
+                    args.uid_prefix
+                )
+            })?;
+        }
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        Ok(Users {
+            online,
+            offline,
+            run_id: format!("{:x}", seed & 0xffff_ffff),
+            seed,
+        })
+    }
+
+    fn online_per_request(&self) -> usize {
+        (UIDS_PER_REQUEST / 2).min(self.online.len())
+    }
+
+    /// Tokens of the first `n` users (online first, then offline), new for each run.
+    fn tokens(&self, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("lt-{}-{i}", self.run_id)).collect()
+    }
+
+    fn frames(&self, args: &LoadtestArgs) -> Frames {
+        Frames::new(
+            self.online.clone(),
+            self.tokens(self.online.len()),
+            args.device_flag,
+        )
+    }
+
+    /// `count` onlinestatus bodies: 100 distinct uids each, half from the online users and the
+    /// rest from the offline ones, shuffled.
+    fn bodies(&self, count: usize) -> Vec<Vec<u8>> {
+        let mut rng = SplitMix(self.seed);
+        (0..count)
+            .map(|_| {
+                let mut uids: Vec<&str> = Vec::with_capacity(UIDS_PER_REQUEST);
+                let on = self.online_per_request();
+                pick_distinct(&mut rng, &self.online, on, &mut uids);
+                pick_distinct(&mut rng, &self.offline, UIDS_PER_REQUEST - on, &mut uids);
+                for i in (1..uids.len()).rev() {
+                    uids.swap(i, rng.below(i + 1));
+                }
+                serde_json::to_vec(&uids).expect("strings serialize")
+            })
+            .collect()
+    }
+
+    /// The server's answer to `body` when every online user has one session on `flag`.
+    fn expected_answer(&self, body: &[u8], flag: u8) -> Vec<u8> {
+        let uids: Vec<String> = serde_json::from_slice(body).expect("our own body");
+        // Same-width numbers: the online uids are sorted.
+        let rows: Vec<String> = uids
+            .iter()
+            .filter(|u| self.online.binary_search(u).is_ok())
+            .map(|u| {
+                let uid = serde_json::to_string(u).expect("strings serialize");
+                // The server writes the keys in this order.
+                format!(r#"{{"uid":{uid},"device_flag":{flag},"online":1}}"#)
+            })
+            .collect();
+        format!("[{}]", rows.join(",")).into_bytes()
+    }
+}
+
+fn pick_distinct<'a>(rng: &mut SplitMix, from: &'a [String], n: usize, into: &mut Vec<&'a str>) {
+    let n = n.min(from.len());
+    let mut chosen = std::collections::HashSet::with_capacity(n);
+    while chosen.len() < n {
+        let i = rng.below(from.len());
+        if chosen.insert(i) {
+            into.push(&from[i]);
+        }
+    }
+}
+
+/// A tiny deterministic generator (SplitMix64) for picking uids; not for secrets.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
