@@ -19,6 +19,7 @@ use tower::ServiceExt;
 use uuid::Uuid;
 use wkuser::domain::event::*;
 use wkuser::domain::*;
+use wkuser::gateway::{Gateway, GatewaySettings};
 use wkuser::http::{onlinestatus, ApiLimits, ApiState};
 use wkuser::log::{EventLog, SledStore};
 use wkuser::presence::Presence;
@@ -213,8 +214,12 @@ fn routes(c: &mut Criterion, presence: Presence) {
                 .unwrap(),
         );
         let presence = Arc::new(presence);
+        let service = Arc::new(UserService::new(log, presence.clone()));
+        let config = wkuser::config::Config::from_args(Vec::<String>::new()).unwrap();
+        let gateway = Gateway::new(service.clone(), GatewaySettings::from_config(&config));
         let state = ApiState {
-            service: Arc::new(UserService::new(log, presence.clone())),
+            service,
+            gateway,
             view,
             limits: Arc::new(ApiLimits {
                 max_body_bytes: 1 << 20,

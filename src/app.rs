@@ -159,19 +159,7 @@ impl Server {
             .await?;
 
         let ready = Arc::new(AtomicBool::new(false));
-        let gateway = Gateway::new(
-            service.clone(),
-            GatewaySettings {
-                node_id,
-                first_frame_timeout: config.first_frame_timeout,
-                idle_timeout: config.idle_timeout,
-                max_message_bytes: config.max_message_bytes,
-                outbound_queue: config.outbound_queue,
-                max_connections: config.max_connections,
-                max_pending: config.max_pending,
-                max_pending_per_ip: config.max_pending_per_ip,
-            },
-        );
+        let gateway = Gateway::new(service.clone(), GatewaySettings::from_config(&config));
         let api_state = ApiState {
             service: service.clone(),
             view: view.clone(),

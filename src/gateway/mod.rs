@@ -38,6 +38,21 @@ pub struct GatewaySettings {
     pub max_pending_per_ip: usize,
 }
 
+impl GatewaySettings {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        GatewaySettings {
+            node_id: NodeId(config.node_id),
+            first_frame_timeout: config.first_frame_timeout,
+            idle_timeout: config.idle_timeout,
+            max_message_bytes: config.max_message_bytes,
+            outbound_queue: config.outbound_queue,
+            max_connections: config.max_connections,
+            max_pending: config.max_pending,
+            max_pending_per_ip: config.max_pending_per_ip,
+        }
+    }
+}
+
 pub struct Gateway {
     service: Arc<UserService>,
     settings: GatewaySettings,

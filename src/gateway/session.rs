@@ -42,15 +42,22 @@ const LINGER: Duration = Duration::from_millis(500);
 /// session is closed as a slow consumer.
 const SLOW_LIMIT: Duration = Duration::from_millis(1000);
 
+/// Bytes read from a socket at a time.
+const READ_BUFFER: usize = 4096;
+
 enum Out {
     Text(String),
     Close(CloseCode, &'static str),
+    /// The client closed first: send the close reply tungstenite queued, and finish.
+    AnswerClose,
 }
 
 /// How the session loop ended.
 enum End {
     /// The session itself decided to end: record `reason`, close with `code`.
     Own(CloseReason, CloseCode, &'static str),
+    /// The client sent a close frame: record `client_closed`, answer it (RFC 6455 5.5.1).
+    PeerClosed,
     /// Someone else recorded the close (a kick, a replacement): only carry it out.
     Ordered(CloseReason),
     /// The writer died (the socket is gone): record `client_closed`, nothing to send.
@@ -65,7 +72,11 @@ pub(super) async fn run(
     pending: PendingGuard,
 ) {
     let deadline = Instant::now() + gw.settings.first_frame_timeout;
+    // A small read buffer: tungstenite's default (128 KiB) is zeroed and resident at the first
+    // read, which made it most of an idle connection's memory; messages larger than the buffer
+    // still arrive whole (it grows for them).
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(gw.settings.max_message_bytes))
         .max_frame_size(Some(gw.settings.max_message_bytes));
     let handshake = tokio_tungstenite::accept_async_with_config(tcp, Some(config));
@@ -178,7 +189,9 @@ async fn first_text(ws: &mut Ws) -> Result<String, Option<(CloseCode, &'static s
             Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
                 return Err(Some((CloseCode::Size, "message too big")))
             }
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Err(None),
+            // Closed before connecting: the close reply is sent by `close`.
+            Some(Ok(Message::Close(_))) => return Err(Some((CloseCode::Normal, "bye"))),
+            Some(Err(_)) | None => return Err(None),
         }
     }
 }
@@ -261,9 +274,8 @@ impl Live {
                             break End::Own(CloseReason::ProtocolError, CloseCode::Size, "message too big");
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                            break End::Own(CloseReason::ClientClosed, CloseCode::Normal, "bye");
-                        }
+                        Some(Ok(Message::Close(_))) => break End::PeerClosed,
+                        Some(Err(_)) | None => break End::Gone,
                     }
                 }
             }
@@ -272,7 +284,11 @@ impl Live {
         let (reason, farewell) = match end {
             End::Own(reason, code, why) => {
                 self.record(reason).await;
-                (reason, Some((None, code, why)))
+                (reason, Some((None, Out::Close(code, why))))
+            }
+            End::PeerClosed => {
+                self.record(CloseReason::ClientClosed).await;
+                (CloseReason::ClientClosed, Some((None, Out::AnswerClose)))
             }
             End::Ordered(reason) => {
                 let code = if reason == CloseReason::ServerShutdown {
@@ -280,7 +296,10 @@ impl Live {
                 } else {
                     CloseCode::Normal
                 };
-                (reason, Some((reason.kick_text(), code, reason.as_str())))
+                (
+                    reason,
+                    Some((reason.kick_text(), Out::Close(code, reason.as_str()))),
+                )
             }
             End::Gone => {
                 self.record(CloseReason::ClientClosed).await;
@@ -289,14 +308,14 @@ impl Live {
         };
         tracing::debug!(uid = %self.uid, session = %self.session_id, %reason, "session closed");
 
-        let Some((kick, code, why)) = farewell else {
+        let Some((kick, last)) = farewell else {
             return;
         };
         let mut queued = true;
         if let Some(text) = kick {
             queued &= out.try_send(Out::Text(frames::kick(text))).is_ok();
         }
-        queued &= out.try_send(Out::Close(code, why)).is_ok();
+        queued &= out.try_send(last).is_ok();
         drop(out);
         if !queued {
             // The queue is full: the client is not reading, so nothing more will reach it.
@@ -371,19 +390,27 @@ async fn write_loop(
                 let r = sink.send(Message::Close(Some(frame))).await;
                 return r.ok().map(|()| sink);
             }
+            Out::AnswerClose => return sink.close().await.ok().map(|()| sink),
         };
         sent.ok()?;
     }
     Some(sink)
 }
 
-/// Closes an unsplit socket with `code` and drains it.
+/// Closes an unsplit socket with `code` (or answers the client's close) and drains it.
 async fn close(mut ws: Ws, code: CloseCode, reason: &'static str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    if timeout(FLUSH_LIMIT, ws.close(Some(frame))).await.is_ok() {
+    let closed = timeout(FLUSH_LIMIT, async {
+        // Refused when the client closed first: then the reply tungstenite queued is what
+        // the flush below sends.
+        let _ = ws.send(Message::Close(Some(frame))).await;
+        SinkExt::close(&mut ws).await
+    })
+    .await;
+    if matches!(closed, Ok(Ok(()))) {
         linger(ws).await;
     }
 }

@@ -353,3 +353,52 @@ async fn a_graceful_stop_is_not_held_up_by_clients_that_ignore_it() {
     let mut fresh = fresh;
     fresh.stop().await;
 }
+
+/// Reads until the server's answer to our close frame (RFC 6455 5.5.1); its code, or `None`
+/// when the connection ended without one.
+async fn close_reply(ws: &mut Ws) -> Option<u16> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await {
+            Err(_) => panic!("no close reply within 5 s"),
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return Some(frame.map_or(1005, |f| u16::from(f.code)))
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_)) | None) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_close_frame_is_answered_with_a_close_frame_before_and_after_connect() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::Message;
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let bye = || {
+        Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+    };
+
+    let mut ws = connected(&app, "u1", "t", 1, DEV).await;
+    ws.send(bye()).await.unwrap();
+    assert_eq!(
+        close_reply(&mut ws).await,
+        Some(1000),
+        "the close is answered"
+    );
+
+    let mut early = app.ws_open().await;
+    early.send(bye()).await.unwrap();
+    assert_eq!(
+        close_reply(&mut early).await,
+        Some(1000),
+        "also before connect"
+    );
+}
