@@ -194,17 +194,10 @@ async fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
             }
             let view = SqliteView::open(&path).await?;
             let checkpoint = view.checkpoint().await?;
-            let mut records = view.sessions(&uid, None, limit + 1).await?;
+            let records = view.sessions(&uid, None, limit + 1).await?;
             view.close().await;
-            let next = (records.len() > limit as usize).then(|| {
-                records.truncate(limit as usize);
-                records
-                    .last()
-                    .map(|r| r.session_id.to_string())
-                    .unwrap_or_default()
-            });
             (
-                audit::from_records(uid.as_str(), &records, next),
+                audit::from_records(&uid, records, limit),
                 format!("SQL view {} as of seq {checkpoint}", path.display()),
             )
         }

@@ -7,25 +7,36 @@
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::query::Query;
 use super::{json_response, ApiState};
-use crate::domain::SessionId;
+use crate::domain::{DeviceFlag, SessionId, Uid};
 use crate::human::format_ms;
 use crate::view::SessionRecord;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 1000;
 
-#[derive(Serialize)]
-struct OnlineFlag {
-    device_flag: u8,
-    device_name: String,
+/// A flag the user is online on, as the page's `online` list shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OnlineFlag {
+    pub device_flag: u8,
+    pub device_name: String,
 }
 
-#[derive(Serialize)]
+impl From<DeviceFlag> for OnlineFlag {
+    fn from(f: DeviceFlag) -> Self {
+        OnlineFlag {
+            device_flag: f.0,
+            device_name: f.name().into_owned(),
+        }
+    }
+}
+
+/// One session as the page shows it (also what `wkuser audit` reads back).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SessionView {
     pub session_id: String,
     pub device_flag: u8,
@@ -36,7 +47,7 @@ pub struct SessionView {
     pub peer: String,
     pub connected_at: String,
     pub disconnected_at: Option<String>,
-    pub reason: Option<&'static str>,
+    pub reason: Option<String>,
 }
 
 impl From<&SessionRecord> for SessionView {
@@ -51,18 +62,41 @@ impl From<&SessionRecord> for SessionView {
             peer: s.peer.clone(),
             connected_at: format_ms(s.connected_at),
             disconnected_at: s.disconnected_at.map(format_ms),
-            reason: s.reason.map(|r| r.as_str()),
+            reason: s.reason.map(|r| r.as_str().to_owned()),
         }
     }
 }
 
-#[derive(Serialize)]
-struct SessionsPage {
-    uid: String,
-    online: Vec<OnlineFlag>,
-    sessions: Vec<SessionView>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next: Option<String>,
+/// The answer of `/user/sessions`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SessionsPage {
+    pub uid: String,
+    pub online: Vec<OnlineFlag>,
+    pub sessions: Vec<SessionView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+impl SessionsPage {
+    /// A page from up to `limit + 1` records, newest first: the extra one only says that an
+    /// older page exists.
+    pub fn new(
+        uid: &Uid,
+        mut records: Vec<SessionRecord>,
+        limit: u32,
+        online: Vec<OnlineFlag>,
+    ) -> Self {
+        let next = (records.len() > limit as usize).then(|| {
+            records.truncate(limit as usize);
+            records.last().map(|s| s.session_id.to_string())
+        });
+        SessionsPage {
+            uid: uid.to_string(),
+            online,
+            sessions: records.iter().map(SessionView::from).collect(),
+            next: next.flatten(),
+        }
+    }
 }
 
 pub async fn sessions(
@@ -80,28 +114,14 @@ pub async fn sessions(
             Some(SessionId::parse(s).ok_or_else(|| ApiError::bad("before must be a session id"))?)
         }
     };
-    let mut rows = state.view.sessions(&uid, before, limit + 1).await?;
-    let next = (rows.len() > limit as usize).then(|| {
-        rows.truncate(limit as usize);
-        rows.last().map(|s| s.session_id.to_string())
-    });
+    let rows = state.view.sessions(&uid, before, limit + 1).await?;
     let mut online = Vec::new();
     state
         .service
         .presence()
-        .for_each_online_flag(uid.as_str(), |f| {
-            online.push(OnlineFlag {
-                device_flag: f.0,
-                device_name: f.name().into_owned(),
-            })
-        });
+        .for_each_online_flag(uid.as_str(), |f| online.push(OnlineFlag::from(f)));
     Ok(json_response(
         StatusCode::OK,
-        &SessionsPage {
-            uid: uid.to_string(),
-            online,
-            sessions: rows.iter().map(SessionView::from).collect(),
-            next: next.flatten(),
-        },
+        &SessionsPage::new(&uid, rows, limit, online),
     ))
 }

@@ -29,6 +29,17 @@ impl SledStore {
         Ok(SledStore { db, events, by_uid })
     }
 
+    /// Applies a batch to each tree in one transaction: both or neither.
+    fn apply_to_both(&self, events: &sled::Batch, index: &sled::Batch) -> Result<(), LogError> {
+        (&self.events, &self.by_uid)
+            .transaction(|(ev, ix)| {
+                ev.apply_batch(events)?;
+                ix.apply_batch(index)?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| LogError::storage(format_args!("{e:?}")))
+    }
+
     fn uid_key(uid: &str, seq: Seq) -> Vec<u8> {
         let mut k = Vec::with_capacity(uid.len() + 9);
         k.extend_from_slice(uid.as_bytes());
@@ -55,13 +66,7 @@ impl LogStore for SledStore {
                 index.insert(Self::uid_key(uid.as_str(), r.seq), &[][..]);
             }
         }
-        (&self.events, &self.by_uid)
-            .transaction(|(ev, ix)| {
-                ev.apply_batch(&events)?;
-                ix.apply_batch(&index)?;
-                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| LogError::storage(format_args!("{e:?}")))
+        self.apply_to_both(&events, &index)
     }
 
     fn discard(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
@@ -73,13 +78,7 @@ impl LogStore for SledStore {
                 index.remove(Self::uid_key(uid.as_str(), r.seq));
             }
         }
-        (&self.events, &self.by_uid)
-            .transaction(|(ev, ix)| {
-                ev.apply_batch(&events)?;
-                ix.apply_batch(&index)?;
-                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| LogError::storage(format_args!("{e:?}")))
+        self.apply_to_both(&events, &index)
     }
 
     fn flush(&self) -> Result<(), LogError> {

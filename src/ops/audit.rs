@@ -6,38 +6,9 @@
 
 use std::fmt::Write;
 
-use serde::Deserialize;
-
-/// One row of the history, as `/user/sessions` answers it.
-#[derive(Debug, Deserialize)]
-pub struct Row {
-    pub session_id: String,
-    pub device_flag: u8,
-    pub device_name: String,
-    pub device_id: String,
-    pub device_level: u8,
-    pub node_id: u64,
-    pub peer: String,
-    pub connected_at: String,
-    pub disconnected_at: Option<String>,
-    pub reason: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Online {
-    pub device_flag: u8,
-    pub device_name: String,
-}
-
-/// A page of history, as `/user/sessions` answers it.
-#[derive(Debug, Deserialize)]
-pub struct History {
-    pub uid: String,
-    pub online: Vec<Online>,
-    pub sessions: Vec<Row>,
-    #[serde(default)]
-    pub next: Option<String>,
-}
+pub use crate::http::sessions::SessionsPage as History;
+use crate::http::sessions::{OnlineFlag, SessionsPage};
+use crate::view::SessionRecord;
 
 /// Renders the history; `source` says where it came from (shown under the title).
 pub fn render(history: &History, source: &str) -> String {
@@ -118,42 +89,20 @@ pub fn render(history: &History, source: &str) -> String {
     out
 }
 
-/// Builds the history from the SQL view's records (newest first); the sessions the view holds
-/// open give the status.
-pub fn from_records(
-    uid: &str,
-    records: &[crate::view::SessionRecord],
-    next: Option<String>,
-) -> History {
-    use crate::human::format_ms;
-    let mut online: Vec<Online> = Vec::new();
-    for r in records.iter().filter(|r| r.disconnected_at.is_none()) {
-        if !online.iter().any(|o| o.device_flag == r.device_flag.0) {
-            online.push(Online {
-                device_flag: r.device_flag.0,
-                device_name: r.device_flag.name().into_owned(),
-            });
-        }
-    }
-    online.sort_by_key(|o| o.device_flag);
-    History {
-        uid: uid.to_owned(),
-        online,
-        sessions: records
-            .iter()
-            .map(|r| Row {
-                session_id: r.session_id.to_string(),
-                device_flag: r.device_flag.0,
-                device_name: r.device_flag.name().into_owned(),
-                device_id: r.device_id.as_str().to_owned(),
-                device_level: r.device_level.as_u8(),
-                node_id: r.node_id.0,
-                peer: r.peer.clone(),
-                connected_at: format_ms(r.connected_at),
-                disconnected_at: r.disconnected_at.map(format_ms),
-                reason: r.reason.map(|x| x.as_str().to_owned()),
-            })
-            .collect(),
-        next,
-    }
+/// Builds the history from the SQL view's records (newest first, up to `limit + 1`); the
+/// sessions the view holds open give the status.
+pub fn from_records(uid: &crate::domain::Uid, records: Vec<SessionRecord>, limit: u32) -> History {
+    let mut flags: Vec<_> = records
+        .iter()
+        .filter(|r| r.disconnected_at.is_none())
+        .map(|r| r.device_flag)
+        .collect();
+    flags.sort();
+    flags.dedup();
+    SessionsPage::new(
+        uid,
+        records,
+        limit,
+        flags.into_iter().map(OnlineFlag::from).collect(),
+    )
 }
