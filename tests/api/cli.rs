@@ -32,6 +32,8 @@ async fn history() -> TestApp {
     let mut app = spawn_app().await;
     app.set_token("u1", "cli-secret-1", 1, 0).await;
     app.set_token("u2", "cli-secret-2", 2, 0).await;
+    // Later events get a later recorded_at (milliseconds), for the point-in-time replay.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let (mut ws, answer) = app.ws_connect("u1", "cli-secret-1", 1, "web_cli").await;
     assert_connected(&answer);
     ws.close(None).await.unwrap();
@@ -225,4 +227,66 @@ impl TestApp {
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
+}
+
+#[tokio::test]
+async fn replay_until_a_time_shows_the_view_as_it_was_then() {
+    let app = history().await;
+    let events = wkuser(&["events", "--data-dir", &dir(&app)]).await;
+    let events: Vec<Value> = stdout(&events)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The time of the second token update: everything recorded up to then, nothing after.
+    let at = events[2]["recorded_at"].as_i64().unwrap();
+    let expected = events
+        .iter()
+        .filter(|e| e["recorded_at"].as_i64().unwrap() <= at)
+        .map(|e| e["seq"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let into = out_dir.path().join("then.sqlite").display().to_string();
+    let time = wkuser::human::format_ms(at);
+    let done = wkuser(&[
+        "replay",
+        "--data-dir",
+        &dir(&app),
+        "--into",
+        &into,
+        "--until-time",
+        &time,
+    ])
+    .await;
+    assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{into}"))
+        .await
+        .unwrap();
+    let checkpoint: i64 = sqlx::query_scalar("SELECT last_seq FROM projector_checkpoint")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_eq!(checkpoint as u64, expected);
+    assert!(
+        expected < events.len() as u64,
+        "the replay stopped before the end"
+    );
+
+    let bad = wkuser(&[
+        "replay",
+        "--data-dir",
+        &dir(&app),
+        "--into",
+        &into,
+        "--until-time",
+        "noon",
+    ])
+    .await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("is not an RFC 3339 time"),
+        "{}",
+        stderr(&bad)
+    );
 }
