@@ -13,13 +13,17 @@ use dashmap::DashMap;
 use parking_lot::RwLock;
 
 use crate::domain::decide::evolve_system_uids;
-use crate::domain::{DeviceFlag, Event, OpenSession, TokenSlot, Uid, UserState};
+use crate::domain::{DeviceFlag, Event, OnlineFlags, OpenSession, TokenSlot, Uid, UserState};
 
 type Users = DashMap<Uid, UserState, ahash::RandomState>;
 
 #[derive(Default)]
 pub struct Presence {
     users: Users,
+    /// The online users only, with their flags: what onlinestatus reads. Most users are
+    /// offline at any moment, so this map is a small fraction of `users`, mostly in cache,
+    /// and an offline uid costs one probe of it.
+    online: DashMap<Uid, OnlineFlags, ahash::RandomState>,
     system_uids: RwLock<BTreeSet<Uid>>,
 }
 
@@ -42,11 +46,17 @@ impl Presence {
         for (uid, session) in sessions {
             grouped.entry(uid).or_default().1.push(session);
         }
+        let online = DashMap::default();
         for (uid, (t, s)) in grouped {
-            users.insert(uid, UserState::from_parts(t, s));
+            let state = UserState::from_parts(t, s);
+            if !state.online().is_empty() {
+                online.insert(uid.clone(), state.online());
+            }
+            users.insert(uid, state);
         }
         Presence {
             users,
+            online,
             system_uids: RwLock::new(system_uids.into_iter().collect()),
         }
     }
@@ -61,9 +71,13 @@ impl Presence {
 
     /// Calls `f` for each flag `uid` is online on, ascending. The onlinestatus path.
     pub fn for_each_online_flag(&self, uid: &str, mut f: impl FnMut(DeviceFlag)) {
-        if let Some(state) = self.users.get(uid) {
-            state.online_flags().for_each(&mut f);
-        }
+        let Some(flags) = self.online.get(uid).map(|e| *e) else {
+            return;
+        };
+        match flags.inline() {
+            Some(inline) => inline.for_each(f),
+            None => self.with_user(uid, |state| state.online_flags().for_each(&mut f)),
+        };
     }
 
     /// Applies a durable event (`evolve`).
@@ -71,7 +85,16 @@ impl Presence {
         match event.uid() {
             Some(uid) => {
                 let mut entry = self.users.entry(uid.clone()).or_default();
+                let was = entry.online();
                 entry.evolve(event);
+                let now = entry.online();
+                if now != was {
+                    if now.is_empty() {
+                        self.online.remove(uid);
+                    } else {
+                        self.online.insert(uid.clone(), now);
+                    }
+                }
                 if entry.is_empty() {
                     drop(entry);
                     self.users.remove_if(uid, |_, s| s.is_empty());
@@ -107,5 +130,54 @@ impl Presence {
     pub fn counts(&self) -> (usize, usize) {
         let sessions = self.users.iter().map(|e| e.sessions().len()).sum();
         (self.users.len(), sessions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::{Connected, Disconnected};
+    use crate::domain::{CloseReason, DeviceId, DeviceLevel, NodeId, SessionId};
+
+    fn flags_of(p: &Presence, uid: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        p.for_each_online_flag(uid, |f| out.push(f.0));
+        out
+    }
+
+    #[test]
+    fn the_online_index_follows_every_connect_and_disconnect() {
+        let p = Presence::new();
+        let uid = Uid::parse("u").unwrap();
+        let mut open = Vec::new();
+        // Six flags: past the inline capacity, and back.
+        for flag in [5u8, 1, 5, 9, 2, 7, 3] {
+            let session_id = SessionId::new();
+            p.apply(&Event::Connected(Connected {
+                session_id,
+                uid: uid.clone(),
+                device_flag: DeviceFlag(flag),
+                device_level: DeviceLevel::Slave,
+                device_id: DeviceId::parse(&format!("d{}", open.len())).unwrap(),
+                node_id: NodeId(1),
+                peer: String::new(),
+            }));
+            open.push((flag, session_id));
+            let expected: Vec<u8> = p.with_user("u", |s| s.online_flags().map(|f| f.0).collect());
+            assert_eq!(flags_of(&p, "u"), expected);
+        }
+        assert_eq!(flags_of(&p, "u"), vec![1, 2, 3, 5, 7, 9]);
+        while let Some((flag, session_id)) = open.pop() {
+            p.apply(&Event::Disconnected(Disconnected {
+                session_id,
+                uid: uid.clone(),
+                device_flag: DeviceFlag(flag),
+                reason: CloseReason::ClientClosed,
+            }));
+            let expected: Vec<u8> = p.with_user("u", |s| s.online_flags().map(|f| f.0).collect());
+            assert_eq!(flags_of(&p, "u"), expected);
+        }
+        assert!(flags_of(&p, "u").is_empty());
+        assert!(p.online.is_empty(), "nobody online: the index is empty");
     }
 }

@@ -17,4 +17,4 @@ mod properties;
 pub use decide::{decide, AuthFailure, Command, Rejection};
 pub use event::{DecodeError, Event, RecordedEvent};
 pub use ids::*;
-pub use state::{OpenSession, TokenSlot, UserState};
+pub use state::{OnlineFlags, OpenSession, TokenSlot, UserState};

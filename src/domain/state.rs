@@ -42,7 +42,7 @@ pub struct UserState {
 /// Up to [`OnlineFlags::INLINE`] distinct online flags, ascending, stored inline; more (rare:
 /// a user on five device types at once) are read from the sessions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct OnlineFlags {
+pub struct OnlineFlags {
     len: u8,
     flags: [u8; OnlineFlags::INLINE],
 }
@@ -50,6 +50,19 @@ struct OnlineFlags {
 impl OnlineFlags {
     const INLINE: usize = 4;
     const MANY: u8 = u8::MAX;
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The flags, ascending; `None` when there are more than fit inline (ask the sessions).
+    pub fn inline(&self) -> Option<impl Iterator<Item = DeviceFlag> + '_> {
+        (self.len != Self::MANY).then(|| {
+            self.flags[..self.len as usize]
+                .iter()
+                .map(|f| DeviceFlag(*f))
+        })
+    }
 
     fn of(sessions: &[OpenSession]) -> Self {
         let mut out = OnlineFlags::default();
@@ -90,6 +103,11 @@ impl UserState {
 
     pub fn session(&self, id: SessionId) -> Option<&OpenSession> {
         self.sessions.iter().find(|s| s.session_id == id)
+    }
+
+    /// The distinct online flags as kept inline.
+    pub fn online(&self) -> OnlineFlags {
+        self.online
     }
 
     /// The flags this user is online on, ascending, each once, without allocating.

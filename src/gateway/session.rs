@@ -43,7 +43,7 @@ const LINGER: Duration = Duration::from_millis(500);
 const SLOW_LIMIT: Duration = Duration::from_millis(1000);
 
 /// Bytes read from a socket at a time.
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 1024;
 
 enum Out {
     Text(String),
