@@ -20,7 +20,7 @@ use uuid::Uuid;
 use wkuser::domain::event::*;
 use wkuser::domain::*;
 use wkuser::gateway::{Gateway, GatewaySettings};
-use wkuser::http::{onlinestatus, ApiLimits, ApiState};
+use wkuser::http::{onlinestatus, ApiContext, ApiLimits, ApiState};
 use wkuser::log::{EventLog, SledStore};
 use wkuser::presence::Presence;
 use wkuser::service::UserService;
@@ -217,17 +217,17 @@ fn routes(c: &mut Criterion, presence: Presence) {
         let service = Arc::new(UserService::new(log, presence.clone()));
         let config = wkuser::config::Config::from_args(Vec::<String>::new()).unwrap();
         let gateway = Gateway::new(service.clone(), GatewaySettings::from_config(&config));
-        let state = ApiState {
+        let state = ApiState::new(ApiContext {
             service,
             gateway,
             view,
-            limits: Arc::new(ApiLimits {
+            limits: ApiLimits {
                 max_body_bytes: 1 << 20,
                 max_uids_per_request: 10_000,
-            }),
+            },
             manager_token: None,
             ready: Arc::new(AtomicBool::new(true)),
-        };
+        });
         let uids = request_uids(100, 5);
         let answer = Bytes::from(onlinestatus::render(
             &presence,

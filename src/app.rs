@@ -22,7 +22,7 @@ use crate::config::{Config, ConfigError};
 use crate::domain::event::{NodeLifetime, NodeStart};
 use crate::domain::{CloseReason, Command, Event, NodeId, Seq};
 use crate::gateway::{Gateway, GatewaySettings};
-use crate::http::{self, ApiLimits, ApiState, ManagerToken};
+use crate::http::{self, ApiContext, ApiLimits, ApiState, ManagerToken};
 use crate::log::{EventLog, LogError, LogStore, SledStore};
 use crate::presence::Presence;
 use crate::service::{ServiceError, UserService};
@@ -160,17 +160,17 @@ impl Server {
 
         let ready = Arc::new(AtomicBool::new(false));
         let gateway = Gateway::new(service.clone(), GatewaySettings::from_config(&config));
-        let api_state = ApiState {
+        let api_state = ApiState::new(ApiContext {
             service: service.clone(),
             view: view.clone(),
-            limits: Arc::new(ApiLimits {
+            limits: ApiLimits {
                 max_body_bytes: config.max_body_bytes,
                 max_uids_per_request: config.max_uids_per_request,
-            }),
+            },
             manager_token: config.manager_token.as_deref().map(ManagerToken::new),
             ready: ready.clone(),
             gateway: gateway.clone(),
-        };
+        });
         let stop_api = CancellationToken::new();
         let router = http::router(api_state);
         let stop = stop_api.clone();

@@ -43,16 +43,32 @@ pub struct ApiLimits {
     pub max_uids_per_request: usize,
 }
 
-/// What every handler can reach.
+/// What every handler can reach, behind one pointer: axum clones the state for every request.
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiContext>);
+
+pub struct ApiContext {
     pub service: Arc<UserService>,
     pub view: Arc<dyn ViewStore>,
-    pub limits: Arc<ApiLimits>,
+    pub limits: ApiLimits,
     pub manager_token: Option<ManagerToken>,
     pub ready: Arc<AtomicBool>,
     /// For `/stats`: the gateway's count of open sockets.
     pub gateway: Arc<Gateway>,
+}
+
+impl ApiState {
+    pub fn new(context: ApiContext) -> Self {
+        ApiState(Arc::new(context))
+    }
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiContext;
+
+    fn deref(&self) -> &ApiContext {
+        &self.0
+    }
 }
 
 /// The whole API as one router.
