@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::query::Query;
 use super::{json_response, ApiState};
-use crate::domain::SessionId;
+use crate::domain::{SessionId, Uid};
 use crate::human::format_ms;
 use crate::view::SessionRecord;
 
@@ -65,11 +65,19 @@ struct SessionsPage {
     next: Option<String>,
 }
 
-pub async fn sessions(
-    State(state): State<ApiState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let query = Query::parse(raw.as_deref())?;
+/// The parameters of `/user/sessions`, parsed.
+#[derive(Debug)]
+pub struct SessionsQuery {
+    pub uid: Uid,
+    /// 1..=[`MAX_LIMIT`].
+    pub limit: u32,
+    pub before: Option<SessionId>,
+}
+
+/// Reads the query string of `/user/sessions` (`None`: there was none), or the 400 naming the
+/// wrong parameter. Pure; the handler serves exactly this (and `fuzz/` fuzzes it).
+pub fn parse_sessions_query(raw: Option<&str>) -> Result<SessionsQuery, ApiError> {
+    let query = Query::parse(raw)?;
     let uid = query.uid("uid")?;
     let limit = query
         .int("limit", 1, i64::from(MAX_LIMIT))?
@@ -80,6 +88,14 @@ pub async fn sessions(
             Some(SessionId::parse(s).ok_or_else(|| ApiError::bad("before must be a session id"))?)
         }
     };
+    Ok(SessionsQuery { uid, limit, before })
+}
+
+pub async fn sessions(
+    State(state): State<ApiState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let SessionsQuery { uid, limit, before } = parse_sessions_query(raw.as_deref())?;
     let mut rows = state.view.sessions(&uid, before, limit + 1).await?;
     let next = (rows.len() > limit as usize).then(|| {
         rows.truncate(limit as usize);
