@@ -12,6 +12,7 @@ mod helpers;
 mod http_errors;
 mod http_failures;
 mod http_routes;
+mod limits;
 mod persistence;
 mod process;
 mod secrets;
