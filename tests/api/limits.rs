@@ -182,6 +182,9 @@ async fn a_flood_of_bare_tcp_connects_is_capped_per_address_and_in_total() {
     let mut kept: Vec<Ws> = answers.into_iter().filter_map(Result::ok).collect();
     assert_eq!(kept.len(), PER_IP, "sockets kept from one address");
     assert_pings(&mut user).await;
+    // Meanwhile a user connects from another address.
+    let mut newcomer = admitted(&app, 2, 1).await.pop().unwrap();
+    authenticate(&mut newcomer, "user", "t", 1, "web_newcomer_1700000000000").await;
 
     // 30 more at once from 30 other addresses, one each: the total cap (8, of which 4 are
     // taken) keeps exactly 4 more.
@@ -190,8 +193,9 @@ async fn a_flood_of_bare_tcp_connects_is_capped_per_address_and_in_total() {
     let kept_too: Vec<Ws> = answers.into_iter().filter_map(Result::ok).collect();
     assert_eq!(kept_too.len(), PENDING - PER_IP, "sockets kept in total");
 
-    // The authenticated user was not hurt, nor the HTTP API; the kept sockets work.
+    // The authenticated users were not hurt, nor the HTTP API; the kept sockets work.
     assert_pings(&mut user).await;
+    assert_pings(&mut newcomer).await;
     assert_eq!(app.online(&["user"]).await.as_array().unwrap().len(), 1);
     for (i, ws) in kept.iter_mut().enumerate() {
         authenticate(ws, "user", "t", 1, &dev(i + 1)).await;
