@@ -29,18 +29,16 @@ impl FromRequest<ApiState> for Body {
     }
 }
 
-impl Body {
-    pub fn json(&self) -> Result<Value, ApiError> {
-        serde_json::from_slice(&self.0)
-            .map_err(|e| ApiError::bad(format!("body is not valid JSON: {e}")))
-    }
+/// `bytes` as JSON, or the 400 saying where it is malformed.
+pub fn json(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("body is not valid JSON: {e}")))
+}
 
-    /// The body as a JSON object.
-    pub fn object(&self) -> Result<Fields, ApiError> {
-        match self.json()? {
-            Value::Object(map) => Ok(Fields(map)),
-            _ => Err(ApiError::bad("body must be a JSON object")),
-        }
+/// `bytes` as a JSON object.
+pub fn object(bytes: &[u8]) -> Result<Fields, ApiError> {
+    match json(bytes)? {
+        Value::Object(map) => Ok(Fields(map)),
+        _ => Err(ApiError::bad("body must be a JSON object")),
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::query::Query;
 use super::{json_response, ApiState};
-use crate::domain::Seq;
+use crate::domain::{Seq, Uid};
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
@@ -24,16 +24,32 @@ struct EventsPage {
     last_seq: Seq,
 }
 
-pub async fn events(
-    State(state): State<ApiState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let query = Query::parse(raw.as_deref())?;
+/// The parameters of `/events`, parsed.
+#[derive(Debug)]
+pub struct EventsQuery {
+    pub uid: Option<Uid>,
+    pub after: Seq,
+    /// 1..=[`MAX_LIMIT`].
+    pub limit: usize,
+}
+
+/// Reads the query string of `/events` (`None`: there was none), or the 400 naming the wrong
+/// parameter. Pure; the handler serves exactly this (and `fuzz/` fuzzes it).
+pub fn parse_events_query(raw: Option<&str>) -> Result<EventsQuery, ApiError> {
+    let query = Query::parse(raw)?;
     let uid = query.get("uid").map(|_| query.uid("uid")).transpose()?;
     let after = Seq(query.int("after", 0, i64::MAX)?.unwrap_or(0) as u64);
     let limit = query
         .int("limit", 1, MAX_LIMIT as i64)?
         .map_or(DEFAULT_LIMIT, |n| n as usize);
+    Ok(EventsQuery { uid, after, limit })
+}
+
+pub async fn events(
+    State(state): State<ApiState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let EventsQuery { uid, after, limit } = parse_events_query(raw.as_deref())?;
     let log = state.service.log().clone();
     let last_seq = log.last_durable();
     let events = tokio::task::spawn_blocking(move || match &uid {

@@ -2,7 +2,8 @@
 //! resource, one error type ([`error::ApiError`]) that renders the contract's envelope.
 //!
 //! Owns the edge between JSON and typed commands: bodies are parsed here, once, into the
-//! domain's newtypes, then handed to the write path or answered from memory. Promises: every
+//! domain's newtypes by pure `parse_*` functions (public, so that `fuzz/` fuzzes the served
+//! code), then handed to the write path or answered from memory. Promises: every
 //! error, including 404, 405 and 413, is the `{"msg","status"}` envelope; the manager token
 //! guards every route but the probes. Must never: panic on input, or answer a mutation before
 //! its events are durable.
@@ -33,6 +34,15 @@ pub use auth::ManagerToken;
 use error::ApiError;
 
 use crate::gateway::Gateway;
+// The pure parsers behind the handlers, one per request body or query string: bytes in, the
+// typed request or the `ApiError` (a 400) out. Each handler calls its parser and nothing else
+// reads the input, so what `fuzz/` fuzzes through these is exactly what is served.
+pub use events::{parse_events_query, EventsQuery};
+pub use onlinestatus::parse_online_status;
+pub use sessions::{parse_sessions_query, SessionsQuery};
+pub use systemuids::parse_system_uids;
+pub use tokens::{parse_device_quit, parse_set_token};
+
 use crate::service::UserService;
 use crate::view::ViewStore;
 

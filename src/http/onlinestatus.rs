@@ -14,7 +14,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::body::{uid_error, Body};
+use super::body::{json, uid_error, Body};
 use super::error::ApiError;
 use super::ApiState;
 use crate::domain::Uid;
@@ -23,22 +23,31 @@ use crate::presence::Presence;
 #[derive(Deserialize)]
 struct BorrowedUid<'a>(#[serde(borrow)] Cow<'a, str>);
 
-pub async fn online_status(
-    State(state): State<ApiState>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let max = state.limits.max_uids_per_request;
-    let uids: Vec<BorrowedUid<'_>> = match serde_json::from_slice(&body.0) {
+/// Reads a `/user/onlinestatus` body (a JSON array of at most `max_uids` uids) into the uids,
+/// each valid, in request order (duplicates kept: [`render`] answers each once), borrowed from
+/// `body` unless escaped; or the 400 naming the problem. Pure; the handler serves exactly this
+/// (and `fuzz/` fuzzes it).
+pub fn parse_online_status(body: &[u8], max_uids: usize) -> Result<Vec<Cow<'_, str>>, ApiError> {
+    let uids: Vec<BorrowedUid<'_>> = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(_) => return Err(explain(&body, max)),
+        Err(_) => return Err(explain(body, max_uids)),
     };
-    if uids.len() > max {
-        return Err(too_many(uids.len(), max));
+    if uids.len() > max_uids {
+        return Err(too_many(uids.len(), max_uids));
     }
     for (i, u) in uids.iter().enumerate() {
         Uid::check(&u.0).map_err(|e| uid_error(&format!("uids[{i}]"), e))?;
     }
-    let out = render(state.service.presence(), uids.iter().map(|u| u.0.as_ref()));
+    // Same layout: collected in place, no allocation.
+    Ok(uids.into_iter().map(|u| u.0).collect())
+}
+
+pub async fn online_status(
+    State(state): State<ApiState>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let uids = parse_online_status(&body.0, state.limits.max_uids_per_request)?;
+    let out = render(state.service.presence(), uids.iter().map(|u| u.as_ref()));
     Ok(super::raw_json(StatusCode::OK, out))
 }
 
@@ -112,8 +121,8 @@ fn too_many(n: usize, max: usize) -> ApiError {
 }
 
 /// The slow path: the body did not parse as a list of strings; say exactly why.
-fn explain(body: &Body, max: usize) -> ApiError {
-    let value = match body.json() {
+fn explain(body: &[u8], max: usize) -> ApiError {
+    let value = match json(body) {
         Ok(v) => v,
         Err(e) => return e,
     };

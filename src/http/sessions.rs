@@ -99,11 +99,19 @@ impl SessionsPage {
     }
 }
 
-pub async fn sessions(
-    State(state): State<ApiState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let query = Query::parse(raw.as_deref())?;
+/// The parameters of `/user/sessions`, parsed.
+#[derive(Debug)]
+pub struct SessionsQuery {
+    pub uid: Uid,
+    /// 1..=[`MAX_LIMIT`].
+    pub limit: u32,
+    pub before: Option<SessionId>,
+}
+
+/// Reads the query string of `/user/sessions` (`None`: there was none), or the 400 naming the
+/// wrong parameter. Pure; the handler serves exactly this (and `fuzz/` fuzzes it).
+pub fn parse_sessions_query(raw: Option<&str>) -> Result<SessionsQuery, ApiError> {
+    let query = Query::parse(raw)?;
     let uid = query.uid("uid")?;
     let limit = query
         .int("limit", 1, i64::from(MAX_LIMIT))?
@@ -114,6 +122,14 @@ pub async fn sessions(
             Some(SessionId::parse(s).ok_or_else(|| ApiError::bad("before must be a session id"))?)
         }
     };
+    Ok(SessionsQuery { uid, limit, before })
+}
+
+pub async fn sessions(
+    State(state): State<ApiState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let SessionsQuery { uid, limit, before } = parse_sessions_query(raw.as_deref())?;
     let rows = state.view.sessions(&uid, before, limit + 1).await?;
     let mut online = Vec::new();
     state

@@ -8,9 +8,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::body::Body;
+use super::body::{object, Body};
 use super::error::ApiError;
 use super::{json_response, ok, ApiState};
+use crate::domain::Uid;
+
+/// Reads a `/user/systemuids_add` or `_remove` body (`{"uids":[...]}`, at most `max_uids`) into
+/// its uids, each validated, or the 400 naming the wrong one. Pure; the handlers serve exactly
+/// this (and `fuzz/` fuzzes it).
+pub fn parse_system_uids(body: &[u8], max_uids: usize) -> Result<Vec<Uid>, ApiError> {
+    object(body)?.uid_list("uids", max_uids)
+}
 
 pub async fn list(State(state): State<ApiState>) -> Response {
     json_response(StatusCode::OK, &state.service.presence().system_uids())
@@ -25,9 +33,7 @@ pub async fn remove(State(state): State<ApiState>, body: Body) -> Result<Respons
 }
 
 async fn change(state: ApiState, body: Body, adding: bool) -> Result<Response, ApiError> {
-    let uids = body
-        .object()?
-        .uid_list("uids", state.limits.max_uids_per_request)?;
+    let uids = parse_system_uids(&body.0, state.limits.max_uids_per_request)?;
     state.service.change_system_uids(adding, &uids).await?;
     Ok(ok())
 }

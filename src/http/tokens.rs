@@ -8,13 +8,16 @@
 use axum::extract::State;
 use axum::response::Response;
 
-use super::body::Body;
+use super::body::{object, Body};
 use super::error::ApiError;
 use super::{ok, ApiState};
 use crate::domain::{Command, DeviceFlag, DeviceLevel, QuitScope, Token};
 
-pub async fn set_token(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
-    let fields = body.object()?;
+/// Reads a `/user/token` body into its [`Command::SetToken`] (the token hashed, then dropped),
+/// or the 400 naming the wrong field. Pure; the handler serves exactly this (and `fuzz/`
+/// fuzzes it).
+pub fn parse_set_token(body: &[u8]) -> Result<Command, ApiError> {
+    let fields = object(body)?;
     let uid = fields.uid("uid")?;
     let token = Token::parse(fields.required_str("token")?)
         .ok_or_else(|| ApiError::bad("token must be 1 to 4096 bytes"))?;
@@ -32,20 +35,18 @@ pub async fn set_token(State(state): State<ApiState>, body: Body) -> Result<Resp
             DeviceLevel::parse(n).ok_or_else(|| ApiError::bad("device_level must be 0 or 1"))?
         }
     };
-    state
-        .service
-        .execute(Command::SetToken {
-            uid,
-            device_flag,
-            device_level,
-            token_hash: token.hash(),
-        })
-        .await?;
-    Ok(ok())
+    Ok(Command::SetToken {
+        uid,
+        device_flag,
+        device_level,
+        token_hash: token.hash(),
+    })
 }
 
-pub async fn device_quit(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
-    let fields = body.object()?;
+/// Reads a `/user/device_quit` body into its [`Command::QuitDevice`], or the 400 naming the
+/// wrong field. Pure; the handler serves exactly this (and `fuzz/` fuzzes it).
+pub fn parse_device_quit(body: &[u8]) -> Result<Command, ApiError> {
+    let fields = object(body)?;
     let uid = fields.uid("uid")?;
     let rule = "an integer from -1 to 255 (-1: every flag)";
     let scope = fields
@@ -54,9 +55,15 @@ pub async fn device_quit(State(state): State<ApiState>, body: Body) -> Result<Re
         .and_then(|n| {
             QuitScope::parse(n).ok_or_else(|| ApiError::bad(format!("device_flag must be {rule}")))
         })?;
-    state
-        .service
-        .execute(Command::QuitDevice { uid, scope })
-        .await?;
+    Ok(Command::QuitDevice { uid, scope })
+}
+
+pub async fn set_token(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
+    state.service.execute(parse_set_token(&body.0)?).await?;
+    Ok(ok())
+}
+
+pub async fn device_quit(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
+    state.service.execute(parse_device_quit(&body.0)?).await?;
     Ok(ok())
 }

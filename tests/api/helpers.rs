@@ -869,3 +869,73 @@ pub fn ensure_open_files(wanted: libc::rlim_t) {
     let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
     assert_eq!(set, 0, "setrlimit(RLIMIT_NOFILE) failed");
 }
+
+/// The loopback address 127.0.0.`n`. Linux routes all of 127.0.0.0/8 to `lo`, so a test can
+/// open sockets from several peer addresses to exercise the per-address limits.
+pub fn loopback(n: u8) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 0, 0, n)
+}
+
+impl TestApp {
+    /// A TCP connection to the gateway from `from` (bound before connecting). The kernel
+    /// completes it whether or not the server then keeps it.
+    pub async fn tcp_from(&self, from: std::net::Ipv4Addr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(std::net::SocketAddr::from((from, 0)))
+            .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            socket.connect(self.server().ws_addr()),
+        )
+        .await
+        .expect("tcp connects within 5 s")
+        .expect("tcp connects")
+    }
+
+    /// Completes a WebSocket upgrade over `tcp`: `Ok` once the server answered 101, `Err` (what
+    /// the client saw) when the server closed the socket instead. Panics after 5 s of neither.
+    pub async fn try_upgrade(&self, tcp: TcpStream) -> Result<Ws, String> {
+        let upgrade = tokio_tungstenite::client_async(&self.ws, MaybeTlsStream::Plain(tcp));
+        match tokio::time::timeout(Duration::from_secs(5), upgrade).await {
+            Err(_) => panic!("the upgrade was neither answered nor refused within 5 s"),
+            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(Err(e)) => Err(e.to_string()),
+        }
+    }
+
+    /// A WebSocket from `from`: `Ok` when the server admitted it (answered the upgrade), `Err`
+    /// when it dropped it. See [`TestApp::try_upgrade`].
+    pub async fn try_ws_from(&self, from: std::net::Ipv4Addr) -> Result<Ws, String> {
+        let tcp = self.tcp_from(from).await;
+        self.try_upgrade(tcp).await
+    }
+
+    /// A WebSocket from `from`, retried every 20 ms until the server admits one (at most 5 s):
+    /// for a slot that a socket closing on its own frees a moment later.
+    pub async fn ws_from_within(&self, from: std::net::Ipv4Addr) -> Ws {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.try_ws_from(from).await {
+                Ok(ws) => return ws,
+                Err(e) if tokio::time::Instant::now() > deadline => {
+                    panic!("no socket from {from} admitted within 5 s; last: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+}
+
+/// Authenticates an open (not yet connected) socket as the EasySDK does and asserts success.
+pub async fn authenticate(ws: &mut Ws, uid: &str, token: &str, flag: u8, device_id: &str) {
+    let id = rpc_id();
+    send_text(ws, easy_connect(uid, token, device_id, flag, now_ms(), &id)).await;
+    let answer = next_text(ws).await;
+    let v: Value = serde_json::from_str(&answer).expect("JSON answer");
+    assert_eq!(v["id"], Value::String(id), "{answer}");
+    assert_eq!(
+        v["result"]["reasonCode"], 1,
+        "connect of {uid} failed: {answer}"
+    );
+}

@@ -14,6 +14,7 @@ mod history;
 mod http_errors;
 mod http_failures;
 mod http_routes;
+mod limits;
 mod persistence;
 mod process;
 mod secrets;
