@@ -18,6 +18,7 @@ mod limits;
 mod persistence;
 mod process;
 mod secrets;
+mod server_log;
 mod smoke;
 mod stats;
 mod view_recovery;

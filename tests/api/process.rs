@@ -20,6 +20,11 @@ pub struct Node {
 }
 
 pub async fn start_node(data_dir: &Path) -> Node {
+    start_node_logging(data_dir, "info").await
+}
+
+/// Starts the binary with `RUST_LOG` set to `log_level`.
+pub async fn start_node_logging(data_dir: &Path, log_level: &str) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wkuser"))
         .args([
             "serve",
@@ -30,7 +35,7 @@ pub async fn start_node(data_dir: &Path) -> Node {
             "--data-dir",
         ])
         .arg(data_dir)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", log_level)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
