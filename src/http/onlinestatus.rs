@@ -53,11 +53,13 @@ pub async fn online_status(
 
 /// Writes the answer for `uids` (already valid) as JSON.
 pub fn render<'a>(presence: &Presence, uids: impl ExactSizeIterator<Item = &'a str>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + uids.len() * 8);
+    let requested = uids.len();
+    // About a row for every fourth uid: one allocation for most answers.
+    let mut out = Vec::with_capacity(64 + requested * 16);
     out.push(b'[');
     // A uid listed twice is answered once. Offline uids write nothing, so only the online
     // ones (a small part of a request) need remembering.
-    let mut answered = Answered::default();
+    let mut answered = Answered::new(requested);
     for uid in uids {
         let mut emit = None;
         presence.for_each_online_flag(uid, |flag| {
@@ -78,29 +80,46 @@ pub fn render<'a>(presence: &Presence, uids: impl ExactSizeIterator<Item = &'a s
     out
 }
 
-/// The online uids answered so far: a short list, a set once it grows.
-#[derive(Default)]
+/// The online uids answered so far: a short list on the stack, then a set sized once for the
+/// whole request.
 struct Answered<'a> {
-    list: Vec<&'a str>,
+    list: [&'a str; Answered::LIST_MAX],
+    len: usize,
     set: Option<ahash::HashSet<&'a str>>,
+    requested: usize,
 }
 
 impl<'a> Answered<'a> {
     const LIST_MAX: usize = 16;
 
+    fn new(requested: usize) -> Self {
+        Answered {
+            list: [""; Self::LIST_MAX],
+            len: 0,
+            set: None,
+            requested,
+        }
+    }
+
     /// Records `uid`; false when it was answered before.
     fn first_time(&mut self, uid: &'a str) -> bool {
-        match &mut self.set {
-            Some(set) => set.insert(uid),
-            None if self.list.contains(&uid) => false,
-            None => {
-                self.list.push(uid);
-                if self.list.len() > Self::LIST_MAX {
-                    self.set = Some(self.list.drain(..).collect());
-                }
-                true
-            }
+        if let Some(set) = &mut self.set {
+            return set.insert(uid);
         }
+        if self.list[..self.len].contains(&uid) {
+            return false;
+        }
+        if self.len < Self::LIST_MAX {
+            self.list[self.len] = uid;
+            self.len += 1;
+        } else {
+            let mut set =
+                ahash::HashSet::with_capacity_and_hasher(self.requested, Default::default());
+            set.extend(self.list.iter().copied());
+            set.insert(uid);
+            self.set = Some(set);
+        }
+        true
     }
 }
 
@@ -135,5 +154,43 @@ fn explain(body: &[u8], max: usize) -> ApiError {
     match items.iter().position(|v| !v.is_string()) {
         Some(i) => ApiError::bad(format!("uids[{i}] must be a string")),
         None => ApiError::bad("body must be a JSON array of uids"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::Connected;
+    use crate::domain::{DeviceFlag, DeviceId, DeviceLevel, Event, NodeId, SessionId};
+
+    #[test]
+    fn duplicates_are_answered_once_past_the_short_list_too() {
+        let presence = Presence::new();
+        let uids: Vec<String> = (0..40).map(|i| format!("u{i}")).collect();
+        for uid in &uids {
+            presence.apply(&Event::Connected(Connected {
+                session_id: SessionId::new(),
+                uid: Uid::parse(uid).unwrap(),
+                device_flag: DeviceFlag(1),
+                device_level: DeviceLevel::Slave,
+                device_id: DeviceId::parse("d").unwrap(),
+                node_id: NodeId(1),
+                peer: String::new(),
+            }));
+        }
+        // Every uid twice, the second time after all the others, plus an offline one.
+        let request: Vec<&str> = uids
+            .iter()
+            .chain(uids.iter())
+            .map(String::as_str)
+            .chain(["nobody"])
+            .collect();
+        let answer: serde_json::Value =
+            serde_json::from_slice(&render(&presence, request.into_iter())).unwrap();
+        let expected: Vec<serde_json::Value> = uids
+            .iter()
+            .map(|u| serde_json::json!({"uid": u, "device_flag": 1, "online": 1}))
+            .collect();
+        assert_eq!(answer, serde_json::Value::Array(expected));
     }
 }
