@@ -19,7 +19,7 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -30,7 +30,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::frames::{self, FirstFrame, Inbound};
 use super::{peer_text, Gateway, OpenGuard, PendingGuard};
 use crate::domain::{CloseReason, Command, DeviceId, SessionId, Token, Uid};
-use crate::service::ServiceError;
+use crate::service::{CloseOrder, ServiceError};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -64,6 +64,8 @@ enum End {
     Gone,
 }
 
+/// One connection, from the upgrade to the close. The connect phase runs boxed, so that what
+/// an idle session keeps in memory is only the authenticated loop's state.
 pub(super) async fn run(
     gw: Arc<Gateway>,
     tcp: TcpStream,
@@ -71,6 +73,19 @@ pub(super) async fn run(
     _open: OpenGuard,
     pending: PendingGuard,
 ) {
+    if let Some((live, ws, connected, orders)) = Box::pin(establish(gw, tcp, peer, pending)).await {
+        live.run(ws, connected, orders).await;
+    }
+}
+
+/// The upgrade, the first frame and the connect. `Some` once the session is recorded and its
+/// connect result is ready to send; `None` when the socket was closed instead.
+async fn establish(
+    gw: Arc<Gateway>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    pending: PendingGuard,
+) -> Option<(Live, Ws, String, oneshot::Receiver<CloseOrder>)> {
     let deadline = Instant::now() + gw.settings.first_frame_timeout;
     // A small read buffer: tungstenite's default (128 KiB) is zeroed and resident at the first
     // read, which made it most of an idle connection's memory; messages larger than the buffer
@@ -85,39 +100,51 @@ pub(super) async fn run(
             Ok(Ok(ws)) => ws,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "WebSocket handshake failed");
-                return;
+                return None;
             }
-            Err(_) => return,
+            Err(_) => return None,
         },
-        _ = gw.shutdown.cancelled() => return,
+        _ = gw.shutdown.cancelled() => return None,
     };
 
     let first = tokio::select! {
         r = timeout_at(deadline, first_text(&mut ws)) => r,
         _ = gw.shutdown.cancelled() => {
             close(ws, CloseCode::Away, "server shutdown").await;
-            return;
+            return None;
         }
     };
     let text = match first {
         Err(_) => {
             tracing::debug!(%peer, "no connect frame within the first-frame limit");
-            return close(ws, CloseCode::Policy, "connect timeout").await;
+            {
+                close(ws, CloseCode::Policy, "connect timeout").await;
+                return None;
+            };
         }
         Ok(Ok(text)) => text,
-        Ok(Err(Some((code, why)))) => return close(ws, code, why).await,
-        Ok(Err(None)) => return,
+        Ok(Err(Some((code, why)))) => {
+            close(ws, code, why).await;
+            return None;
+        }
+        Ok(Err(None)) => return None,
     };
     let (id, params) = match frames::parse_first(&text) {
         FirstFrame::Connect { id, params } => (id, params),
         FirstFrame::BadConnect { id, why } => {
             tracing::info!(%peer, why, "connect refused: bad params");
             let _ = timeout(FLUSH_LIMIT, ws.send(Message::text(frames::auth_fail(&id)))).await;
-            return close(ws, CloseCode::Policy, "auth fail").await;
+            {
+                close(ws, CloseCode::Policy, "auth fail").await;
+                return None;
+            };
         }
         FirstFrame::Refused(why) => {
             tracing::debug!(%peer, why, "first frame refused");
-            return close(ws, CloseCode::Policy, why).await;
+            {
+                close(ws, CloseCode::Policy, why).await;
+                return None;
+            };
         }
     };
 
@@ -154,7 +181,10 @@ pub(super) async fn run(
             }
         };
         let _ = timeout(FLUSH_LIMIT, ws.send(Message::text(reply))).await;
-        return close(ws, code, why).await;
+        {
+            close(ws, code, why).await;
+            return None;
+        };
     }
     drop(pending);
     tracing::debug!(%peer, uid = %uid, session = %session_id, device_flag = %params.device_flag, "connected");
@@ -170,7 +200,7 @@ pub(super) async fn run(
         uid,
         session_id,
     };
-    live.run(ws, connected, orders).await;
+    Some((live, ws, connected, orders))
 }
 
 /// Reads until the first text message. `Err(Some(..))`: close with that code; `Err(None)`:
@@ -204,7 +234,7 @@ struct Live {
 }
 
 impl Live {
-    async fn run(
+    pub(super) async fn run(
         self,
         ws: Ws,
         connected: String,
@@ -340,7 +370,9 @@ impl Live {
             session_id: self.session_id,
             reason,
         };
-        if let Err(e) = self.gw.service.execute(command).await {
+        // Boxed: awaited once, at the end, it would otherwise be part of every idle
+        // session's future.
+        if let Err(e) = Box::pin(self.gw.service.execute(command)).await {
             tracing::error!(uid = %self.uid, session = %self.session_id, %reason, error = %e,
                 "close not recorded; the next start closes it as server_restart");
         }
@@ -421,7 +453,8 @@ async fn close(mut ws: Ws, code: CloseCode, reason: &'static str) {
 async fn linger(mut ws: Ws) {
     let tcp: &mut TcpStream = ws.get_mut();
     let _ = tcp.shutdown().await;
-    let mut buf = [0u8; 4096];
+    // On the heap: a buffer on the stack would sit in every session's future for its whole life.
+    let mut buf = vec![0u8; 4096];
     let _ = timeout(LINGER, async {
         while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
     })
