@@ -111,11 +111,7 @@ struct ReplayArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -143,16 +139,24 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// `RUST_LOG` (default `info`), except that the WebSocket library never logs at trace level:
+/// Logs to stderr at `RUST_LOG` (default `info`), except the WebSocket library's trace level:
 /// there it prints whole messages, and a connect frame carries a token.
-fn log_filter() -> tracing_subscriber::EnvFilter {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+fn init_logging() {
+    use tracing_subscriber::filter::{filter_fn, FilterExt};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    let level = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    ["tungstenite=debug", "tokio_tungstenite=debug"]
-        .into_iter()
-        .fold(filter, |f, d| {
-            f.add_directive(d.parse().expect("a valid directive"))
-        })
+    let no_payloads = filter_fn(|meta| {
+        !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("tungstenite"))
+    });
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(level.and(no_payloads));
+    tracing_subscriber::registry().with(stderr).init();
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
