@@ -234,12 +234,7 @@ struct Live {
 }
 
 impl Live {
-    pub(super) async fn run(
-        self,
-        ws: Ws,
-        connected: String,
-        mut orders: tokio::sync::oneshot::Receiver<crate::service::CloseOrder>,
-    ) {
+    async fn run(self, ws: Ws, connected: String, mut orders: oneshot::Receiver<CloseOrder>) {
         let settings = &self.gw.settings;
         let (sink, mut stream) = ws.split();
         let (out, out_rx) = mpsc::channel(settings.outbound_queue);
