@@ -202,8 +202,11 @@ pub struct RecordedEvent {
     pub event: Event,
 }
 
+/// The envelope as written: stored without `seq` (the key holds it), shown to operators with it.
 #[derive(Serialize)]
 struct EnvelopeOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<Seq>,
     event_id: Uuid,
     recorded_at: i64,
     node_id: NodeId,
@@ -228,15 +231,19 @@ struct EnvelopeIn<'a> {
 impl RecordedEvent {
     /// The stored bytes (the `seq` is the key, not part of the value).
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(&EnvelopeOut {
+        serde_json::to_vec(&self.envelope(None)).expect("the envelope always serializes")
+    }
+
+    fn envelope(&self, seq: Option<Seq>) -> EnvelopeOut<'_> {
+        EnvelopeOut {
+            seq,
             event_id: self.event_id,
             recorded_at: self.recorded_at,
             node_id: self.node_id,
             kind: self.event.kind(),
             version: self.event.version(),
             data: &self.event,
-        })
-        .expect("the envelope always serializes")
+        }
     }
 
     pub fn decode(seq: Seq, bytes: &[u8]) -> Result<RecordedEvent, DecodeError> {
@@ -254,27 +261,8 @@ impl RecordedEvent {
     /// The event as one JSON object with its `seq` first, for operators (`/events`,
     /// `wkuser events`): `{"seq","event_id","recorded_at","node_id","type","version","data"}`.
     pub fn to_operator_json(&self) -> Box<RawValue> {
-        #[derive(Serialize)]
-        struct Operator<'a> {
-            seq: Seq,
-            event_id: Uuid,
-            recorded_at: i64,
-            node_id: NodeId,
-            #[serde(rename = "type")]
-            kind: &'static str,
-            version: u16,
-            data: &'a Event,
-        }
-        let text = serde_json::to_string(&Operator {
-            seq: self.seq,
-            event_id: self.event_id,
-            recorded_at: self.recorded_at,
-            node_id: self.node_id,
-            kind: self.event.kind(),
-            version: self.event.version(),
-            data: &self.event,
-        })
-        .expect("the operator form always serializes");
+        let text = serde_json::to_string(&self.envelope(Some(self.seq)))
+            .expect("the operator form always serializes");
         RawValue::from_string(text).expect("serde_json wrote valid JSON")
     }
 }
