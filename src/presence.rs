@@ -3,9 +3,10 @@
 //! Owns the state every hot read is answered from (`/user/onlinestatus`, the token check of a
 //! connect, `/user/systemuids`). It is moved only by [`Presence::apply`], which runs `evolve`
 //! after an event is durable, so a reader never sees what the log might still lose. Promises:
-//! no global lock on the read path (users live in a sharded concurrent map: a reader waits at
-//! most for a writer of the same shard, for the length of one `evolve`). Must never: do I/O, or
-//! hold a shard across an `.await`.
+//! no global lock on the read path (users live in a sharded concurrent map, and onlinestatus
+//! reads a second one that holds only the online users: a reader waits at most for a writer of
+//! the same shard, for the length of one `evolve`); the online index always equals the users'
+//! sessions once `apply` returns. Must never: do I/O, or hold a shard across an `.await`.
 
 use std::collections::BTreeSet;
 
