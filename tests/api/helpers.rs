@@ -657,6 +657,18 @@ impl RawWs {
 
     /// Like [`RawWs::open`], with a small receive buffer so that a client that does not read
     /// stops the server's writes early.
+    /// Sends the EasySDK's connect frame (id `c`) and asserts that it succeeded.
+    pub async fn connect_as(&mut self, uid: &str, token: &str, flag: u8, device_id: &str) {
+        self.send_text(&easy_connect(uid, token, device_id, flag, now_ms(), "c"))
+            .await;
+        let answer = self.read_frame().await.expect("connect answered");
+        assert!(
+            answer.text().contains(r#""reasonCode":1"#),
+            "{}",
+            answer.text()
+        );
+    }
+
     pub async fn open_with_recv_buffer(url: &str, bytes: u32) -> RawWs {
         let host = url.trim_start_matches("ws://");
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
@@ -805,21 +817,8 @@ pub async fn flooding_client(
     flag: u8,
 ) -> (tokio::net::tcp::OwnedReadHalf, tokio::task::JoinHandle<()>) {
     let mut raw = RawWs::open_with_recv_buffer(&app.ws, 4096).await;
-    raw.send_text(&easy_connect(
-        uid,
-        token,
-        "web_f100d000_1700000000000",
-        flag,
-        now_ms(),
-        "c",
-    ))
-    .await;
-    let answer = raw.read_frame().await.expect("connect answered");
-    assert!(
-        answer.text().contains(r#""reasonCode":1"#),
-        "{}",
-        answer.text()
-    );
+    raw.connect_as(uid, token, flag, "web_f100d000_1700000000000")
+        .await;
     let ping = RawWs::masked_text(&easy_ping(&"x".repeat(60_000)));
     let (read_half, mut write_half) = raw.tcp.into_split();
     let writer = tokio::spawn(async move {

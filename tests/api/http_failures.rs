@@ -64,18 +64,25 @@ impl LogStore for Flaky {
     }
 }
 
-#[tokio::test]
-async fn a_failing_log_answers_503_and_changes_nothing() {
+/// The server over a [`Flaky`] store, with its two switches (all operations, flushes only).
+async fn flaky_app() -> (TestApp, Arc<AtomicBool>, Arc<AtomicBool>) {
     let failing = Arc::new(AtomicBool::new(false));
-    let flag = failing.clone();
-    let mut app = spawn_app_on_store(&[], move |dir| {
+    let failing_flush = Arc::new(AtomicBool::new(false));
+    let (all, flush) = (failing.clone(), failing_flush.clone());
+    let app = spawn_app_on_store(&[], move |dir| {
         Arc::new(Flaky {
             inner: SledStore::open(dir).expect("sled opens"),
-            failing: flag,
-            failing_flush: Arc::new(AtomicBool::new(false)),
+            failing: all,
+            failing_flush: flush,
         })
     })
     .await;
+    (app, failing, failing_flush)
+}
+
+#[tokio::test]
+async fn a_failing_log_answers_503_and_changes_nothing() {
+    let (mut app, failing, _) = flaky_app().await;
     app.set_token("u1", "old", 1, 0).await;
     let (_ws, answer) = app.ws_connect("u1", "old", 1, "d1").await;
     assert_connected(&answer);
@@ -151,16 +158,7 @@ async fn a_failing_log_answers_503_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_batch_that_fails_to_flush_is_taken_back_and_never_comes_back() {
-    let failing_flush = Arc::new(AtomicBool::new(false));
-    let flag = failing_flush.clone();
-    let mut app = spawn_app_on_store(&[], move |dir| {
-        Arc::new(Flaky {
-            inner: SledStore::open(dir).expect("sled opens"),
-            failing: Arc::new(AtomicBool::new(false)),
-            failing_flush: flag,
-        })
-    })
-    .await;
+    let (mut app, _, failing_flush) = flaky_app().await;
     app.set_token("u1", "old", 1, 0).await;
     let last = app.server().service().log().last_durable();
 
