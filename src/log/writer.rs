@@ -95,19 +95,22 @@ impl EventLog {
         self.inner.store.read().clone().ok_or(LogError::Closed)
     }
 
-    /// Up to `limit` events after `after`, decoded.
+    /// Up to `limit` durable events after `after`, decoded. A batch still being flushed is not
+    /// shown: it may yet be taken back.
     pub fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
-        decode_all(self.store()?.read_after(after, limit)?)
+        let durable = self.last_durable();
+        decode_durable(self.store()?.read_after(after, limit)?, durable)
     }
 
-    /// Up to `limit` events of one uid after `after`, decoded.
+    /// Up to `limit` durable events of one uid after `after`, decoded.
     pub fn read_uid(
         &self,
         uid: &str,
         after: Seq,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
-        decode_all(self.store()?.read_uid(uid, after, limit)?)
+        let durable = self.last_durable();
+        decode_durable(self.store()?.read_uid(uid, after, limit)?, durable)
     }
 
     /// Stops the writer after everything queued before this call, waits for it, and releases
@@ -122,8 +125,14 @@ impl EventLog {
     }
 }
 
-fn decode_all(raw: Vec<(Seq, Vec<u8>)>) -> Result<Vec<RecordedEvent>, LogError> {
+/// Decodes the events up to `durable` (read before the store was, so nothing past it is known
+/// to be on disk).
+fn decode_durable(
+    raw: Vec<(Seq, Vec<u8>)>,
+    durable: Seq,
+) -> Result<Vec<RecordedEvent>, LogError> {
     raw.into_iter()
+        .take_while(|(seq, _)| *seq <= durable)
         .map(|(seq, bytes)| {
             RecordedEvent::decode(seq, &bytes).map_err(|e| LogError::corrupt(seq, e))
         })
