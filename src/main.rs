@@ -160,29 +160,38 @@ fn init_logging() {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Listening before starting: a SIGTERM that arrives while the server starts (a supervisor
+    // stopping it early) must stop it gracefully once started, not kill it mid-start.
+    let stop = stop_signal().context("cannot listen for stop signals")?;
     let server = Server::start(config)
         .await
         .context("wkuser could not start")?;
-    wait_for_stop_signal().await;
+    stop.await;
     tracing::info!("stopping: closing sessions and flushing");
     server.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+/// Registers for SIGTERM and SIGINT (Ctrl-C) now; the future ends at the first of them,
+/// including one received before it is awaited.
+#[cfg(unix)]
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
+    })
+}
+
+#[cfg(not(unix))]
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
 
 async fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {

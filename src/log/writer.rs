@@ -127,10 +127,7 @@ impl EventLog {
 
 /// Decodes the events up to `durable` (read before the store was, so nothing past it is known
 /// to be on disk).
-fn decode_durable(
-    raw: Vec<(Seq, Vec<u8>)>,
-    durable: Seq,
-) -> Result<Vec<RecordedEvent>, LogError> {
+fn decode_durable(raw: Vec<(Seq, Vec<u8>)>, durable: Seq) -> Result<Vec<RecordedEvent>, LogError> {
     raw.into_iter()
         .take_while(|(seq, _)| *seq <= durable)
         .map(|(seq, bytes)| {
