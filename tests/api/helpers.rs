@@ -339,13 +339,15 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The files under `dir` whose raw bytes contain `needle`.
+/// The files under `dir` whose raw bytes contain `needle`. A file removed between the listing
+/// and the read (SQLite's `-wal` and `-shm` go when the last connection closes) holds nothing.
 pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     files_under(dir)
         .into_iter()
-        .filter(|p| {
-            let bytes = std::fs::read(p).expect("file readable");
-            bytes.windows(needle.len()).any(|w| w == needle)
+        .filter(|p| match std::fs::read(p) {
+            Ok(bytes) => bytes.windows(needle.len()).any(|w| w == needle),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => panic!("{}: {e}", p.display()),
         })
         .collect()
 }
