@@ -45,6 +45,9 @@ enum Cmd {
     Verify(DataDirArg),
     /// Load a running server over loopback and compare each figure with its ceiling.
     Loadtest(wkuser::loadtest::LoadtestArgs),
+    /// The bare servers `loadtest` measures its ceilings on, in a process of their own.
+    #[command(hide = true)]
+    LoadtestCeiling(wkuser::loadtest::ceiling::CeilingArgs),
 }
 
 #[derive(Args)]
@@ -127,6 +130,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Replay(a) => replay_cmd(a).await.map(|()| true),
             Cmd::Verify(a) => verify_cmd(a).await,
             Cmd::Loadtest(a) => wkuser::loadtest::run(a).await.map(|()| true),
+            Cmd::LoadtestCeiling(a) => wkuser::loadtest::ceiling::serve(a).await.map(|()| true),
         }
     });
     match outcome {

@@ -17,7 +17,7 @@
 //! file-descriptor limit is raised first and a run that cannot fit in it is refused before it
 //! starts. Must never: run unbounded, or hide failures (every error kind is counted and shown).
 
-mod ceiling;
+pub mod ceiling;
 mod drive;
 mod figures;
 mod http;
@@ -296,7 +296,9 @@ async fn measure_ceilings(
     frames: Arc<Frames>,
     constant: Vec<u8>,
 ) -> anyhow::Result<figures::Figures> {
-    let ceilings = ceiling::Ceilings::start(constant).context("starting the ceiling servers")?;
+    let ceilings = ceiling::Ceilings::start(&constant)
+        .await
+        .context("starting the ceiling servers")?;
     let target = figures::Target {
         name: "ceiling",
         ws: ceilings.ws_addr,
