@@ -10,17 +10,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::cpu::CpuTimes;
 use super::drive::{self, OpenRun, Slots};
 use super::measure::{rate, Errors, Latencies, Summary};
 use super::ws::{Expect, Frames};
 use super::{Clock, LoadtestArgs};
 
-/// A count, its rate, and the latency of each.
+/// A count, its rate, the latency of each, and how busy the machine's CPUs were meanwhile.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rated {
     pub count: u64,
     pub per_sec: f64,
     pub latency: Summary,
+    pub cpu_busy: Option<f64>,
 }
 
 impl Rated {
@@ -29,6 +31,7 @@ impl Rated {
             count,
             per_sec: rate(count, elapsed),
             latency: latency.summary(),
+            cpu_busy: None,
         }
     }
 
@@ -38,6 +41,11 @@ impl Rated {
             count: self.count.max(other.count),
             per_sec: self.per_sec.max(other.per_sec),
             latency: self.latency.best(&other.latency),
+            cpu_busy: if self.per_sec >= other.per_sec {
+                self.cpu_busy
+            } else {
+                other.cpu_busy
+            },
         }
     }
 }
@@ -139,6 +147,7 @@ pub async fn drive(
     churn_for: Duration,
 ) -> (Figures, Slots) {
     let a = load.args;
+    let cpu_before = CpuTimes::now();
     let alone = drive::onlinestatus(
         target.http,
         target.token.clone(),
@@ -147,14 +156,20 @@ pub async fn drive(
         a.measure_time,
     )
     .await;
-    let alone_rated = Rated::of(alone.requests, alone.elapsed, &alone.answered_in);
+    let mut alone_rated = Rated::of(alone.requests, alone.elapsed, &alone.answered_in);
+    alone_rated.cpu_busy = cpu_before
+        .zip(CpuTimes::now())
+        .and_then(|(before, after)| before.busy_until(&after));
     clock.say(&format!(
-        "{}:   onlinestatus alone, {} clients, {:.1} s: {:.0}/s, {}",
+        "{}:   onlinestatus alone, {} clients, {:.1} s: {:.0}/s, {}, CPUs {} busy",
         target.name,
         a.status_clients,
         a.measure_time.as_secs_f64(),
         alone_rated.per_sec,
-        alone_rated.latency
+        alone_rated.latency,
+        alone_rated
+            .cpu_busy
+            .map_or("?".into(), |b| format!("{:.0}%", b * 100.0))
     ));
     let keep_alive = tokio::spawn(drive::keep_alive(opened.slots.clone(), super::PING_EVERY));
     let (churn, busy) = tokio::join!(

@@ -18,6 +18,7 @@
 //! starts. Must never: run unbounded, or hide failures (every error kind is counted and shown).
 
 pub mod ceiling;
+mod cpu;
 mod drive;
 mod figures;
 mod http;

@@ -66,6 +66,16 @@ pub fn print(r: &Report<'_>) {
         c.status_alone.per_sec,
         &format!(">= 0.70x: {}", verdict(status_ratio >= 0.7)),
     );
+    let busy = |r: &super::figures::Rated| {
+        r.cpu_busy
+            .map_or("?".into(), |b| format!("{:.0}%", b * 100.0))
+    };
+    println!(
+        "{:<46} {:>12} {:>12}   (under 100%: the clients wait on latency, not on CPU)",
+        "  CPUs busy meanwhile",
+        busy(&s.status_alone),
+        busy(&c.status_alone)
+    );
     row(
         &format!("onlinestatus/s (100 uids, {churn})"),
         s.status_churn.per_sec,
