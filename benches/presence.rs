@@ -1,5 +1,6 @@
 //! The presence path, measured on a state of 1,000,000 users of which 10% are online on one or
-//! two flags: onlinestatus lookups (1, 100, 10,000 uids, hits and misses mixed), the token
+//! two flags: onlinestatus lookups (1, 100, 10,000 uids, hits and misses mixed), the parsing
+//! of a 100-uid body (the scanner beside serde), the token
 //! check of a connect, decide + evolve of a connect and a disconnect, the event encoding round
 //! trip, and the onlinestatus route called in-process beside a route that answers the same
 //! bytes from a constant (the ceiling of the stack, in the same run).
@@ -15,6 +16,7 @@ use axum::body::{Body, Bytes};
 use axum::http::Request;
 use axum::routing::post;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use dashmap::DashMap;
 use tower::ServiceExt;
 use uuid::Uuid;
 use wkuser::domain::event::*;
@@ -103,6 +105,24 @@ fn request_uids(n: u64, salt: u64) -> Vec<String> {
         .collect()
 }
 
+/// Runs `op` `iters` times in all, split over two threads started together; the wall time.
+fn on_two_threads(iters: u64, op: impl Fn(usize) -> usize + Sync) -> std::time::Duration {
+    let start = std::sync::Barrier::new(2);
+    let began = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..2u64 {
+            let (op, start) = (&op, &start);
+            scope.spawn(move || {
+                start.wait();
+                for k in (t..iters).step_by(2) {
+                    op(k as usize);
+                }
+            });
+        }
+    });
+    began.elapsed()
+}
+
 /// Requests rotate over 64 different uid sets, so that lookups meet the cache as a server
 /// meets it (a real stream of requests rarely repeats its uids), not a warm repeat.
 fn lookups(c: &mut Criterion, presence: &Presence) {
@@ -114,13 +134,46 @@ fn lookups(c: &mut Criterion, presence: &Presence) {
             let mut k = 0;
             b.iter(|| {
                 k = (k + 1) % sets.len();
-                black_box(onlinestatus::render(
-                    presence,
-                    sets[k].iter().map(String::as_str),
-                ))
+                black_box(onlinestatus::render(presence, &sets[k]))
             })
         });
     }
+    // The straightforward index, as a baseline in the same run: the same online users in a
+    // concurrent map read one locked lookup per uid (what the server used before batching).
+    let straightforward: DashMap<Uid, u8, ahash::RandomState> = DashMap::default();
+    for i in (0..USERS).step_by(10) {
+        straightforward.insert(uid(i), 1);
+    }
+    let sets: Vec<Vec<String>> = (0..64).map(|salt| request_uids(100, salt)).collect();
+    group.throughput(Throughput::Elements(100));
+    group.bench_with_input("per_uid_lock_baseline/100", &sets, |b, sets| {
+        let mut k = 0;
+        b.iter(|| {
+            k = (k + 1) % sets.len();
+            let online = sets[k]
+                .iter()
+                .filter(|u| straightforward.get(u.as_str()).is_some())
+                .count();
+            black_box(online)
+        })
+    });
+    // The same two, from two threads at once (the server's two workers): here the per-uid
+    // locks bounce between the cores. Time per request of 100 uids, both threads together.
+    let batched = |k: usize| black_box(onlinestatus::render(presence, &sets[k % 64]).len());
+    let per_uid = |k: usize| {
+        black_box(
+            sets[k % 64]
+                .iter()
+                .filter(|u| straightforward.get(u.as_str()).is_some())
+                .count(),
+        )
+    };
+    group.bench_function("two_threads/100", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, batched))
+    });
+    group.bench_function("two_threads/per_uid_lock_baseline/100", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, per_uid))
+    });
     group.finish();
 }
 
@@ -229,10 +282,7 @@ fn routes(c: &mut Criterion, presence: Presence) {
             ready: Arc::new(AtomicBool::new(true)),
         });
         let uids = request_uids(100, 5);
-        let answer = Bytes::from(onlinestatus::render(
-            &presence,
-            uids.iter().map(String::as_str),
-        ));
+        let answer = Bytes::from(onlinestatus::render(&presence, &uids));
         (wkuser::http::router(state), answer)
     });
     let bodies: Vec<Vec<u8>> = (0..64)
@@ -280,7 +330,23 @@ fn routes(c: &mut Criterion, presence: Presence) {
     group.finish();
 }
 
+/// Reading a body of 100 uids: the scanner the handler takes for plain bodies beside the
+/// serde path it falls back to (the straightforward parser, as a baseline in the same run).
+fn parsing(c: &mut Criterion) {
+    let body = serde_json::to_vec(&request_uids(100, 1)).expect("strings serialize");
+    let mut group = c.benchmark_group("onlinestatus_parse_100_uids");
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("scanner", |b| {
+        b.iter(|| black_box(onlinestatus::scan_plain_uids(black_box(&body), 10_000)))
+    });
+    group.bench_function("serde_baseline", |b| {
+        b.iter(|| black_box(onlinestatus::parse_with_serde(black_box(&body), 10_000)))
+    });
+    group.finish();
+}
+
 fn presence_benches(c: &mut Criterion) {
+    parsing(c);
     let presence = build_presence();
     lookups(c, &presence);
     write_path(c, &presence);

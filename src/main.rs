@@ -19,6 +19,10 @@ use wkuser::ops::replay::{self, Until};
 use wkuser::ops::{audit, open_stopped_log};
 use wkuser::view::{SqliteView, ViewStore};
 
+/// Per-thread free lists for every size the request path allocates (see `Cargo.toml`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "wkuser",

@@ -65,9 +65,14 @@ impl OnlineFlags {
     }
 
     fn of(sessions: &[OpenSession]) -> Self {
+        Self::from_flags(sessions.iter().map(|s| s.device_flag))
+    }
+
+    /// The set of `flags` (in any order, repeats allowed).
+    pub fn from_flags(flags: impl IntoIterator<Item = DeviceFlag>) -> Self {
         let mut out = OnlineFlags::default();
-        for s in sessions {
-            let f = s.device_flag.0;
+        for flag in flags {
+            let f = flag.0;
             let held = &out.flags[..out.len as usize];
             if let Err(at) = held.binary_search(&f) {
                 if out.len as usize == Self::INLINE {

@@ -2,9 +2,10 @@
 //!
 //! Promises `protocol.md` section 2: one row per online (uid, flag), uids in request order, a uid
 //! listed twice answered once, offline uids left out, `[]` for `[]`; answered from memory only.
-//! The body is parsed into borrowed strings (no allocation per uid unless it has escapes) and the
-//! answer is written straight into one buffer. Must never: touch the disk or SQL, or allocate per
-//! looked-up uid on the common path.
+//! A plain body (what application servers send) is read by a hand-written scanner into strings
+//! borrowed from it; anything else goes through serde, which gives the same answer and explains
+//! errors. The uids are looked up in one batch and the answer is written straight into one
+//! buffer. Must never: touch the disk or SQL, or allocate per looked-up uid on the common path.
 
 use std::borrow::Cow;
 
@@ -17,7 +18,7 @@ use serde_json::Value;
 use super::body::{json, uid_error, Body};
 use super::error::ApiError;
 use super::ApiState;
-use crate::domain::Uid;
+use crate::domain::{DeviceFlag, Uid};
 use crate::presence::Presence;
 
 #[derive(Deserialize)]
@@ -26,8 +27,88 @@ struct BorrowedUid<'a>(#[serde(borrow)] Cow<'a, str>);
 /// Reads a `/user/onlinestatus` body (a JSON array of at most `max_uids` uids) into the uids,
 /// each valid, in request order (duplicates kept: [`render`] answers each once), borrowed from
 /// `body` unless escaped; or the 400 naming the problem. Pure; the handler serves exactly this
-/// (and `fuzz/` fuzzes it).
+/// (and `fuzz/` fuzzes it, checking that both paths below agree).
 pub fn parse_online_status(body: &[u8], max_uids: usize) -> Result<Vec<Cow<'_, str>>, ApiError> {
+    match scan_plain_uids(body, max_uids) {
+        Some(uids) => Ok(uids),
+        None => parse_with_serde(body, max_uids),
+    }
+}
+
+/// Per byte inside a uid's JSON string, on the fast path: 0 for a byte that is a valid uid
+/// byte as it is, 1 for anything the fast path leaves to serde (an escape, a byte a uid may not
+/// hold as such, the bytes of non-ASCII characters).
+static STRING_BYTE: [u8; 256] = {
+    let mut t = [1u8; 256];
+    let mut b = 0x21;
+    while b <= 0x7e {
+        t[b] = 0;
+        b += 1;
+    }
+    t[b'@' as usize] = 1;
+    t[b'#' as usize] = 1;
+    t[b'&' as usize] = 1;
+    t[b'\\' as usize] = 1;
+    t
+};
+
+/// The fast path, for the bodies application servers send: `[` uids `]`, each uid printable
+/// ASCII with nothing escaped, JSON whitespace anywhere between. Every uid it accepts is valid
+/// as it stands in the body, so it is borrowed without a copy or a second check. `None` for
+/// anything else (an escape, a non-ASCII or invalid uid, too many uids, malformed JSON): the
+/// serde path then answers, so both paths give the same answer to every body.
+pub fn scan_plain_uids(body: &[u8], max_uids: usize) -> Option<Vec<Cow<'_, str>>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let bytes = body;
+    let skip_ws = |mut at: usize| {
+        while at < bytes.len() && matches!(bytes[at], b' ' | b'\t' | b'\n' | b'\r') {
+            at += 1;
+        }
+        at
+    };
+    let mut at = skip_ws(0);
+    if bytes.get(at) != Some(&b'[') {
+        return None;
+    }
+    at = skip_ws(at + 1);
+    let mut uids = Vec::with_capacity((bytes.len() / 8).min(max_uids));
+    if bytes.get(at) == Some(&b']') {
+        return (skip_ws(at + 1) == bytes.len()).then_some(uids);
+    }
+    loop {
+        if bytes.get(at) != Some(&b'"') {
+            return None;
+        }
+        let start = at + 1;
+        // The closing quote is the first one: an escaped quote needs a backslash before it,
+        // and a backslash sends the body to serde below.
+        let end = start + memchr::memchr(b'"', &bytes[start..])?;
+        let plain = bytes[start..end]
+            .iter()
+            .fold(0u8, |acc, &b| acc | STRING_BYTE[b as usize]);
+        if plain != 0 {
+            return None;
+        }
+        let uid = &text[start..end];
+        if uid.is_empty()
+            || uid.len() > crate::domain::MAX_UID_BYTES
+            || uid == crate::domain::RESERVED_UID
+            || uids.len() == max_uids
+        {
+            return None;
+        }
+        uids.push(Cow::Borrowed(uid));
+        at = skip_ws(end + 1);
+        match bytes.get(at)? {
+            b',' => at = skip_ws(at + 1),
+            b']' => return (skip_ws(at + 1) == bytes.len()).then_some(uids),
+            _ => return None,
+        }
+    }
+}
+
+/// The general path: any JSON, escapes and all, with an error that says what is wrong.
+pub fn parse_with_serde(body: &[u8], max_uids: usize) -> Result<Vec<Cow<'_, str>>, ApiError> {
     let uids: Vec<BorrowedUid<'_>> = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(_) => return Err(explain(body, max_uids)),
@@ -47,90 +128,57 @@ pub async fn online_status(
     body: Body,
 ) -> Result<Response, ApiError> {
     let uids = parse_online_status(&body.0, state.limits.max_uids_per_request)?;
-    let out = render(state.service.presence(), uids.iter().map(|u| u.as_ref()));
+    let out = render(state.service.presence(), &uids);
     Ok(super::raw_json(StatusCode::OK, out))
 }
 
 /// Writes the answer for `uids` (already valid) as JSON.
-pub fn render<'a>(presence: &Presence, uids: impl ExactSizeIterator<Item = &'a str>) -> Vec<u8> {
-    let requested = uids.len();
-    // About a row for every fourth uid: one allocation for most answers.
-    let mut out = Vec::with_capacity(64 + requested * 16);
+pub fn render<S: AsRef<str>>(presence: &Presence, uids: &[S]) -> Vec<u8> {
+    // Room for a row for every second uid (a row is about 50 bytes): one allocation for
+    // most answers.
+    let mut out = Vec::with_capacity(64 + uids.len() * 26);
     out.push(b'[');
-    // A uid listed twice is answered once. Offline uids write nothing, so only the online
-    // ones (a small part of a request) need remembering.
-    let mut answered = Answered::new(requested);
-    for uid in uids {
-        let mut emit = None;
-        presence.for_each_online_flag(uid, |flag| {
-            if !*emit.get_or_insert_with(|| answered.first_time(uid)) {
-                return;
-            }
-            if out.len() > 1 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"{\"uid\":");
-            serde_json::to_writer(&mut out, uid).expect("writing to a Vec cannot fail");
-            out.extend_from_slice(b",\"device_flag\":");
-            push_u8(&mut out, flag.0);
-            out.extend_from_slice(b",\"online\":1}");
-        });
-    }
+    presence.for_each_online(uids, |i, flag| {
+        let first = out.len() == 1;
+        write_row(&mut out, first, uids[i].as_ref(), flag);
+    });
     out.push(b']');
     out
 }
 
-/// The online uids answered so far: a short list on the stack, then a set sized once for the
-/// whole request.
-struct Answered<'a> {
-    list: [&'a str; Answered::LIST_MAX],
-    len: usize,
-    set: Option<ahash::HashSet<&'a str>>,
-    requested: usize,
-}
-
-impl<'a> Answered<'a> {
-    const LIST_MAX: usize = 16;
-
-    fn new(requested: usize) -> Self {
-        Answered {
-            list: [""; Self::LIST_MAX],
-            len: 0,
-            set: None,
-            requested,
-        }
+/// `{"uid":…,"device_flag":…,"online":1}`, the keys in the contract's order, after a comma
+/// unless it is the `first` row.
+fn write_row(out: &mut Vec<u8>, first: bool, uid: &str, flag: DeviceFlag) {
+    let head: &[u8] = if first { b"{\"uid\":" } else { b",{\"uid\":" };
+    out.extend_from_slice(head);
+    // A uid holds no control characters, so a quote and a backslash are all JSON escapes;
+    // nearly every uid has neither and is copied as it is.
+    if uid.bytes().any(|b| b == b'"' || b == b'\\') {
+        serde_json::to_writer(&mut *out, uid).expect("writing to a Vec cannot fail");
+    } else {
+        out.extend_from_slice(b"\"");
+        out.extend_from_slice(uid.as_bytes());
+        out.extend_from_slice(b"\"");
     }
-
-    /// Records `uid`; false when it was answered before.
-    fn first_time(&mut self, uid: &'a str) -> bool {
-        if let Some(set) = &mut self.set {
-            return set.insert(uid);
+    let mut digits = [0u8; 3];
+    let n = flag.0;
+    let digits: &[u8] = match n {
+        0..=9 => {
+            digits[0] = b'0' + n;
+            &digits[..1]
         }
-        if self.list[..self.len].contains(&uid) {
-            return false;
+        10..=99 => {
+            digits = [b'0' + n / 10, b'0' + n % 10, 0];
+            &digits[..2]
         }
-        if self.len < Self::LIST_MAX {
-            self.list[self.len] = uid;
-            self.len += 1;
-        } else {
-            let mut set =
-                ahash::HashSet::with_capacity_and_hasher(self.requested, Default::default());
-            set.extend(self.list.iter().copied());
-            set.insert(uid);
-            self.set = Some(set);
+        _ => {
+            digits = [b'0' + n / 100, b'0' + (n / 10) % 10, b'0' + n % 10];
+            &digits[..3]
         }
-        true
-    }
-}
-
-fn push_u8(out: &mut Vec<u8>, n: u8) {
-    if n >= 100 {
-        out.push(b'0' + n / 100);
-    }
-    if n >= 10 {
-        out.push(b'0' + (n / 10) % 10);
-    }
-    out.push(b'0' + n % 10);
+    };
+    out.extend_from_slice(b",\"device_flag\":");
+    out.extend_from_slice(digits);
+    out.extend_from_slice(b",\"online\":1}");
 }
 
 fn too_many(n: usize, max: usize) -> ApiError {
@@ -163,6 +211,48 @@ mod tests {
     use crate::domain::event::Connected;
     use crate::domain::{DeviceFlag, DeviceId, DeviceLevel, Event, NodeId, SessionId};
 
+    /// Bodies at the edges of the scanner: what it takes must equal the serde path's answer,
+    /// and what it leaves must still get serde's answer through `parse_online_status`.
+    #[test]
+    fn the_scanner_agrees_with_serde_or_leaves_the_body_to_it() {
+        let long = format!("[\"{}\"]", "x".repeat(255));
+        let too_long = format!("[\"{}\"]", "x".repeat(256));
+        let cases: &[(&str, bool)] = &[
+            ("[]", true),
+            (" \t\r\n[ ]\n", true),
+            (r#"["a"]"#, true),
+            (r#"[ "a" , "b","a" ]"#, true),
+            (r#"["u!$%'()*+-./:;<=>?[]^_`{|}~"]"#, true),
+            (&long, true),
+            (r#"["a\"b"]"#, false),
+            (r#"["a\u0041"]"#, false),
+            (r#"["ü"]"#, false),
+            (r#"["a b"]"#, false),
+            (r#"["a@b"]"#, false),
+            (r#"[""]"#, false),
+            (&too_long, false),
+            (r#"["____system"]"#, false),
+            (r#"["a","b","c","d"]"#, false),
+            (r#"["a",]"#, false),
+            (r#"["a" "b"]"#, false),
+            (r#"["a"] x"#, false),
+            (r#"["a""#, false),
+            (r#"[1]"#, false),
+            (r#"{"a":1}"#, false),
+            ("", false),
+        ];
+        for (body, plain) in cases {
+            let fast = scan_plain_uids(body.as_bytes(), 3);
+            assert_eq!(fast.is_some(), *plain, "{body}");
+            let served = parse_online_status(body.as_bytes(), 3).map_err(|e| e.to_string());
+            let slow = parse_with_serde(body.as_bytes(), 3).map_err(|e| e.to_string());
+            assert_eq!(served, slow, "{body}");
+            if let Some(fast) = fast {
+                assert_eq!(Ok(fast), slow, "{body}");
+            }
+        }
+    }
+
     #[test]
     fn duplicates_are_answered_once_past_the_short_list_too() {
         let presence = Presence::new();
@@ -186,7 +276,7 @@ mod tests {
             .chain(["nobody"])
             .collect();
         let answer: serde_json::Value =
-            serde_json::from_slice(&render(&presence, request.into_iter())).unwrap();
+            serde_json::from_slice(&render(&presence, &request)).unwrap();
         let expected: Vec<serde_json::Value> = uids
             .iter()
             .map(|u| serde_json::json!({"uid": u, "device_flag": 1, "online": 1}))

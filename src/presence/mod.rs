@@ -4,9 +4,12 @@
 //! connect, `/user/systemuids`). It is moved only by [`Presence::apply`], which runs `evolve`
 //! after an event is durable, so a reader never sees what the log might still lose. Promises:
 //! no global lock on the read path (users live in a sharded concurrent map, and onlinestatus
-//! reads a second one that holds only the online users: a reader waits at most for a writer of
-//! the same shard, for the length of one `evolve`); the online index always equals the users'
-//! sessions once `apply` returns. Must never: do I/O, or hold a shard across an `.await`.
+//! reads a second, sharded one that holds only the online users, [`online::OnlineIndex`]: a
+//! reader waits at most for a writer of the same shard, for the length of one `evolve`); the
+//! online index always equals the users' sessions once `apply` returns. Must never: do I/O, or
+//! hold a shard across an `.await`.
+
+pub mod online;
 
 use std::collections::BTreeSet;
 
@@ -14,7 +17,8 @@ use dashmap::DashMap;
 use parking_lot::RwLock;
 
 use crate::domain::decide::evolve_system_uids;
-use crate::domain::{DeviceFlag, Event, OnlineFlags, OpenSession, TokenSlot, Uid, UserState};
+use crate::domain::{DeviceFlag, Event, OpenSession, TokenSlot, Uid, UserState};
+use online::OnlineIndex;
 
 type Users = DashMap<Uid, UserState, ahash::RandomState>;
 
@@ -24,7 +28,7 @@ pub struct Presence {
     /// The online users only, with their flags: what onlinestatus reads. Most users are
     /// offline at any moment, so this map is a small fraction of `users`, mostly in cache,
     /// and an offline uid costs one probe of it.
-    online: DashMap<Uid, OnlineFlags, ahash::RandomState>,
+    online: OnlineIndex,
     system_uids: RwLock<BTreeSet<Uid>>,
 }
 
@@ -47,12 +51,10 @@ impl Presence {
         for (uid, session) in sessions {
             grouped.entry(uid).or_default().1.push(session);
         }
-        let online = DashMap::default();
+        let online = OnlineIndex::default();
         for (uid, (t, s)) in grouped {
             let state = UserState::from_parts(t, s);
-            if !state.online().is_empty() {
-                online.insert(uid.clone(), state.online());
-            }
+            online.set(&uid, state.online());
             users.insert(uid, state);
         }
         Presence {
@@ -70,15 +72,23 @@ impl Presence {
         }
     }
 
-    /// Calls `f` for each flag `uid` is online on, ascending. The onlinestatus path.
+    /// Calls `f` for each flag `uid` is online on, ascending.
     pub fn for_each_online_flag(&self, uid: &str, mut f: impl FnMut(DeviceFlag)) {
-        let Some(flags) = self.online.get(uid).map(|e| *e) else {
-            return;
-        };
-        match flags.inline() {
-            Some(inline) => inline.for_each(f),
-            None => self.with_user(uid, |state| state.online_flags().for_each(&mut f)),
-        };
+        self.for_each_online(&[uid], |_, flag| f(flag));
+    }
+
+    /// Calls `f(i, flag)` for each flag of each distinct online uid of `uids`, at the uid's
+    /// first position `i`: `i` ascending, then flags ascending. The onlinestatus path: the uids
+    /// are read from the index in one batch, and a uid listed twice is answered once.
+    pub fn for_each_online<S: AsRef<str>>(&self, uids: &[S], mut f: impl FnMut(usize, DeviceFlag)) {
+        self.online
+            .for_each_online_once(uids, |i, flags| match flags.inline() {
+                Some(inline) => inline.for_each(|flag| f(i, flag)),
+                // More flags than fit inline: rare, read from the user's sessions.
+                None => self.with_user(uids[i].as_ref(), |state| {
+                    state.online_flags().for_each(|flag| f(i, flag))
+                }),
+            });
     }
 
     /// Applies a durable event (`evolve`).
@@ -90,11 +100,7 @@ impl Presence {
                 entry.evolve(event);
                 let now = entry.online();
                 if now != was {
-                    if now.is_empty() {
-                        self.online.remove(uid);
-                    } else {
-                        self.online.insert(uid.clone(), now);
-                    }
+                    self.online.set(uid, now);
                 }
                 if entry.is_empty() {
                     drop(entry);
