@@ -59,7 +59,7 @@ static STRING_BYTE: [u8; 256] = {
 /// serde path then answers, so both paths give the same answer to every body.
 pub fn scan_plain_uids(body: &[u8], max_uids: usize) -> Option<Vec<Cow<'_, str>>> {
     let text = std::str::from_utf8(body).ok()?;
-    let bytes = body;
+    let bytes = text.as_bytes();
     let skip_ws = |mut at: usize| {
         while at < bytes.len() && matches!(bytes[at], b' ' | b'\t' | b'\n' | b'\r') {
             at += 1;
@@ -160,25 +160,22 @@ fn write_row(out: &mut Vec<u8>, first: bool, uid: &str, flag: DeviceFlag) {
         out.extend_from_slice(uid.as_bytes());
         out.extend_from_slice(b"\"");
     }
-    let mut digits = [0u8; 3];
-    let n = flag.0;
-    let digits: &[u8] = match n {
-        0..=9 => {
-            digits[0] = b'0' + n;
-            &digits[..1]
-        }
-        10..=99 => {
-            digits = [b'0' + n / 10, b'0' + n % 10, 0];
-            &digits[..2]
-        }
-        _ => {
-            digits = [b'0' + n / 100, b'0' + (n / 10) % 10, b'0' + n % 10];
-            &digits[..3]
-        }
-    };
     out.extend_from_slice(b",\"device_flag\":");
-    out.extend_from_slice(digits);
+    out.extend_from_slice(decimal(flag.0, &mut [0; 3]));
     out.extend_from_slice(b",\"online\":1}");
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn decimal(mut n: u8, buf: &mut [u8; 3]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + n % 10;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 fn too_many(n: usize, max: usize) -> ApiError {
@@ -254,7 +251,14 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_are_answered_once_past_the_short_list_too() {
+    fn device_flags_are_written_in_decimal() {
+        for n in [0u8, 7, 10, 99, 100, 255] {
+            assert_eq!(decimal(n, &mut [0; 3]), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn duplicates_are_answered_once_among_many_online_uids() {
         let presence = Presence::new();
         let uids: Vec<String> = (0..40).map(|i| format!("u{i}")).collect();
         for uid in &uids {

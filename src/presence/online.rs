@@ -6,9 +6,10 @@
 //! all of its uids. Taking a lock is an atomic write to a line of memory that the other core's
 //! readers write too; per uid, that bouncing was a third of the cost of a lookup in a profile
 //! of the server (a map locked per lookup, 100 locks per request), per request it is at most
-//! 16. Promises: a reader waits only for a writer of the same shard, for the length of one
-//! insert or removal; only online uids are held (flags never empty). Must never: call out
-//! while holding a lock, or allocate on the read path.
+//! 16 (from two threads at once, 100 lookups went from 3.5 us to 0.7 us a request in
+//! `benches/presence.rs`). Promises: a reader waits only for a writer of the same shard, for
+//! the length of one insert or removal; only online uids are held (flags never empty). Must
+//! never: call out while holding a lock, or allocate per uid on the read path.
 
 use hashbrown::HashTable;
 use parking_lot::RwLock;
@@ -90,7 +91,7 @@ impl OnlineIndex {
         mut f: impl FnMut(usize, OnlineFlags),
     ) {
         // Positions of the online uids reported so far; allocated at the first one.
-        let mut reported: HashTable<u32> = HashTable::new();
+        let mut reported: HashTable<usize> = HashTable::new();
         let mut found = [OnlineFlags::default(); CHUNK];
         let mut hashes = [0u64; CHUNK];
         for (c, chunk) in uids.chunks(CHUNK).enumerate() {
@@ -102,18 +103,16 @@ impl OnlineIndex {
                 }
                 let (at, uid) = (c * CHUNK + i, chunk[i].as_ref());
                 let again = reported
-                    .find(hashes[i], |&j| uids[j as usize].as_ref() == uid)
+                    .find(hashes[i], |&j| uids[j].as_ref() == uid)
                     .is_some();
                 if !again {
                     if reported.capacity() == 0 {
                         // Sized once: growing it step by step cost 1.4% of the server's CPU.
                         reported.reserve(uids.len().min(MAX_REPORTED_CAPACITY), |&j| {
-                            self.hash(uids[j as usize].as_ref())
+                            self.hash(uids[j].as_ref())
                         });
                     }
-                    reported.insert_unique(hashes[i], at as u32, |&j| {
-                        self.hash(uids[j as usize].as_ref())
-                    });
+                    reported.insert_unique(hashes[i], at, |&j| self.hash(uids[j].as_ref()));
                     f(at, *flags);
                 }
             }
