@@ -5,14 +5,18 @@
 //! 32 bytes, then compared in constant time, so not even the length leaks). Must never: log
 //! the header.
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tower::{Layer, Service};
 
 use super::error::ApiError;
-use super::ApiState;
 
 /// The configured manager token, kept only as its digest.
 #[derive(Clone)]
@@ -29,16 +33,47 @@ impl ManagerToken {
     }
 }
 
-pub async fn require_manager_token(
-    State(state): State<ApiState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    if let Some(expected) = &state.manager_token {
-        let presented = request.headers().get("token").map(|v| v.as_bytes());
-        if !presented.is_some_and(|p| expected.admits(p)) {
-            return Err(ApiError::Unauthorized);
+/// The guard in front of every API route: a layer written out by hand rather than with
+/// `axum::middleware::from_fn`, which boxes a future per request on the onlinestatus path.
+#[derive(Clone)]
+pub struct RequireManagerToken(pub Option<ManagerToken>);
+
+impl<S> Layer<S> for RequireManagerToken {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded {
+            inner,
+            expected: self.0.clone(),
         }
     }
-    Ok(next.run(request).await)
+}
+
+#[derive(Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    expected: Option<ManagerToken>,
+}
+
+impl<S> Service<Request> for Guarded<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if let Some(expected) = &self.expected {
+            let presented = request.headers().get("token").map(|v| v.as_bytes());
+            if !presented.is_some_and(|p| expected.admits(p)) {
+                return Either::Left(ready(Ok(ApiError::Unauthorized.into_response())));
+            }
+        }
+        Either::Right(self.inner.call(request))
+    }
 }

@@ -93,10 +93,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/user/sessions", get(sessions::sessions))
         .route("/events", get(events::events))
         .route("/stats", get(stats::stats))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_manager_token,
-        ));
+        .route_layer(auth::RequireManagerToken(state.manager_token.clone()));
     let probes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
