@@ -82,11 +82,16 @@ pub(super) async fn run(
 /// connect result is ready to send; `None` when the socket was closed instead.
 async fn establish(
     gw: Arc<Gateway>,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     pending: PendingGuard,
 ) -> Option<(Live, Ws, String, oneshot::Receiver<CloseOrder>)> {
     let deadline = Instant::now() + gw.settings.first_frame_timeout;
+    if let Ok(Ok(true)) = timeout_at(deadline, is_plain_http(&tcp)).await {
+        tracing::debug!(%peer, "a plain HTTP request on the WebSocket port; answered 426");
+        let _ = timeout(FLUSH_LIMIT + LINGER, answer_plain_http(&mut tcp)).await;
+        return None;
+    }
     // A small read buffer: tungstenite's default (128 KiB) is zeroed and resident at the first
     // read, which made it most of an idle connection's memory; messages larger than the buffer
     // still arrive whole (it grows for them).
@@ -201,6 +206,35 @@ async fn establish(
         session_id,
     };
     Some((live, ws, connected, orders))
+}
+
+/// True when the request head that has arrived is complete and asks for no WebSocket upgrade
+/// (a browser or curl pointed at this port). Peeks only: the bytes stay for the handshake. A
+/// head still arriving, or one that asks for an upgrade, is left to the handshake.
+async fn is_plain_http(tcp: &TcpStream) -> std::io::Result<bool> {
+    let mut head = [0u8; 2048];
+    let n = tcp.peek(&mut head).await?;
+    let head = &head[..n];
+    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(false);
+    };
+    let asks_upgrade = head[..end].split(|&b| b == b'\n').any(|line| {
+        let line = String::from_utf8_lossy(line).to_ascii_lowercase();
+        line.starts_with("upgrade:") && line.contains("websocket")
+    });
+    Ok(!asks_upgrade)
+}
+
+/// 426 with the contract's error envelope, then the connection ends.
+async fn answer_plain_http(tcp: &mut TcpStream) -> std::io::Result<()> {
+    const BODY: &str = r#"{"msg":"this port speaks WebSocket only (JSON-RPC, see the connect frame); the HTTP API is on its own port","status":426}"#;
+    let answer = format!(
+        "HTTP/1.1 426 Upgrade Required\r\nupgrade: websocket\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    tcp.write_all(answer.as_bytes()).await?;
+    linger_tcp(tcp).await;
+    Ok(())
 }
 
 /// Reads until the first text message. `Err(Some(..))`: close with that code; `Err(None)`:
@@ -446,7 +480,12 @@ async fn close(mut ws: Ws, code: CloseCode, reason: &'static str) {
 /// reply, or the rest of an oversized message) for a moment, so that closing with unread data
 /// does not reset the connection before the peer has read our close frame.
 async fn linger(mut ws: Ws) {
-    let tcp: &mut TcpStream = ws.get_mut();
+    linger_tcp(ws.get_mut()).await;
+}
+
+/// Sends our FIN, then reads what the peer still sends (up to [`LINGER`]): closing a socket
+/// with unread input makes the kernel reset it, and the peer may lose our last bytes.
+async fn linger_tcp(tcp: &mut TcpStream) {
     let _ = tcp.shutdown().await;
     // On the heap: a buffer on the stack would sit in every session's future for its whole life.
     let mut buf = vec![0u8; 4096];

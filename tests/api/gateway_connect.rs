@@ -272,3 +272,44 @@ async fn extreme_client_timestamps_neither_break_the_session_nor_leave_it_online
         );
     }
 }
+
+#[tokio::test]
+async fn a_plain_http_request_on_the_websocket_port_gets_426_in_the_envelope() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let mut tcp = tokio::net::TcpStream::connect(app.server().ws_addr())
+        .await
+        .unwrap();
+    tcp.write_all(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_to_end(&mut raw))
+        .await
+        .expect("answered and closed within 5 s")
+        .expect("read without a reset");
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a whole HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 426 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["status"], 426);
+    assert!(body["msg"].as_str().unwrap().contains("WebSocket"));
+
+    // The gateway still upgrades real clients, and the refused request left no trace.
+    app.set_token("u1", "t1", 1, 0).await;
+    let (_ws, answer) = app.ws_connect("u1", "t1", 1, "d1").await;
+    assert_connected(&answer);
+    assert_eq!(
+        app.events()
+            .iter()
+            .filter(|r| matches!(r.event, Event::Connected(_)))
+            .count(),
+        1
+    );
+}
