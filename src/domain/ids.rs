@@ -23,8 +23,9 @@ pub const MAX_TOKEN_BYTES: usize = 4096;
 pub const MAX_DEVICE_ID_BYTES: usize = 255;
 
 /// Per byte: 0 for printable ASCII allowed in a uid, non-zero for anything that needs a closer
-/// look (`@ # &`, whitespace and control bytes, the bytes of non-ASCII characters).
-static BYTE_CLASS: [u8; 256] = {
+/// look (`@ # &`, whitespace and control bytes, the bytes of non-ASCII characters). A `const`,
+/// so that other tables can start from it (the onlinestatus body scanner's).
+pub const UID_BYTE_CLASS: [u8; 256] = {
     let mut t = [1u8; 256];
     let mut b = 0x21;
     while b <= 0x7e {
@@ -36,6 +37,8 @@ static BYTE_CLASS: [u8; 256] = {
     t[b'&' as usize] = 1;
     t
 };
+/// The same table, read at run time from one place in memory.
+static BYTE_CLASS: [u8; 256] = UID_BYTE_CLASS;
 
 /// Why a string is not a uid. The message is for a person reading an HTTP error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

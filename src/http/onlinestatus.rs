@@ -36,18 +36,11 @@ pub fn parse_online_status(body: &[u8], max_uids: usize) -> Result<Vec<Cow<'_, s
 }
 
 /// Per byte inside a uid's JSON string, on the fast path: 0 for a byte that is a valid uid
-/// byte as it is, 1 for anything the fast path leaves to serde (an escape, a byte a uid may not
-/// hold as such, the bytes of non-ASCII characters).
+/// byte as it is, non-zero for anything the fast path leaves to serde (an escape, a byte a uid
+/// may not hold as such, the bytes of non-ASCII characters): the uid table, plus the backslash
+/// that starts a JSON escape.
 static STRING_BYTE: [u8; 256] = {
-    let mut t = [1u8; 256];
-    let mut b = 0x21;
-    while b <= 0x7e {
-        t[b] = 0;
-        b += 1;
-    }
-    t[b'@' as usize] = 1;
-    t[b'#' as usize] = 1;
-    t[b'&' as usize] = 1;
+    let mut t = crate::domain::UID_BYTE_CLASS;
     t[b'\\' as usize] = 1;
     t
 };

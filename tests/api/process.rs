@@ -75,6 +75,18 @@ pub async fn start_node_logging(data_dir: &Path, log_level: &str) -> Node {
 }
 
 impl Node {
+    /// Registers a token through the child's `/user/token` (`body` as the API takes it) and
+    /// asserts the 200.
+    pub async fn post_token(&self, http: &reqwest::Client, body: serde_json::Value) {
+        let resp = http
+            .post(format!("{}/user/token", self.api))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{body}");
+    }
+
     pub async fn sigterm_and_wait(mut self) {
         let pid = self.child.id().expect("running").to_string();
         let sent = std::process::Command::new("kill")

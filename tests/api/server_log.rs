@@ -26,13 +26,7 @@ async fn refused_connects_are_explained_in_the_log_without_any_token() {
     let http = reqwest::Client::new();
     let secret = "tok-secret-3f9a7c";
     let body = json!({"uid": "u1", "token": secret, "device_flag": 1, "device_level": 1});
-    let resp = http
-        .post(format!("{}/user/token", node.api))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    node.post_token(&http, body).await;
 
     let auth_fail =
         json!({"jsonrpc": "2.0", "id": "c", "error": {"code": 2, "message": "auth fail"}});
