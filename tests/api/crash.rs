@@ -106,7 +106,7 @@ async fn sigkill_at_a_random_moment_loses_nothing_acknowledged() {
         let uids: Vec<String> = (0..8).map(|i| format!("crash_r{round}_u{i}")).collect();
         for uid in &uids {
             let body = json!({"uid": uid, "token": format!("stable-{uid}"), "device_flag": 2});
-            node.post_token(&http, body).await;
+            node.post_ok(&http, "/user/token", body).await;
         }
         let acked = Arc::new(Mutex::new(Acked::default()));
         let mut load = tokio::task::JoinSet::new();

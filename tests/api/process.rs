@@ -75,11 +75,10 @@ pub async fn start_node_logging(data_dir: &Path, log_level: &str) -> Node {
 }
 
 impl Node {
-    /// Registers a token through the child's `/user/token` (`body` as the API takes it) and
-    /// asserts the 200.
-    pub async fn post_token(&self, http: &reqwest::Client, body: serde_json::Value) {
+    /// POSTs `body` to the child's API at `path` (`/user/token`, ...) and asserts the 200.
+    pub async fn post_ok(&self, http: &reqwest::Client, path: &str, body: serde_json::Value) {
         let resp = http
-            .post(format!("{}/user/token", self.api))
+            .post(format!("{}{path}", self.api))
             .body(body.to_string())
             .send()
             .await

@@ -26,7 +26,7 @@ async fn refused_connects_are_explained_in_the_log_without_any_token() {
     let http = reqwest::Client::new();
     let secret = "tok-secret-3f9a7c";
     let body = json!({"uid": "u1", "token": secret, "device_flag": 1, "device_level": 1});
-    node.post_token(&http, body).await;
+    node.post_ok(&http, "/user/token", body).await;
 
     let auth_fail =
         json!({"jsonrpc": "2.0", "id": "c", "error": {"code": 2, "message": "auth fail"}});
@@ -41,13 +41,7 @@ async fn refused_connects_are_explained_in_the_log_without_any_token() {
         1
     );
     let quit = json!({"uid": "u1", "device_flag": -1});
-    let resp = http
-        .post(format!("{}/user/device_quit", node.api))
-        .body(quit.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    node.post_ok(&http, "/user/device_quit", quit).await;
     assert_eq!(connect(&node.ws, "u1", secret, 1).await, auth_fail);
 
     // Give the log lines a moment to reach the pipe, then read them.
