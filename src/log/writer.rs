@@ -7,8 +7,8 @@
 //! acknowledged event is durable; a failed batch is acknowledged as failed to every caller in
 //! it, consumes no seq and leaves nothing behind (a batch written but not flushed is taken
 //! back; if even that fails, the writer refuses appends until restart rather than guess);
-//! `durable()` never runs ahead of the disk. Must never: run a flush on the async runtime's
-//! threads.
+//! `durable()` never runs ahead of the disk, and reads show durable events only (never a batch
+//! still being flushed). Must never: run a flush on the async runtime's threads.
 
 use std::sync::Arc;
 use std::thread;
