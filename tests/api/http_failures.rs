@@ -157,12 +157,7 @@ async fn a_failing_log_answers_503_and_changes_nothing() {
     assert_eq!(answer, auth_fail("c-d4"));
     assert_eq!(app.server().service().log().last_durable(), Seq(last.0 + 1));
     app.set_token("u2", "t2", 2, 0).await;
-    let events = app
-        .server()
-        .service()
-        .log()
-        .read_after(Seq(0), 1000)
-        .unwrap();
+    let events = app.events();
     let seqs: Vec<u64> = events.iter().map(|e| e.seq.0).collect();
     assert_eq!(seqs, (1..=last.0 + 2).collect::<Vec<_>>());
     app.stop().await;
@@ -201,12 +196,7 @@ async fn a_batch_that_fails_to_flush_is_taken_back_and_never_comes_back() {
     assert_eq!(answer, auth_fail("c-d1"));
     let (_ws, answer) = app.ws_connect("u1", "old", 1, "d2").await;
     assert_connected(&answer);
-    let events = app
-        .server()
-        .service()
-        .log()
-        .read_after(Seq(0), 1000)
-        .unwrap();
+    let events = app.events();
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.seq, Seq(i as u64 + 1), "seq stays dense");
     }

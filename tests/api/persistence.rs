@@ -7,22 +7,11 @@ use std::time::Duration;
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use wkuser::domain::{
-    CloseReason, DeviceFlag, Event, NodeId, RecordedEvent, Seq, TokenSlot, UserState,
-};
+use wkuser::domain::{CloseReason, DeviceFlag, Event, NodeId, Seq, TokenSlot, UserState};
 use wkuser::log::{EventLog, SledStore};
 use wkuser::view::{projector, SqliteView, ViewDump, ViewStore};
 
 use crate::helpers::*;
-
-/// Every event in the log, in seq order.
-fn all_events(app: &TestApp) -> Vec<RecordedEvent> {
-    app.server()
-        .service()
-        .log()
-        .read_after(Seq(0), 100_000)
-        .expect("log readable")
-}
 
 fn user_state(app: &TestApp, uid: &str) -> UserState {
     app.server()
@@ -86,7 +75,7 @@ async fn a_restart_keeps_tokens_system_uids_and_the_seq() {
     app.view_caught_up().await;
     let view_before = app.server().view().dump().await.expect("dump");
     let last_before = app.server().service().log().last_durable();
-    let events_before = all_events(&app);
+    let events_before = app.events();
 
     tokio::time::timeout(Duration::from_secs(20), app.restart())
         .await
@@ -108,7 +97,7 @@ async fn a_restart_keeps_tokens_system_uids_and_the_seq() {
 
     // The seq: dense across the restart, which appended exactly the shutdown's close,
     // NodeStopped and NodeStarted.
-    let events = all_events(&app);
+    let events = app.events();
     let last_after = app.server().service().log().last_durable();
     assert_eq!(last_after, Seq(last_before.0 + 3));
     let seqs: Vec<u64> = events.iter().map(|e| e.seq.0).collect();
@@ -190,7 +179,7 @@ async fn a_restart_keeps_tokens_system_uids_and_the_seq() {
         assert_eq!(answer, auth_fail(&format!("c-{dev}")), "{uid} {flag}");
     }
     // The next seq follows the last: the three connects (still open) are the next three events.
-    let events = all_events(&app);
+    let events = app.events();
     let seqs: Vec<u64> = events.iter().map(|e| e.seq.0).collect();
     assert_eq!(seqs, (1..=last_after.0 + 3).collect::<Vec<_>>());
     assert!(events[last_after.0 as usize..]
