@@ -283,7 +283,7 @@ fn routes(c: &mut Criterion, presence: Presence) {
         });
         let uids = request_uids(100, 5);
         let answer = Bytes::from(onlinestatus::render(&presence, &uids));
-        (wkuser::http::router(state), answer)
+        (wkuser::http::service(state), answer)
     });
     let bodies: Vec<Vec<u8>> = (0..64)
         .map(|salt| serde_json::to_vec(&request_uids(100, salt)).unwrap())
@@ -306,16 +306,6 @@ fn routes(c: &mut Criterion, presence: Presence) {
     );
     let mut group = c.benchmark_group("onlinestatus_route_100_uids");
     group.throughput(Throughput::Elements(1));
-    let call = |router: axum::Router, body: Vec<u8>| async move {
-        let request = Request::post("/user/onlinestatus")
-            .body(Body::from(body))
-            .unwrap();
-        let response = router.oneshot(request).await.unwrap();
-        assert_eq!(response.status(), 200);
-        axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap()
-    };
     group.bench_function("constant_ceiling", |b| {
         b.to_async(&runtime)
             .iter(|| call(constant.clone(), body.clone()))
@@ -328,6 +318,22 @@ fn routes(c: &mut Criterion, presence: Presence) {
         })
     });
     group.finish();
+}
+
+/// One POST of `body` to `/user/onlinestatus` through `service`, read to the end.
+async fn call<S>(service: S, body: Vec<u8>) -> Bytes
+where
+    S: tower::Service<Request<Body>, Response = axum::response::Response>,
+    S::Error: std::fmt::Debug,
+{
+    let request = Request::post("/user/onlinestatus")
+        .body(Body::from(body))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap()
 }
 
 /// Reading a body of 100 uids: the scanner the handler takes for plain bodies beside the

@@ -172,12 +172,12 @@ impl Server {
             gateway: gateway.clone(),
         });
         let stop_api = CancellationToken::new();
-        let router = http::router(api_state);
+        let api = http::service(api_state);
         let stop = stop_api.clone();
         let api_task = tokio::spawn(async move {
             let served = axum::serve(
                 api_listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
+                axum::ServiceExt::<axum::extract::Request>::into_make_service(api),
             )
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;

@@ -10,6 +10,7 @@ use std::future::{ready, Ready};
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::future::Either;
 use sha2::{Digest, Sha256};
@@ -68,12 +69,19 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        if let Some(expected) = &self.expected {
-            let presented = request.headers().get("token").map(|v| v.as_bytes());
-            if !presented.is_some_and(|p| expected.admits(p)) {
-                return Either::Left(ready(Ok(ApiError::Unauthorized.into_response())));
-            }
+        if !admits(self.expected.as_ref(), request.headers()) {
+            return Either::Left(ready(Ok(ApiError::Unauthorized.into_response())));
         }
         Either::Right(self.inner.call(request))
     }
+}
+
+/// Whether a request with these headers may use the API: always when no manager token is
+/// configured, else only with the right one in its `token` header.
+pub fn admits(expected: Option<&ManagerToken>, headers: &HeaderMap) -> bool {
+    let Some(expected) = expected else {
+        return true;
+    };
+    let presented = headers.get("token").map(|v| v.as_bytes());
+    presented.is_some_and(|p| expected.admits(p))
 }

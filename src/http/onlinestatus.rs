@@ -9,15 +9,14 @@
 
 use std::borrow::Cow;
 
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::body::{json, uid_error, Body};
+use super::body::{json, uid_error};
 use super::error::ApiError;
-use super::ApiState;
+use super::ApiContext;
 use crate::domain::{DeviceFlag, Uid};
 use crate::presence::Presence;
 
@@ -116,13 +115,12 @@ pub fn parse_with_serde(body: &[u8], max_uids: usize) -> Result<Vec<Cow<'_, str>
     Ok(uids.into_iter().map(|u| u.0).collect())
 }
 
-pub async fn online_status(
-    State(state): State<ApiState>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let uids = parse_online_status(&body.0, state.limits.max_uids_per_request)?;
-    let out = render(state.service.presence(), &uids);
-    Ok(super::raw_json(StatusCode::OK, out))
+/// The answer to a body that was read whole (by [`super::front`], which serves this route).
+pub fn answer(context: &ApiContext, body: &[u8]) -> Response {
+    match parse_online_status(body, context.limits.max_uids_per_request) {
+        Ok(uids) => super::raw_json(StatusCode::OK, render(context.service.presence(), &uids)),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Writes the answer for `uids` (already valid) as JSON.

@@ -575,6 +575,59 @@ async fn the_body_limit_admits_exactly_its_size() {
     );
 }
 
+/// A chunked body has no length to check up front: the limit holds as the chunks arrive, on
+/// the onlinestatus hot path (read by hand, a uid split across chunks) and on the router's
+/// routes alike.
+#[tokio::test]
+async fn the_body_limit_holds_for_chunked_bodies() {
+    let app = spawn_app_with(&["--max-body-bytes", "100"]).await;
+    let token = app
+        .request(
+            Method::POST,
+            TOKEN,
+            Some(br#"{"uid":"u1","token":"t","device_flag":1}"#.to_vec()),
+            &[],
+        )
+        .await;
+    assert_eq!(token.status, 200);
+    let _online = connected(&app, "u1", "t", 1, "d1").await;
+    let pad = " ".repeat(94);
+    // (path, the chunks, the answer)
+    type Case<'a> = (&'a str, Vec<&'a [u8]>, (u16, Value));
+    let cases: [Case; 5] = [
+        (
+            ONLINE,
+            vec![b"[\"u", b"1\"", b"]"],
+            (200, json!([{"uid": "u1", "device_flag": 1, "online": 1}])),
+        ),
+        (
+            ONLINE,
+            vec![b"[\"u1\"]", pad.as_bytes()],
+            (200, json!([{"uid": "u1", "device_flag": 1, "online": 1}])),
+        ),
+        (
+            ONLINE,
+            vec![b"[\"u1\"]", pad.as_bytes(), b" "],
+            (413, envelope(413, "body larger than 100 bytes")),
+        ),
+        (
+            ONLINE,
+            vec![b"[\"u1\",", b"5]"],
+            (400, envelope(400, "uids[1] must be a string")),
+        ),
+        (
+            QUIT,
+            vec![br#"{"uid":"u2","#, br#""device_flag":-1}"#, pad.as_bytes()],
+            (413, envelope(413, "body larger than 100 bytes")),
+        ),
+    ];
+    for (i, (path, chunks, expected)) in cases.into_iter().enumerate() {
+        let answer = app.raw_http(&chunked_post(path, &chunks)).await;
+        assert_eq!(answer.pair(), expected, "case {i}: {path}");
+        assert_eq!(answer.content_type.as_deref(), Some("application/json"));
+    }
+}
+
 #[tokio::test]
 async fn unknown_routes_and_wrong_methods_get_the_envelope() {
     let app = spawn_app().await;
