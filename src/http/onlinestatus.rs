@@ -18,6 +18,7 @@ use super::body::{json, uid_error};
 use super::error::ApiError;
 use super::ApiContext;
 use crate::domain::{DeviceFlag, Uid};
+use crate::presence::online::CHUNK;
 use crate::presence::Presence;
 
 #[derive(Deserialize)]
@@ -50,6 +51,14 @@ static STRING_BYTE: [u8; 256] = {
 /// anything else (an escape, a non-ASCII or invalid uid, too many uids, malformed JSON): the
 /// serde path then answers, so both paths give the same answer to every body.
 pub fn scan_plain_uids(body: &[u8], max_uids: usize) -> Option<Vec<Cow<'_, str>>> {
+    let mut uids = Vec::with_capacity((body.len() / 8).min(max_uids));
+    scan_plain(body, max_uids, |uid| uids.push(Cow::Borrowed(uid)))?;
+    Some(uids)
+}
+
+/// The scanner behind [`scan_plain_uids`]: calls `each` with every uid in order, then says
+/// whether the whole body was plain (if not, what `each` saw means nothing).
+fn scan_plain<'a>(body: &'a [u8], max_uids: usize, mut each: impl FnMut(&'a str)) -> Option<()> {
     let text = std::str::from_utf8(body).ok()?;
     let bytes = text.as_bytes();
     let skip_ws = |mut at: usize| {
@@ -63,10 +72,10 @@ pub fn scan_plain_uids(body: &[u8], max_uids: usize) -> Option<Vec<Cow<'_, str>>
         return None;
     }
     at = skip_ws(at + 1);
-    let mut uids = Vec::with_capacity((bytes.len() / 8).min(max_uids));
     if bytes.get(at) == Some(&b']') {
-        return (skip_ws(at + 1) == bytes.len()).then_some(uids);
+        return (skip_ws(at + 1) == bytes.len()).then_some(());
     }
+    let mut count = 0;
     loop {
         if bytes.get(at) != Some(&b'"') {
             return None;
@@ -85,15 +94,16 @@ pub fn scan_plain_uids(body: &[u8], max_uids: usize) -> Option<Vec<Cow<'_, str>>
         if uid.is_empty()
             || uid.len() > crate::domain::MAX_UID_BYTES
             || uid == crate::domain::RESERVED_UID
-            || uids.len() == max_uids
+            || count == max_uids
         {
             return None;
         }
-        uids.push(Cow::Borrowed(uid));
+        each(uid);
+        count += 1;
         at = skip_ws(end + 1);
         match bytes.get(at)? {
             b',' => at = skip_ws(at + 1),
-            b']' => return (skip_ws(at + 1) == bytes.len()).then_some(uids),
+            b']' => return (skip_ws(at + 1) == bytes.len()).then_some(()),
             _ => return None,
         }
     }
@@ -117,8 +127,25 @@ pub fn parse_with_serde(body: &[u8], max_uids: usize) -> Result<Vec<Cow<'_, str>
 
 /// The answer to a body that was read whole (by [`super::front`], which serves this route).
 pub fn answer(context: &ApiContext, body: &[u8]) -> Response {
-    match parse_online_status(body, context.limits.max_uids_per_request) {
-        Ok(uids) => super::raw_json(StatusCode::OK, render(context.service.presence(), &uids)),
+    let (max, presence) = (
+        context.limits.max_uids_per_request,
+        context.service.presence(),
+    );
+    // Nearly every request: a plain body of at most a chunk of uids, read into an array on
+    // the stack (pushing to a vector alone was 2% of the server's time here, in a profile).
+    let mut plain = [""; CHUNK];
+    let mut n = 0;
+    let read = scan_plain(body, max.min(CHUNK), |uid| {
+        if let Some(slot) = plain.get_mut(n) {
+            *slot = uid;
+            n += 1;
+        }
+    });
+    if read.is_some() {
+        return super::raw_json(StatusCode::OK, render(presence, &plain[..n]));
+    }
+    match parse_online_status(body, max) {
+        Ok(uids) => super::raw_json(StatusCode::OK, render(presence, &uids)),
         Err(e) => e.into_response(),
     }
 }

@@ -23,7 +23,7 @@ const SHARD_BITS: u32 = 2;
 /// (connects and closes) rarely meet readers in the same shard.
 pub const SHARDS: usize = 1 << SHARD_BITS;
 /// Uids looked up per round: the scratch space lives on the stack.
-const CHUNK: usize = 256;
+pub const CHUNK: usize = 256;
 /// The most room reserved up front for the online uids of one request (a large request that
 /// finds more grows it).
 const MAX_REPORTED_CAPACITY: usize = 1024;
