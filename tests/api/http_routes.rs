@@ -204,6 +204,25 @@ async fn onlinestatus_keeps_order_answers_once_and_leaves_out_offline() {
         json!([{"uid": "ua", "device_flag": 1, "online": 1}, {"uid": "ua", "device_flag": 3, "online": 1}])
     );
     assert_eq!(app.online(&["nobody", "uc"]).await, json!([]));
+    // Long requests, at and past the 256 uids the server reads on the stack: the answer does
+    // not depend on the path (online uids first, last, and repeated across the boundary).
+    for len in [256, 257, 600] {
+        let mut uids: Vec<String> = (0..len).map(|i| format!("off{i}")).collect();
+        uids[0] = "ub".into();
+        uids[len - 1] = "ua".into();
+        uids[len / 2] = "ua".into();
+        uids[len - 2] = "ub".into();
+        let refs: Vec<&str> = uids.iter().map(String::as_str).collect();
+        assert_eq!(
+            app.online(&refs).await,
+            json!([
+                {"uid": "ub", "device_flag": 2, "online": 1},
+                {"uid": "ua", "device_flag": 1, "online": 1},
+                {"uid": "ua", "device_flag": 3, "online": 1},
+            ]),
+            "{len} uids"
+        );
+    }
     // A uid with an escape in its JSON is matched by its value.
     app.set_token("é\"q", "te", 4, 0).await;
     let (_ws, answer) = app.ws_connect("é\\\"q", "te", 4, "e4").await;
