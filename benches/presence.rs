@@ -2,8 +2,9 @@
 //! two flags: onlinestatus lookups (1, 100, 10,000 uids, hits and misses mixed), the parsing
 //! of a 100-uid body (the scanner beside serde), the token
 //! check of a connect, decide + evolve of a connect and a disconnect, the event encoding round
-//! trip, and the onlinestatus route called in-process beside a route that answers the same
-//! bytes from a constant (the ceiling of the stack, in the same run).
+//! trip, and the onlinestatus route called in-process (the server's whole API service, its
+//! front door and router, through tower's `oneshot`) beside an axum route that answers the
+//! same bytes from a constant (the ceiling of the stack, in the same run).
 //!
 //! `cargo bench --bench presence`. Setup prints the memory per known user and per online
 //! session (RSS before and after building the state).
