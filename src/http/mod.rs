@@ -1,5 +1,6 @@
 //! The HTTP API (`protocol.md` section 2; section 4 for operators): axum routes, one file per
-//! resource, one error type ([`error::ApiError`]) that renders the contract's envelope.
+//! resource, one error type ([`error::ApiError`]) that renders the contract's envelope. The
+//! hot path, `POST /user/onlinestatus`, is served by [`front`] before the router.
 //!
 //! Owns the edge between JSON and typed commands: bodies are parsed here, once, into the
 //! domain's newtypes by pure `parse_*` functions (public, so that `fuzz/` fuzzes the served
