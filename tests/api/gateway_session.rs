@@ -160,14 +160,7 @@ async fn the_size_limit_applies_to_the_message_after_reassembly_of_fragments() {
     let app = spawn_app().await;
     app.set_token("u1", "t", 1, 0).await;
     let mut raw = app.raw_ws().await;
-    raw.send_text(&easy_connect("u1", "t", DEV, 1, now_ms(), "c1"))
-        .await;
-    assert!(raw
-        .read_frame()
-        .await
-        .expect("connect answered")
-        .text()
-        .contains(r#""reasonCode":1"#));
+    raw.connect_as("u1", "t", 1, DEV).await;
 
     // A small ping in three fragments.
     raw.send_fragments(&[r#"{"method":"pi"#, r#"ng","id":"#, r#""f1"}"#])
@@ -326,15 +319,7 @@ async fn a_graceful_stop_is_not_held_up_by_clients_that_ignore_it() {
     app.set_token("u2", "t", 1, 0).await;
     // One never answers the close frame; the other does not read at all.
     let mut silent = app.raw_ws().await;
-    silent
-        .send_text(&easy_connect("u1", "t", DEV, 1, now_ms(), "c1"))
-        .await;
-    assert!(silent
-        .read_frame()
-        .await
-        .expect("connect answered")
-        .text()
-        .contains(r#""reasonCode":1"#));
+    silent.connect_as("u1", "t", 1, DEV).await;
     let (mut unread, writer) = flooding_client(&app, "u2", "t", 1).await;
     // Well under the slow-consumer limit: the stop, not the queue, ends the session.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

@@ -657,8 +657,6 @@ impl RawWs {
         Self::upgrade(tcp, host).await
     }
 
-    /// Like [`RawWs::open`], with a small receive buffer so that a client that does not read
-    /// stops the server's writes early.
     /// Sends the EasySDK's connect frame (id `c`) and asserts that it succeeded.
     pub async fn connect_as(&mut self, uid: &str, token: &str, flag: u8, device_id: &str) {
         self.send_text(&easy_connect(uid, token, device_id, flag, now_ms(), "c"))
