@@ -197,11 +197,11 @@ pub fn answer(context: &ApiContext, body: &[u8]) -> Response {
     );
     // Nearly every request: a plain body of at most a chunk of uids, read into an array on
     // the stack (pushing to a vector alone was 2% of the server's time here, in a profile).
-    let mut plain = [""; CHUNK];
+    let mut plain = [PlainUid(""); CHUNK];
     let mut n = 0;
     let read = scan_plain(body, max.min(CHUNK), |uid| {
         if let Some(slot) = plain.get_mut(n) {
-            *slot = uid;
+            *slot = PlainUid(uid);
             n += 1;
         }
     });
@@ -214,15 +214,56 @@ pub fn answer(context: &ApiContext, body: &[u8]) -> Response {
     }
 }
 
+/// A uid as a request named it, written back in the answer as a JSON string.
+pub trait RequestedUid: AsRef<str> {
+    /// Appends the uid as a JSON string. A uid holds no control characters, so a quote and a
+    /// backslash are all it may need escaped; nearly every uid has neither and is copied.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let uid = self.as_ref();
+        if uid.bytes().any(|b| b == b'"' || b == b'\\') {
+            serde_json::to_writer(&mut *out, uid).expect("writing to a Vec cannot fail");
+        } else {
+            write_quoted(out, uid);
+        }
+    }
+}
+
+impl RequestedUid for Cow<'_, str> {}
+impl RequestedUid for String {}
+impl RequestedUid for &str {}
+
+/// A uid the plain scanner read: it holds neither a quote nor a backslash (the first quote
+/// ends it, a backslash is not plain), so it is written back as it is, without a look.
+#[derive(Clone, Copy)]
+struct PlainUid<'a>(&'a str);
+
+impl AsRef<str> for PlainUid<'_> {
+    fn as_ref(&self) -> &str {
+        self.0
+    }
+}
+
+impl RequestedUid for PlainUid<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        write_quoted(out, self.0);
+    }
+}
+
+fn write_quoted(out: &mut Vec<u8>, uid: &str) {
+    out.extend_from_slice(b"\"");
+    out.extend_from_slice(uid.as_bytes());
+    out.extend_from_slice(b"\"");
+}
+
 /// Writes the answer for `uids` (already valid) as JSON.
-pub fn render<S: AsRef<str>>(presence: &Presence, uids: &[S]) -> Vec<u8> {
+pub fn render<S: RequestedUid>(presence: &Presence, uids: &[S]) -> Vec<u8> {
     // Room for a row for every second uid (a row is about 50 bytes): one allocation for
     // most answers.
     let mut out = Vec::with_capacity(64 + uids.len() * 26);
     out.push(b'[');
     presence.for_each_online(uids, |i, flag| {
         let first = out.len() == 1;
-        write_row(&mut out, first, uids[i].as_ref(), flag);
+        write_row(&mut out, first, &uids[i], flag);
     });
     out.push(b']');
     out
@@ -230,18 +271,10 @@ pub fn render<S: AsRef<str>>(presence: &Presence, uids: &[S]) -> Vec<u8> {
 
 /// `{"uid":…,"device_flag":…,"online":1}`, the keys in the contract's order, after a comma
 /// unless it is the `first` row.
-fn write_row(out: &mut Vec<u8>, first: bool, uid: &str, flag: DeviceFlag) {
+fn write_row(out: &mut Vec<u8>, first: bool, uid: &impl RequestedUid, flag: DeviceFlag) {
     let head: &[u8] = if first { b"{\"uid\":" } else { b",{\"uid\":" };
     out.extend_from_slice(head);
-    // A uid holds no control characters, so a quote and a backslash are all JSON escapes;
-    // nearly every uid has neither and is copied as it is.
-    if uid.bytes().any(|b| b == b'"' || b == b'\\') {
-        serde_json::to_writer(&mut *out, uid).expect("writing to a Vec cannot fail");
-    } else {
-        out.extend_from_slice(b"\"");
-        out.extend_from_slice(uid.as_bytes());
-        out.extend_from_slice(b"\"");
-    }
+    uid.write_json(out);
     out.extend_from_slice(b",\"device_flag\":");
     out.extend_from_slice(decimal(flag.0, &mut [0; 3]));
     out.extend_from_slice(b",\"online\":1}");

@@ -48,6 +48,7 @@ impl Default for OnlineIndex {
 }
 
 impl OnlineIndex {
+    #[inline]
     fn hash(&self, uid: &str) -> u64 {
         self.hasher.hash_one(uid)
     }
