@@ -96,8 +96,8 @@ impl OnlineIndex {
         let mut hashes = [0u64; CHUNK];
         if uids.len() <= CHUNK {
             let n = uids.len();
-            self.read_chunk(uids, &mut found[..n], &mut hashes[..n]);
-            report_once_in_chunk(uids, &found[..n], &hashes[..n], f);
+            let hits = self.read_chunk(uids, &mut found[..n], &mut hashes[..n]);
+            report_once_in_chunk(uids, &found[..n], &hashes[..n], hits, f);
             return;
         }
         // Several chunks: repeats are found through a set of the positions reported so far,
@@ -108,12 +108,9 @@ impl OnlineIndex {
         });
         for (c, chunk) in uids.chunks(CHUNK).enumerate() {
             let n = chunk.len();
-            self.read_chunk(chunk, &mut found[..n], &mut hashes[..n]);
-            for (i, flags) in found[..n].iter().enumerate() {
-                if flags.is_empty() {
-                    continue;
-                }
-                let (at, uid) = (c * CHUNK + i, chunk[i].as_ref());
+            let hits = self.read_chunk(chunk, &mut found[..n], &mut hashes[..n]);
+            for i in hits {
+                let (at, uid, flags) = (c * CHUNK + i, chunk[i].as_ref(), &found[i]);
                 if reported
                     .find(hashes[i], |&j| uids[j].as_ref() == uid)
                     .is_none()
@@ -125,12 +122,18 @@ impl OnlineIndex {
         }
     }
 
-    /// Fills `found[i]` with the flags of `uids[i]` (empty when offline) and `hashes[i]` with
-    /// its hash, one read lock per shard touched.
-    fn read_chunk<S: AsRef<str>>(&self, uids: &[S], found: &mut [OnlineFlags], hashes: &mut [u64]) {
+    /// Fills `hashes[i]` with the hash of `uids[i]` and, for each online one, `found[i]` with
+    /// its flags (the others are left as they were); returns the positions of the online ones.
+    /// One read lock per shard touched.
+    fn read_chunk<S: AsRef<str>>(
+        &self,
+        uids: &[S],
+        found: &mut [OnlineFlags],
+        hashes: &mut [u64],
+    ) -> Hits {
         debug_assert!(uids.len() <= CHUNK && found.len() == uids.len());
         debug_assert!(hashes.len() == uids.len());
-        found.fill(OnlineFlags::default());
+        let mut hits = Hits::default();
         let mut starts = [0u16; SHARDS + 1];
         for (i, uid) in uids.iter().enumerate() {
             hashes[i] = self.hash(uid.as_ref());
@@ -157,9 +160,11 @@ impl OnlineIndex {
                 let (i, uid) = (i as usize, uids[i as usize].as_ref());
                 if let Some((_, flags)) = table.find(hashes[i], |(u, _)| u.as_str() == uid) {
                     found[i] = *flags;
+                    hits.insert(i);
                 }
             }
         }
+        hits
     }
 
     pub fn len(&self) -> usize {
@@ -178,25 +183,61 @@ fn report_once_in_chunk<S: AsRef<str>>(
     uids: &[S],
     found: &[OnlineFlags],
     hashes: &[u64],
+    hits: Hits,
     mut f: impl FnMut(usize, OnlineFlags),
 ) {
     let mut seen = [0u64; 64];
-    for (i, flags) in found.iter().enumerate() {
-        if flags.is_empty() {
-            continue;
-        }
+    for i in hits {
         let bit = (hashes[i] >> 16) as usize % (64 * 64);
         let (word, mask) = (bit / 64, 1u64 << (bit % 64));
         if seen[word] & mask != 0 {
             let uid = uids[i].as_ref();
-            let repeat = (0..i)
-                .any(|j| hashes[j] == hashes[i] && !found[j].is_empty() && uids[j].as_ref() == uid);
+            let repeat = hits
+                .below(i)
+                .any(|j| hashes[j] == hashes[i] && uids[j].as_ref() == uid);
             if repeat {
                 continue;
             }
         }
         seen[word] |= mask;
-        f(i, *flags);
+        f(i, found[i]);
+    }
+}
+
+/// The positions of a chunk's online uids, a bit each; iterated in ascending order. Reading the
+/// answer through these bits rather than testing each uid's flags saves a branch per uid that
+/// no predictor can guess (whether a uid is online is as good as random): the lookup itself
+/// already took that branch once.
+#[derive(Default, Clone, Copy)]
+struct Hits([u64; CHUNK / 64]);
+
+impl Hits {
+    fn insert(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    /// The positions below `end`.
+    fn below(mut self, end: usize) -> Hits {
+        for (w, word) in self.0.iter_mut().enumerate() {
+            let start = w * 64;
+            if end <= start {
+                *word = 0;
+            } else if end < start + 64 {
+                *word &= (1u64 << (end - start)) - 1;
+            }
+        }
+        self
+    }
+}
+
+impl Iterator for Hits {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let w = self.0.iter().position(|&word| word != 0)?;
+        let bits = self.0[w];
+        self.0[w] = bits & (bits - 1);
+        Some(w * 64 + bits.trailing_zeros() as usize)
     }
 }
 
@@ -247,6 +288,20 @@ mod tests {
         let positions: Vec<usize> = seen.iter().map(|s| s.0).collect();
         assert_eq!(positions, [0, 1, 5, 6, 10]);
         assert!(seen.iter().all(|(i, f)| *f == index.get(&asked[*i])));
+    }
+
+    #[test]
+    fn hits_iterate_ascending_and_cut_below_a_position_across_words() {
+        let mut hits = Hits::default();
+        for i in [255, 0, 64, 63, 200, 65] {
+            hits.insert(i);
+        }
+        assert_eq!(hits.collect::<Vec<_>>(), [0, 63, 64, 65, 200, 255]);
+        assert_eq!(hits.below(64).collect::<Vec<_>>(), [0, 63]);
+        assert_eq!(hits.below(65).collect::<Vec<_>>(), [0, 63, 64]);
+        assert_eq!(hits.below(255).collect::<Vec<_>>(), [0, 63, 64, 65, 200]);
+        assert_eq!(hits.below(0).count(), 0);
+        assert_eq!(Hits::default().count(), 0);
     }
 
     #[test]
