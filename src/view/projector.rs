@@ -1,8 +1,9 @@
 //! The projector: follows the log and writes the SQL view, in batches, behind the writer.
 //!
 //! Owns the view's progress. It reads only durable events (never past `EventLog::durable`),
-//! applies up to [`BATCH`] of them per transaction together with the checkpoint, and publishes
-//! how far it got, so shutdown and tests can wait for it. Promises: restartable at any moment
+//! applies up to [`BATCH`] of them per transaction together with the checkpoint (while events
+//! pour in, one transaction per [`GATHER`] at most), and publishes how far it got, so shutdown
+//! and tests can wait for it. Promises: restartable at any moment
 //! (the checkpoint says where to resume); failures are retried, never skipped. Must never: call
 //! out, or apply an event twice (the store's checkpoint check guards that too).
 
