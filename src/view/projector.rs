@@ -25,7 +25,7 @@ pub const BATCH: usize = 2048;
 /// group commit carried a few dozen events and the view took a tenth of the CPU that the
 /// connects needed; gathered, each transaction carries hundreds. The view lags the log by
 /// this much more at most (readers that need it current wait for it, as they always did).
-const GATHER: Duration = Duration::from_millis(25);
+pub const GATHER: Duration = Duration::from_millis(25);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
