@@ -3,9 +3,10 @@
 //! Owns the view's progress. It reads only durable events (never past `EventLog::durable`),
 //! applies up to [`BATCH`] of them per transaction together with the checkpoint (while events
 //! pour in, one transaction per [`GATHER`] at most), and publishes how far it got, so shutdown
-//! and tests can wait for it. Promises: restartable at any moment
-//! (the checkpoint says where to resume); failures are retried, never skipped. Must never: call
-//! out, or apply an event twice (the store's checkpoint check guards that too).
+//! and tests can wait for it. Promises: restartable at any moment (the checkpoint says where to
+//! resume); failures are retried, never skipped; at stop, everything durable is applied without
+//! waiting. Must never: call out, or apply an event twice (the store's checkpoint check guards
+//! that too).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
