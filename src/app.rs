@@ -173,18 +173,12 @@ impl Server {
         });
         let stop_api = CancellationToken::new();
         let api = http::service(api_state);
-        let stop = stop_api.clone();
-        let api_task = tokio::spawn(async move {
-            let served = axum::serve(
-                api_listener,
-                axum::ServiceExt::<axum::extract::Request>::into_make_service(api),
-            )
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the API server stopped");
-            }
-        });
+        let api_task = tokio::spawn(http::serve::serve(
+            api_listener,
+            api,
+            config.header_read_timeout,
+            stop_api.clone(),
+        ));
         let gateway_task = tokio::spawn(gateway.clone().serve(ws_listener));
         ready.store(true, Ordering::Release);
         tracing::info!(node_id = %node_id, "listening api={api_addr} ws={ws_addr}");

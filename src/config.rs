@@ -45,6 +45,11 @@ pub struct Config {
     #[arg(long, env = "WK_FIRST_FRAME_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub first_frame_timeout: Duration,
 
+    /// An API connection must send the whole head of its next request within this long (a
+    /// client that trickles its headers, or keeps a connection idle, is disconnected).
+    #[arg(long, env = "WK_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
     /// Largest HTTP request body, in bytes (larger: 413).
     #[arg(long, env = "WK_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
@@ -135,6 +140,12 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("--{name} must be at least 1")));
             }
         }
+        if self.header_read_timeout.is_zero() {
+            // Every connection would be cut before its first request.
+            return Err(ConfigError::Invalid(
+                "--header-read-timeout must be longer than zero".into(),
+            ));
+        }
         Ok(warnings)
     }
 
@@ -158,6 +169,7 @@ mod tests {
         assert_eq!(c.ws_addr.to_string(), "0.0.0.0:5200");
         assert_eq!(c.idle_timeout, Duration::from_secs(90));
         assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(30));
         assert!(c.check().unwrap().is_empty());
     }
 
@@ -171,5 +183,11 @@ mod tests {
         let guarded =
             Config::from_args(["--api-addr", "0.0.0.0:5001", "--manager-token", "m"]).unwrap();
         assert!(guarded.check().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_zero_header_read_timeout_is_refused() {
+        let zero = Config::from_args(["--header-read-timeout", "0s"]).unwrap();
+        assert!(matches!(zero.check(), Err(ConfigError::Invalid(_))));
     }
 }

@@ -16,8 +16,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::Request;
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{self, header, HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::future::RouteFuture;
 use axum::Router;
@@ -43,29 +42,34 @@ impl Front {
     }
 }
 
-impl Service<Request> for Front {
+impl<B> Service<http::Request<B>> for Front
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display + Into<axum::BoxError>,
+{
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<OnlineStatusCall, RouteFuture<Infallible>>;
+    type Future = Either<OnlineStatusCall<B>, RouteFuture<Infallible>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The router is always ready, and so is the hot path.
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if request.method() == Method::POST && request.uri().path() == ONLINE_STATUS {
             Either::Left(OnlineStatusCall::new(self.state.clone(), request))
         } else {
-            Either::Right(self.router.call(request))
+            Either::Right(self.router.call(request.map(Body::new)))
         }
     }
 }
 
-/// One `POST /user/onlinestatus`: reads the body, then answers.
-pub struct OnlineStatusCall {
+/// One `POST /user/onlinestatus`: reads the body (hyper's own, as the connection delivers it;
+/// any body in tests and benches), then answers.
+pub struct OnlineStatusCall<B> {
     state: ApiState,
-    body: Body,
+    body: B,
     read: BodyRead,
     /// Set when the request is refused: answered at the next poll, the rest left unread.
     refused: Option<ApiError>,
@@ -91,8 +95,8 @@ impl BodyRead {
     }
 }
 
-impl OnlineStatusCall {
-    fn new(state: ApiState, request: Request) -> Self {
+impl<B> OnlineStatusCall<B> {
+    fn new(state: ApiState, request: http::Request<B>) -> Self {
         let (parts, body) = request.into_parts();
         let max = state.limits.max_body_bytes;
         let refused = if !auth::admits(state.manager_token.as_ref(), &parts.headers) {
@@ -141,7 +145,11 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
         .ok()
 }
 
-impl Future for OnlineStatusCall {
+impl<B> Future for OnlineStatusCall<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

@@ -1,6 +1,7 @@
 //! The HTTP API (`protocol.md` section 2; section 4 for operators): axum routes, one file per
 //! resource, one error type ([`error::ApiError`]) that renders the contract's envelope. The
-//! hot path, `POST /user/onlinestatus`, is served by [`front`] before the router.
+//! hot path, `POST /user/onlinestatus`, is served by [`front`] before the router; [`serve`]
+//! accepts the connections.
 //!
 //! Owns the edge between JSON and typed commands: bodies are parsed here, once, into the
 //! domain's newtypes by pure `parse_*` functions (public, so that `fuzz/` fuzzes the served
@@ -17,6 +18,7 @@ mod front;
 mod health;
 pub mod onlinestatus;
 mod query;
+pub mod serve;
 pub mod sessions;
 pub mod stats;
 mod systemuids;
@@ -26,7 +28,8 @@ use std::convert::Infallible;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::body::{Bytes, HttpBody};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{self, header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
@@ -87,9 +90,13 @@ impl std::ops::Deref for ApiState {
 }
 
 /// The whole API as one service: the onlinestatus hot path ([`front`]), then the router.
-pub fn service(
+pub fn service<B>(
     state: ApiState,
-) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send {
+) -> impl Service<http::Request<B>, Response = Response, Error = Infallible, Future: Send> + Clone + Send
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::fmt::Display + Into<axum::BoxError>,
+{
     let front = front::Front::new(state.clone(), router(state));
     // A span and events per request cost about a microsecond even when the log filters them
     // out (8% of onlinestatus throughput, measured with the load tool), so the layer is there

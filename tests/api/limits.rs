@@ -1,6 +1,7 @@
 //! The limits against hostile clients, each at its edge over real sockets (`protocol.md` 3.1 and
 //! section 5): sockets not yet authenticated, per peer address and in total; open connections
-//! in total; the first-frame limit and the message size before connect; uids per HTTP request.
+//! in total; the first-frame limit and the message size before connect; uids per HTTP request;
+//! the time an API connection has to send a request's head.
 //!
 //! The gateway runs here with small limits and a long first-frame limit (30 s, unless a test is
 //! about it), so that a socket closed within a test's 5 s wait was dropped by a limit, not by the
@@ -499,4 +500,63 @@ async fn a_message_trickled_in_fragments_does_not_hold_off_the_idle_limit() {
         app.close_reasons("u1"),
         vec![wkuser::domain::CloseReason::IdleTimeout]
     );
+}
+
+/// Reads until the server closes the connection, for at most `within`; what arrived, or
+/// `None` if the connection was still open then.
+async fn read_to_close(tcp: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.is_ok().then_some(got)
+}
+
+#[tokio::test]
+async fn an_api_client_that_trickles_its_head_or_sits_idle_is_cut_by_the_header_limit() {
+    let app = spawn_app_with(&["--header-read-timeout", "1s"]).await;
+    let api = app.server().api_addr();
+    // A head that never ends: a byte every 10 ms, bounded here to 10 s, which the server must
+    // not wait out.
+    let mut trickling = tokio::net::TcpStream::connect(api).await.unwrap();
+    trickling.set_nodelay(true).unwrap();
+    let head = format!("POST /user/onlinestatus HTTP/1.1\r\nhost: {api}\r\n");
+    trickling.write_all(head.as_bytes()).await.unwrap();
+    let trickle = async {
+        for b in b"x-slow: "
+            .iter()
+            .chain(std::iter::repeat(&b'z'))
+            .take(1000)
+        {
+            if trickling.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), trickle).await;
+    let answer = read_to_close(&mut trickling, Duration::from_secs(5)).await;
+    let answer = answer.expect("the trickling connection was closed");
+    assert!(!answer.starts_with(b"HTTP/1.1 200"), "it was not served");
+    // A keep-alive connection: answered, then cut once it has sent nothing for the limit.
+    let mut idle = tokio::net::TcpStream::connect(api).await.unwrap();
+    let request = format!(
+        "POST /user/onlinestatus HTTP/1.1\r\nhost: {api}\r\ncontent-type: application/json\r\n\
+         content-length: 2\r\n\r\n[]"
+    );
+    idle.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_to_close(&mut idle, Duration::from_secs(5)).await;
+    let answer = String::from_utf8(answer.expect("the idle connection was closed")).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\n[]"), "{answer}");
+    // The API serves on.
+    let (status, body) = app.post("/user/onlinestatus", &json!([])).await;
+    assert_eq!((status, body), (200, json!([])));
 }
