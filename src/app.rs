@@ -22,12 +22,17 @@ use crate::config::{Config, ConfigError};
 use crate::domain::event::{NodeLifetime, NodeStart};
 use crate::domain::{CloseReason, Command, Event, NodeId, Seq};
 use crate::gateway::{Gateway, GatewaySettings};
+use crate::http::serve::ApiConnections;
 use crate::http::{self, ApiContext, ApiLimits, ApiState, ManagerToken};
 use crate::log::{EventLog, LogError, LogStore, SledStore};
 use crate::presence::Presence;
 use crate::service::{ServiceError, UserService};
 use crate::view::projector::{self, Projector, ProjectorError};
 use crate::view::{SqliteView, ViewError, ViewState, ViewStore};
+
+/// How long the stop waits for sessions to close themselves, and then for HTTP requests in
+/// hand, before it closes what is left.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +181,10 @@ impl Server {
         let api_task = tokio::spawn(http::serve::serve(
             api_listener,
             api,
-            config.header_read_timeout,
+            ApiConnections {
+                header_read_timeout: config.header_read_timeout,
+                grace: STOP_GRACE,
+            },
             stop_api.clone(),
         ));
         let gateway_task = tokio::spawn(gateway.clone().serve(ws_listener));
@@ -224,19 +232,15 @@ impl Server {
     /// The graceful stop: see the module header. Returns once the data directory is released.
     pub async fn shutdown(self) {
         self.ready.store(false, Ordering::Release);
-        self.gateway.shut_down(Duration::from_secs(5)).await;
+        self.gateway.shut_down(STOP_GRACE).await;
         let _ = self.gateway_task.await;
         // Sessions that could not close themselves in time are closed here.
         if let Err(e) = close_all(&self.service, CloseReason::ServerShutdown).await {
             tracing::error!(error = %e, "could not record every session's close");
         }
+        // Returns within STOP_GRACE: what is still busy then is closed.
         self.stop_api.cancel();
-        if tokio::time::timeout(Duration::from_secs(5), self.api_task)
-            .await
-            .is_err()
-        {
-            tracing::warn!("HTTP connections still open after 5 s; closing them");
-        }
+        let _ = self.api_task.await;
         let stopped = Event::NodeStopped(lifetime_end(self.node_id, self.boot_id));
         if let Err(e) = self.service.record(vec![stopped]).await {
             tracing::error!(error = %e, "could not record NodeStopped");

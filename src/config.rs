@@ -46,8 +46,10 @@ pub struct Config {
     pub first_frame_timeout: Duration,
 
     /// An API connection must send the whole head of its next request within this long (a
-    /// client that trickles its headers, or keeps a connection idle, is disconnected).
-    #[arg(long, env = "WK_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// client that trickles its headers, or keeps a connection idle, is disconnected). Longer
+    /// than the 90 s that common HTTP clients (reqwest, Go) keep an idle connection pooled, so
+    /// that the server is not the one to close a connection a client is about to reuse.
+    #[arg(long, env = "WK_HEADER_READ_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
 
     /// Largest HTTP request body, in bytes (larger: 413).
@@ -169,7 +171,7 @@ mod tests {
         assert_eq!(c.ws_addr.to_string(), "0.0.0.0:5200");
         assert_eq!(c.idle_timeout, Duration::from_secs(90));
         assert_eq!(c.max_body_bytes, 1 << 20);
-        assert_eq!(c.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.header_read_timeout, Duration::from_secs(120));
         assert!(c.check().unwrap().is_empty());
     }
 

@@ -1,19 +1,22 @@
 //! The API's connections: accepted here, each served by hyper's HTTP/1.1 in a task of its own.
 //!
-//! `axum::serve` does the same job for any service; this loop does it for ours, without the
-//! parts the API does not use: the protocol sniffing and upgrade machinery of hyper-util's
-//! `auto` builder (the API speaks HTTP/1.1 only; WebSockets have their own port), the box
-//! around every request body (the hot path reads hyper's body as it comes), and a shutdown
-//! watch polled at every wake of every connection. Load-tool rounds against `axum::serve`:
-//! 65.1k / 63.1k / 66.8k / 64.8k onlinestatus requests/s vs 64.4k / 65.2k / 61.5k / 65.4k.
-//! It also bounds the head of a request in time (`--header-read-timeout`): a client that
-//! trickles its headers, or holds an idle keep-alive connection, is cut.
+//! `axum::serve` does the same job for any service; this loop does it for ours. It leaves out
+//! what the API does not use: hyper-util's `auto` builder sniffs each connection's protocol and
+//! wraps it for upgrades (the API speaks HTTP/1.1 only; WebSockets have their own port), and
+//! axum boxes every request body (the hot path reads hyper's body as it comes; the router's
+//! routes still get axum's `Body`). It adds what `axum::serve` lacks: a time limit on the head
+//! of every request (`--header-read-timeout`; hyper also applies it to a keep-alive connection
+//! waiting for its next request, so an idle connection is closed after it), and a bound on
+//! the stop. Load-tool rounds against `axum::serve`: 65.1k / 63.1k / 66.8k / 64.8k
+//! onlinestatus requests/s vs 64.4k / 65.2k / 61.5k / 65.4k (within the noise).
 //!
-//! Promises: at `stop` no connection is accepted any more, every open one finishes the
-//! request in hand (idle ones close at once), and [`serve`] returns when all have closed.
-//! Must never: end on an accept error (out of file descriptors is transient: it backs off).
+//! Promises: once `stop` is cancelled nothing more is accepted, idle connections close, and
+//! each busy one finishes the request in hand; whatever is still open [`ApiConnections::grace`]
+//! later is closed, and [`serve`] returns when every connection task has ended. Must never: end
+//! on an accept error (out of file descriptors is transient: it backs off and retries).
 
 use std::convert::Infallible;
+use std::io;
 use std::pin::pin;
 use std::time::Duration;
 
@@ -24,13 +27,26 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::Service;
+use tower::{Service, ServiceExt};
+
+/// The time limits of the API's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiConnections {
+    /// How long a connection may take to send the head of its next request.
+    pub header_read_timeout: Duration,
+    /// How long the stop waits for open requests before it closes their connections.
+    pub grace: Duration,
+}
+
+/// The first pause after a failed accept; it doubles while accepts keep failing.
+const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Serves `api` on `listener` until `stop` is cancelled, then lets open requests finish.
 pub async fn serve<S>(
     listener: TcpListener,
     api: S,
-    header_read_timeout: Duration,
+    limits: ApiConnections,
     stop: CancellationToken,
 ) where
     S: Service<hyper::Request<Incoming>, Response = Response, Error = Infallible>
@@ -41,8 +57,10 @@ pub async fn serve<S>(
 {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout);
     let connections = TaskTracker::new();
+    let force = CancellationToken::new();
+    let mut backoff = FIRST_BACKOFF;
     loop {
         let accepted = tokio::select! {
             biased;
@@ -51,19 +69,25 @@ pub async fn serve<S>(
         };
         let tcp = match accepted {
             Ok((tcp, _)) => tcp,
+            // That connection is gone; the next one may be fine.
+            Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accepting an API connection failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tracing::warn!(error = %e, pause = ?backoff, "accepting an API connection failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
+        backoff = FIRST_BACKOFF;
         let api = api.clone();
         let connection = http.serve_connection(
             TokioIo::new(tcp),
-            hyper::service::service_fn(move |request| api.clone().call(request)),
+            hyper::service::service_fn(move |request| api.clone().oneshot(request)),
         );
-        let stop = stop.clone();
+        // A token of its own: it is polled at every wake of the connection, and the parent's
+        // lock would be shared by every connection on every core.
+        let stop = stop.child_token();
+        let force = force.clone();
         connections.spawn(async move {
             let mut connection = pin!(connection);
             tokio::select! {
@@ -72,10 +96,36 @@ pub async fn serve<S>(
                 _ = connection.as_mut() => return,
                 _ = stop.cancelled() => connection.as_mut().graceful_shutdown(),
             }
-            let _ = connection.await;
+            // Dropping the connection, when forced, closes its socket.
+            tokio::select! {
+                biased;
+                _ = connection => {}
+                _ = force.cancelled() => {}
+            }
         });
     }
     drop(listener);
     connections.close();
-    connections.wait().await;
+    if tokio::time::timeout(limits.grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "API connections still busy {:?} after the stop; closing them",
+            limits.grace
+        );
+        force.cancel();
+        connections.wait().await;
+    }
+}
+
+/// Errors that concern the one connection being accepted, not the listener.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
 }

@@ -560,3 +560,32 @@ async fn an_api_client_that_trickles_its_head_or_sits_idle_is_cut_by_the_header_
     let (status, body) = app.post("/user/onlinestatus", &json!([])).await;
     assert_eq!((status, body), (200, json!([])));
 }
+
+#[tokio::test]
+async fn the_stop_closes_api_connections_idle_at_once_and_busy_ones_after_its_grace() {
+    // Heads may take ten minutes here: only the stop's own bound can end these connections.
+    let mut app = spawn_app_with(&["--header-read-timeout", "600s"]).await;
+    let api = app.server().api_addr();
+    let mut idle = tokio::net::TcpStream::connect(api).await.unwrap();
+    let request = format!(
+        "POST /user/onlinestatus HTTP/1.1\r\nhost: {api}\r\ncontent-type: application/json\r\n\
+         content-length: 2\r\n\r\n[]"
+    );
+    idle.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = [0u8; 12];
+    idle.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    // Half a head: a request in hand that never completes.
+    let mut busy = tokio::net::TcpStream::connect(api).await.unwrap();
+    let head = format!("POST /user/token HTTP/1.1\r\nhost: {api}\r\n");
+    busy.write_all(head.as_bytes()).await.unwrap();
+    // The stop is bounded by its grace (5 s) plus the gateway's; 60 s here only guards
+    // against a hang.
+    tokio::time::timeout(Duration::from_secs(60), app.stop())
+        .await
+        .expect("the stop ended");
+    for (what, tcp) in [("idle", &mut idle), ("busy", &mut busy)] {
+        let rest = read_to_close(tcp, Duration::from_secs(1)).await;
+        assert!(rest.is_some(), "the {what} connection was closed");
+    }
+}
