@@ -4,9 +4,11 @@
 //! The load tool shares two cores with the server it measures, so its client must cost little
 //! per request and must cost the same against the real server and against the constant-body
 //! ceiling; a general client (reqwest: a pool, header maps, streamed bodies) does more work per
-//! request than this loop needs. Promises: a response is read completely before the next request; after any error the
-//! connection is dropped and the next request opens a new one. Must never: pipeline, or accept
-//! a response it cannot frame (chunked bodies are refused as an error).
+//! request than this loop needs. Promises: a response is read completely before the next
+//! request; a request that finds its idle connection closed by the server (before any byte of
+//! an answer) is sent once more on a new connection; after any other error the connection is
+//! dropped and the next request opens a new one. Must never: pipeline, or accept a response
+//! it cannot frame (chunked bodies are refused as an error).
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -78,6 +80,20 @@ impl HttpConn {
 
     /// Sends `out`, reads one response: (status, body start, body end, server closes).
     async fn exchange(&mut self) -> io::Result<(u16, usize, usize, bool)> {
+        let reused = self.stream.is_some();
+        match self.exchange_once().await {
+            // The server closed the connection while it sat idle (the API cuts a keep-alive
+            // connection after `--header-read-timeout`): no byte of an answer came, so the
+            // request was not served; it goes again on a new connection.
+            Err(e) if reused && self.buf.is_empty() && closed_by_peer(&e) => {
+                self.stream = None;
+                self.exchange_once().await
+            }
+            answered => answered,
+        }
+    }
+
+    async fn exchange_once(&mut self) -> io::Result<(u16, usize, usize, bool)> {
         if self.stream.is_none() {
             let s = TcpStream::connect(self.addr).await?;
             s.set_nodelay(true)?;
@@ -99,6 +115,16 @@ impl HttpConn {
         }
         Ok((head.status, head_end, end, head.close))
     }
+}
+
+fn closed_by_peer(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
@@ -169,5 +195,30 @@ mod tests {
         assert!(parse_head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").is_err());
         assert!(parse_head(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
         assert!(parse_head(b"garbage\r\n\r\n").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_while_idle_is_replaced_without_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().display().to_string();
+        let config = crate::config::Config::from_args([
+            "--data-dir",
+            data.as_str(),
+            "--api-addr",
+            "127.0.0.1:0",
+            "--ws-addr",
+            "127.0.0.1:0",
+            "--header-read-timeout",
+            "300ms",
+        ])
+        .unwrap();
+        let server = crate::app::Server::start(config).await.unwrap();
+        let mut conn = HttpConn::new(server.api_addr(), None);
+        assert_eq!(conn.get("/healthz").await.unwrap().0, 200);
+        // Idle past the server's limit: it closes the connection.
+        tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+        let (status, body) = conn.get("/healthz").await.unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(body));
+        server.shutdown().await;
     }
 }
