@@ -335,16 +335,9 @@ async fn hostile_upgrades_are_closed_without_an_upgrade_and_give_their_slots_bac
     assert_dropped(&app, 1, "the per-address cap after hostile upgrades").await;
 }
 
-#[tokio::test]
-async fn a_slowloris_upgrade_is_cut_by_the_first_frame_limit_at_the_latest() {
-    let app = spawn_app_with(&["--max-pending-per-ip", "1", "--first-frame-timeout", "1s"]).await;
-    let host = app.server().ws_addr();
-    let mut tcp = app.tcp_from(loopback(1)).await;
-    tcp.set_nodelay(true).unwrap();
-    // The upgrade's start, then one more header byte every 10 ms, never finishing: bounded
-    // here to 10 s, which the server must not wait out.
-    let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n");
-    let _ = tcp.write_all(head.as_bytes()).await;
+/// Sends a header that never ends, a byte every 10 ms, until the server stops taking them or
+/// 10 s have passed (a limit under test must end it well before).
+async fn trickle_a_header(tcp: &mut tokio::net::TcpStream) {
     let trickle = async {
         for b in b"X-Slow: "
             .iter()
@@ -358,6 +351,19 @@ async fn a_slowloris_upgrade_is_cut_by_the_first_frame_limit_at_the_latest() {
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), trickle).await;
+}
+
+#[tokio::test]
+async fn a_slowloris_upgrade_is_cut_by_the_first_frame_limit_at_the_latest() {
+    let app = spawn_app_with(&["--max-pending-per-ip", "1", "--first-frame-timeout", "1s"]).await;
+    let host = app.server().ws_addr();
+    let mut tcp = app.tcp_from(loopback(1)).await;
+    tcp.set_nodelay(true).unwrap();
+    // The upgrade's start, then one more header byte every 10 ms, never finishing: bounded
+    // here to 10 s, which the server must not wait out.
+    let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n");
+    let _ = tcp.write_all(head.as_bytes()).await;
+    trickle_a_header(&mut tcp).await;
     assert!(!upgraded(&mut tcp).await);
     drop(tcp);
     // Its slot (the only one of its address) comes back.
@@ -529,19 +535,7 @@ async fn an_api_client_that_trickles_its_head_or_sits_idle_is_cut_by_the_header_
     trickling.set_nodelay(true).unwrap();
     let head = format!("POST /user/onlinestatus HTTP/1.1\r\nhost: {api}\r\n");
     trickling.write_all(head.as_bytes()).await.unwrap();
-    let trickle = async {
-        for b in b"x-slow: "
-            .iter()
-            .chain(std::iter::repeat(&b'z'))
-            .take(1000)
-        {
-            if trickling.write_all(&[*b]).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(10), trickle).await;
+    trickle_a_header(&mut trickling).await;
     let answer = read_to_close(&mut trickling, Duration::from_secs(5)).await;
     let answer = answer.expect("the trickling connection was closed");
     assert!(!answer.starts_with(b"HTTP/1.1 200"), "it was not served");
