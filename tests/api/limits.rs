@@ -1,7 +1,8 @@
 //! The limits against hostile clients, each at its edge over real sockets (`protocol.md` 3.1 and
 //! section 5): sockets not yet authenticated, per peer address and in total; open connections
 //! in total; the first-frame limit and the message size before connect; uids per HTTP request;
-//! the time an API connection has to send a request's head.
+//! the time an API connection has to send a request's head, and how the stop ends API
+//! connections (idle ones at once, a request in hand answered, the rest after the grace).
 //!
 //! The gateway runs here with small limits and a long first-frame limit (30 s, unless a test is
 //! about it), so that a socket closed within a test's 5 s wait was dropped by a limit, not by the
@@ -582,4 +583,41 @@ async fn the_stop_closes_api_connections_idle_at_once_and_busy_ones_after_its_gr
         let rest = read_to_close(tcp, Duration::from_secs(1)).await;
         assert!(rest.is_some(), "the {what} connection was closed");
     }
+}
+
+#[tokio::test]
+async fn a_request_in_hand_at_the_stop_is_answered_and_what_it_acknowledged_survives() {
+    let mut app = spawn_app().await;
+    let api = app.server().api_addr();
+    // A token set whose body is half sent when the stop begins.
+    let body = br#"{"uid":"late","token":"late-token","device_flag":1,"device_level":1}"#;
+    let (first, rest) = body.split_at(20);
+    let mut tcp = tokio::net::TcpStream::connect(api).await.unwrap();
+    let head = format!(
+        "POST /user/token HTTP/1.1\r\nhost: {api}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(first).await.unwrap();
+    let stopping = tokio::spawn(app.server.take().unwrap().shutdown());
+    // The API has stopped once it accepts nothing more (bounded: the stop takes seconds).
+    let refused = async {
+        while tokio::net::TcpStream::connect(api).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), refused)
+        .await
+        .expect("the API stopped accepting");
+    tcp.write_all(rest).await.unwrap();
+    let answer = read_to_close(&mut tcp, Duration::from_secs(30)).await;
+    let answer = String::from_utf8(answer.expect("answered, then closed")).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(r#"{"status":200}"#), "{answer}");
+    stopping.await.unwrap();
+    // Acknowledged, so durable: the next lifetime knows the token.
+    app.restart().await;
+    let (_ws, connected) = app.ws_connect("late", "late-token", 1, "late-1").await;
+    assert_connected(&connected);
 }
