@@ -18,6 +18,7 @@ mod front;
 mod health;
 pub mod onlinestatus;
 mod query;
+mod quiet;
 pub mod serve;
 pub mod sessions;
 pub mod stats;

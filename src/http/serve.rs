@@ -5,10 +5,10 @@
 //! wraps it for upgrades (the API speaks HTTP/1.1 only; WebSockets have their own port), and
 //! axum boxes every request body (the hot path reads hyper's body as it comes; the router's
 //! routes still get axum's `Body`). It adds what `axum::serve` lacks: a time limit on the head
-//! of every request (`--header-read-timeout`; hyper also applies it to a keep-alive connection
-//! waiting for its next request, so an idle connection is closed after it), and a bound on
-//! the stop. Load-tool rounds against `axum::serve`: 65.1k / 63.1k / 66.8k / 64.8k
-//! onlinestatus requests/s vs 64.4k / 65.2k / 61.5k / 65.4k (within the noise).
+//! of every request (`--header-read-timeout`, kept by [`super::quiet`] with a timer per
+//! connection rather than hyper's per request; it also closes a keep-alive connection idle for
+//! that long), and a bound on the stop. Load-tool rounds against `axum::serve`: 65.1k / 63.1k
+//! / 66.8k / 64.8k onlinestatus requests/s vs 64.4k / 65.2k / 61.5k / 65.4k (within the noise).
 //!
 //! Promises: once `stop` is cancelled nothing more is accepted, idle connections close, and
 //! each busy one finishes the request in hand; whatever is still open [`ApiConnections::grace`]
@@ -18,16 +18,19 @@
 use std::convert::Infallible;
 use std::io;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
+
+use super::quiet::{Activity, QuietWatch};
 
 /// The time limits of the API's connections.
 #[derive(Debug, Clone, Copy)]
@@ -55,9 +58,8 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+    let http = http1::Builder::new();
+    let look_every = QuietWatch::period(limits.header_read_timeout);
     let connections = TaskTracker::new();
     let force = CancellationToken::new();
     let mut backoff = FIRST_BACKOFF;
@@ -80,9 +82,19 @@ pub async fn serve<S>(
         };
         backoff = FIRST_BACKOFF;
         let api = api.clone();
+        let activity = Arc::new(Activity::default());
+        let mut watch = QuietWatch::new(activity.clone());
         let connection = http.serve_connection(
             TokioIo::new(tcp),
-            hyper::service::service_fn(move |request| api.clone().oneshot(request)),
+            hyper::service::service_fn(move |request| {
+                let in_hand = activity.start();
+                let call = api.clone().oneshot(request);
+                async move {
+                    let answer = call.await;
+                    drop(in_hand);
+                    answer
+                }
+            }),
         );
         // A token of its own: it is polled at every wake of the connection, and the parent's
         // lock would be shared by every connection on every core.
@@ -90,11 +102,18 @@ pub async fn serve<S>(
         let force = force.clone();
         connections.spawn(async move {
             let mut connection = pin!(connection);
-            tokio::select! {
-                biased;
-                // An error is the client's (it went away, or sent no valid request in time).
-                _ = connection.as_mut() => return,
-                _ = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+            let start = tokio::time::Instant::now() + look_every;
+            let mut looks = tokio::time::interval_at(start, look_every);
+            looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    // An error is the client's (it went away, or sent no valid request).
+                    _ = connection.as_mut() => return,
+                    _ = stop.cancelled() => break connection.as_mut().graceful_shutdown(),
+                    // No head for the whole limit: dropping the connection closes it.
+                    _ = looks.tick() => if watch.look() { return },
+                }
             }
             // Dropping the connection, when forced, closes its socket.
             tokio::select! {

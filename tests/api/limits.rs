@@ -557,6 +557,49 @@ async fn an_api_client_that_trickles_its_head_or_sits_idle_is_cut_by_the_header_
 }
 
 #[tokio::test]
+async fn a_body_slower_than_the_header_limit_is_served_and_its_connection_kept() {
+    let app = spawn_app_with(&["--header-read-timeout", "2s"]).await;
+    let api = app.server().api_addr();
+    let uids = (0..10).map(|i| format!("\"slow-{i}\"")).collect::<Vec<_>>();
+    let body = format!("[{}]", uids.join(","));
+    let mut tcp = tokio::net::TcpStream::connect(api).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let head = format!(
+        "POST /user/onlinestatus HTTP/1.1\r\nhost: {api}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // The body over 5 s, two and a half limits: a request in hand is not the head limit's to
+    // cut.
+    for piece in body.as_bytes().chunks(body.len().div_ceil(10)) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tcp.write_all(piece).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"\r\n\r\n[]") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("answered")
+            .unwrap();
+        assert!(n > 0, "closed before the answer: {answer:?}");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    // Idle for half the limit, the connection still takes a request.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let request = format!(
+        "POST /user/onlinestatus HTTP/1.1\r\nhost: {api}\r\ncontent-type: application/json\r\n\
+         content-length: 2\r\n\r\n[]"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let again = read_to_close(&mut tcp, Duration::from_secs(10)).await;
+    let again = String::from_utf8(again.expect("answered, then cut once idle")).unwrap();
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+}
+
+#[tokio::test]
 async fn the_stop_closes_api_connections_idle_at_once_and_busy_ones_after_its_grace() {
     // Heads may take ten minutes here: only the stop's own bound can end these connections.
     let mut app = spawn_app_with(&["--header-read-timeout", "600s"]).await;
