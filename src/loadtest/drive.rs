@@ -242,12 +242,24 @@ pub async fn keep_alive(slots: Slots, every: Duration) {
     }
 }
 
+#[derive(Default)]
 pub struct StatusRun {
     pub requests: u64,
     pub answered_in: Latencies,
     pub answer_bytes: u64,
     pub errors: Errors,
     pub elapsed: Duration,
+}
+
+impl StatusRun {
+    /// Adds a run of the same load on the same target (a later slice).
+    pub fn merge(&mut self, other: StatusRun) {
+        self.requests += other.requests;
+        self.answered_in.merge(other.answered_in);
+        self.answer_bytes += other.answer_bytes;
+        self.errors.merge(other.errors);
+        self.elapsed += other.elapsed;
+    }
 }
 
 /// For `duration`, `clients` connections each POST `bodies` (in turn) to
@@ -295,13 +307,7 @@ pub async fn onlinestatus(
             (answered_in, errors, bytes)
         });
     }
-    let mut run = StatusRun {
-        requests: 0,
-        answered_in: Latencies::default(),
-        answer_bytes: 0,
-        errors: Errors::default(),
-        elapsed: Duration::ZERO,
-    };
+    let mut run = StatusRun::default();
     while let Some(done) = tasks.join_next().await {
         let (l, e, b) = done.expect("a status client panicked");
         run.answered_in.merge(l);

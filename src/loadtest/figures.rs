@@ -3,15 +3,20 @@
 //! alone, then the same while held sessions churn at the given rate.
 //!
 //! Because both targets go through [`open`] and [`drive`], each figure of the server has a
-//! ceiling taken under the same load shape by the same client code. Promises: every phase is
-//! bounded (by `--phase-limit` for opening, by `--measure-time` and `--duration` for the rest).
+//! ceiling taken under the same load shape by the same client code. The server's
+//! "onlinestatus alone" is also taken in slices that alternate with a ceiling server's, in
+//! the order server, ceiling, ceiling, server, server, ... ([`PAIRS`] of each): the machine's
+//! speed drifts by tens of percent within a run, and in alternating slices a drift weighs on
+//! both sides alike (a steady drift cancels out), where two runs of the ceiling a minute
+//! before and after the server only bracket it. Promises: every phase is bounded (by
+//! `--phase-limit` for opening, by `--measure-time` and `--duration` for the rest).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::cpu::CpuTimes;
-use super::drive::{self, OpenRun, Slots};
+use super::drive::{self, OpenRun, Slots, StatusRun};
 use super::measure::{rate, Errors, Latencies, Summary};
 use super::ws::{Expect, Frames};
 use super::{Clock, LoadtestArgs};
@@ -24,6 +29,9 @@ pub struct Rated {
     pub latency: Summary,
     pub cpu_busy: Option<f64>,
 }
+
+/// Slices of "onlinestatus alone" taken of the server and of the ceiling beside it, each.
+pub const PAIRS: u32 = 4;
 
 impl Rated {
     fn of(count: u64, elapsed: Duration, latency: &Latencies) -> Rated {
@@ -59,6 +67,9 @@ pub struct Figures {
     pub open: Rated,
     /// onlinestatus alone.
     pub status_alone: Rated,
+    /// onlinestatus alone of a ceiling server, in slices alternating with this target's (when
+    /// [`drive`] was given one).
+    pub status_alone_beside: Option<Rated>,
     /// onlinestatus while sessions churn.
     pub status_churn: Rated,
     /// Churn reconnects: connects/s, connect frame -> answer.
@@ -80,6 +91,7 @@ impl Figures {
             sessions: self.sessions.max(other.sessions),
             open: self.open.best(&other.open),
             status_alone: self.status_alone.best(&other.status_alone),
+            status_alone_beside: None,
             status_churn: self.status_churn.best(&other.status_churn),
             connects: self.connects.best(&other.connects),
             closes: self.closes.best(&other.closes),
@@ -136,8 +148,9 @@ pub async fn open(clock: &Clock, target: &Target, load: &Load<'_>, frames: Arc<F
     run
 }
 
-/// onlinestatus alone for `--measure-time`, then with churn for `churn_for`; the sessions of
-/// `opened` stay held (those whose reconnect failed are gone).
+/// onlinestatus alone for `--measure-time` (in slices alternating with the ceiling at
+/// `beside`, when given), then with churn for `churn_for`; the sessions of `opened` stay held
+/// (those whose reconnect failed are gone).
 pub async fn drive(
     clock: &Clock,
     target: &Target,
@@ -145,21 +158,26 @@ pub async fn drive(
     frames: Arc<Frames>,
     opened: OpenRun,
     churn_for: Duration,
+    beside: Option<SocketAddr>,
 ) -> (Figures, Slots) {
     let a = load.args;
-    let cpu_before = CpuTimes::now();
-    let alone = drive::onlinestatus(
-        target.http,
-        target.token.clone(),
-        load.bodies.clone(),
-        a.status_clients,
-        a.measure_time,
-    )
-    .await;
-    let mut alone_rated = Rated::of(alone.requests, alone.elapsed, &alone.answered_in);
-    alone_rated.cpu_busy = cpu_before
-        .zip(CpuTimes::now())
-        .and_then(|(before, after)| before.busy_until(&after));
+    let (alone, alone_rated, beside_rated) = match beside {
+        None => {
+            let (run, busy) =
+                status_alone(target.http, target.token.clone(), load, a.measure_time).await;
+            let mut rated = Rated::of(run.requests, run.elapsed, &run.answered_in);
+            rated.cpu_busy = busy;
+            (run, rated, None)
+        }
+        Some(ceiling) => {
+            let (run, rated, beside) = status_alone_in_pairs(target, ceiling, load).await;
+            (run, rated, Some(beside))
+        }
+    };
+    let busy = |r: &Rated| {
+        r.cpu_busy
+            .map_or("?".into(), |b| format!("{:.0}%", b * 100.0))
+    };
     clock.say(&format!(
         "{}:   onlinestatus alone, {} clients, {:.1} s: {:.0}/s, {}, CPUs {} busy",
         target.name,
@@ -167,10 +185,18 @@ pub async fn drive(
         a.measure_time.as_secs_f64(),
         alone_rated.per_sec,
         alone_rated.latency,
-        alone_rated
-            .cpu_busy
-            .map_or("?".into(), |b| format!("{:.0}%", b * 100.0))
+        busy(&alone_rated)
     ));
+    if let Some(c) = &beside_rated {
+        clock.say(&format!(
+            "{}:   the ceiling in the slices between: {:.0}/s, {}, CPUs {} busy; ratio {:.2}x",
+            target.name,
+            c.per_sec,
+            c.latency,
+            busy(c),
+            alone_rated.per_sec / c.per_sec
+        ));
+    }
     let keep_alive = tokio::spawn(drive::keep_alive(opened.slots.clone(), super::PING_EVERY));
     let (churn, busy) = tokio::join!(
         drive::churn(
@@ -195,6 +221,7 @@ pub async fn drive(
         sessions: opened.slots.len(),
         open: Rated::of(opened.opened, opened.elapsed, &opened.answered_in),
         status_alone: alone_rated,
+        status_alone_beside: beside_rated,
         status_churn: Rated::of(busy.requests, busy.elapsed, &busy.answered_in),
         connects: Rated::of(churn.connects, churn.elapsed, &churn.connect_in),
         closes: Rated::of(churn.disconnects, churn.elapsed, &churn.close_in),
@@ -222,6 +249,58 @@ pub async fn drive(
         figures.closes.latency
     ));
     (figures, opened.slots)
+}
+
+/// One run of onlinestatus alone against `http`, with how busy the CPUs were meanwhile.
+async fn status_alone(
+    http: SocketAddr,
+    token: Option<String>,
+    load: &Load<'_>,
+    duration: Duration,
+) -> (StatusRun, Option<f64>) {
+    let a = load.args;
+    let before = CpuTimes::now();
+    let run =
+        drive::onlinestatus(http, token, load.bodies.clone(), a.status_clients, duration).await;
+    let busy = before
+        .zip(CpuTimes::now())
+        .and_then(|(before, after)| before.busy_until(&after));
+    (run, busy)
+}
+
+/// onlinestatus alone in [`PAIRS`] slices of the target and as many of the ceiling at
+/// `ceiling`, alternating (target, ceiling, ceiling, target, ...), `--measure-time` in all
+/// for each: the target's run and figure, then the ceiling's figure.
+async fn status_alone_in_pairs(
+    target: &Target,
+    ceiling: SocketAddr,
+    load: &Load<'_>,
+) -> (StatusRun, Rated, Rated) {
+    let slice = load.args.measure_time / PAIRS;
+    let mut runs = [StatusRun::default(), StatusRun::default()];
+    let mut busy = [(0.0, Duration::ZERO); 2];
+    for pair in 0..PAIRS {
+        let order = if pair % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let (http, token) = match side {
+                0 => (target.http, target.token.clone()),
+                _ => (ceiling, None),
+            };
+            let (run, share) = status_alone(http, token, load, slice).await;
+            if let Some(share) = share {
+                busy[side].0 += share * run.elapsed.as_secs_f64();
+                busy[side].1 += run.elapsed;
+            }
+            runs[side].merge(run);
+        }
+    }
+    let [run, beside] = runs;
+    let rate = |run: &StatusRun, (busy, over): (f64, Duration)| Rated {
+        cpu_busy: (!over.is_zero()).then(|| busy / over.as_secs_f64()),
+        ..Rated::of(run.requests, run.elapsed, &run.answered_in)
+    };
+    let (target_rated, beside_rated) = (rate(&run, busy[0]), rate(&beside, busy[1]));
+    (run, target_rated, beside_rated)
 }
 
 /// Drops every held session; returns how many there were.

@@ -8,8 +8,9 @@
 //! 2. the server: register the users' tokens through `/user/token`; open one WebSocket session
 //!    per user at full speed (durable connects), reading `/stats` before and after for the
 //!    server's memory per idle connection; `/user/onlinestatus` with 100 uids from K clients
-//!    alone, then for `--duration` while held sessions are closed and reopened at
-//!    `--churn-rate`; drop every session;
+//!    alone, in slices alternating with a third ceiling server's ([`figures`]), then for
+//!    `--duration` while held sessions are closed and reopened at `--churn-rate`; drop every
+//!    session;
 //! 3. the ceilings again (the host's speed drifts: the better run is the ceiling);
 //! 4. the report ([`report`]).
 //!
@@ -193,7 +194,10 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     let first = measure_ceilings(&clock, &load, ceiling_frames(), constant.clone()).await?;
 
     // 2-4. The server.
-    let server = measure_server(&clock, &load, &users, frames, api, ws_addr, token, before).await?;
+    let server = measure_server(
+        &clock, &load, &users, frames, api, ws_addr, token, before, &constant,
+    )
+    .await?;
 
     // 1'. The ceilings again: the machine's speed drifts; the better of the two is the ceiling.
     let second = measure_ceilings(&clock, &load, ceiling_frames(), constant.clone()).await?;
@@ -218,6 +222,7 @@ async fn measure_server(
     ws: std::net::SocketAddr,
     token: Option<String>,
     before: ServerStats,
+    constant: &[u8],
 ) -> anyhow::Result<ServerRun> {
     let args = load.args;
     let mut probe = HttpConn::new(api, token.clone());
@@ -262,8 +267,21 @@ async fn measure_server(
     let opened = figures::open(clock, &target, load, frames.clone()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = server_stats(&mut probe).await?;
-    let (figures, slots) =
-        figures::drive(clock, &target, load, frames, opened, args.duration).await;
+    // A ceiling of its own, for the slices of "onlinestatus alone" between the server's.
+    let beside = ceiling::Ceilings::start(constant)
+        .await
+        .context("starting the ceiling servers")?;
+    let (figures, slots) = figures::drive(
+        clock,
+        &target,
+        load,
+        frames,
+        opened,
+        args.duration,
+        Some(beside.http_addr),
+    )
+    .await;
+    beside.stop().await;
     let at_end = server_stats(&mut probe).await?;
 
     // Leave: drop every session at once and time how long the server takes to record them.
@@ -308,8 +326,16 @@ async fn measure_ceilings(
         expect: Expect::Echo,
     };
     let opened = figures::open(clock, &target, load, frames.clone()).await;
-    let (figures, slots) =
-        figures::drive(clock, &target, load, frames, opened, load.args.measure_time).await;
+    let (figures, slots) = figures::drive(
+        clock,
+        &target,
+        load,
+        frames,
+        opened,
+        load.args.measure_time,
+        None,
+    )
+    .await;
     figures::release(&slots);
     ceilings.stop().await;
     Ok(figures)
