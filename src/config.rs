@@ -46,8 +46,9 @@ pub struct Config {
     pub first_frame_timeout: Duration,
 
     /// An API connection must send the whole head of its next request within this long (a
-    /// client that trickles its headers, or keeps a connection idle, is disconnected, at most
-    /// a quarter of this later; a request in hand is never cut by it). Longer
+    /// client that trickles its headers, keeps a connection idle, or does not read its answer,
+    /// is disconnected, at most a quarter of this later; a request in hand is never cut by it).
+    /// Longer
     /// than the 90 s that common HTTP clients (reqwest, Go) keep an idle connection pooled, so
     /// that the server is not the one to close a connection a client is about to reuse.
     #[arg(long, env = "WK_HEADER_READ_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]

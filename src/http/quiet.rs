@@ -13,8 +13,9 @@
 //! Promises: a connection is never cut while a request is in hand, nor before the limit has
 //! passed since its accept or its last request began or ended; one that trickles a head, sits
 //! idle, or does not read its answer is cut at most a quarter of the limit after that. Must
-//! never: cost a request more than two uncontended atomic adds (the counters are the
-//! connection's own).
+//! never: cost a request more than a few uncontended atomic operations (two counts and an
+//! `Arc`'s, on the connection's own lines), nor a wake of the connection more than a poll of
+//! its one timer.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

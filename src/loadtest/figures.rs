@@ -161,17 +161,18 @@ pub async fn drive(
     beside: Option<SocketAddr>,
 ) -> (Figures, Slots) {
     let a = load.args;
-    let (alone, alone_rated, beside_rated) = match beside {
+    let (alone, alone_rated, beside_run, beside_rated) = match beside {
         None => {
             let (run, busy) =
                 status_alone(target.http, target.token.clone(), load, a.measure_time).await;
             let mut rated = Rated::of(run.requests, run.elapsed, &run.answered_in);
             rated.cpu_busy = busy;
-            (run, rated, None)
+            (run, rated, None, None)
         }
         Some(ceiling) => {
-            let (run, rated, beside) = status_alone_in_pairs(target, ceiling, load).await;
-            (run, rated, Some(beside))
+            let (run, rated, beside, beside_rated) =
+                status_alone_in_pairs(target, ceiling, load).await;
+            (run, rated, Some(beside), Some(beside_rated))
         }
     };
     let busy = |r: &Rated| {
@@ -232,6 +233,10 @@ pub async fn drive(
         errors: vec![
             ("open", opened.errors),
             ("onlinestatus alone", alone.errors),
+            (
+                "onlinestatus alone, the ceiling between",
+                beside_run.map(|run| run.errors).unwrap_or_default(),
+            ),
             ("churn", churn.errors),
             ("onlinestatus with churn", busy.errors),
         ],
@@ -270,13 +275,16 @@ async fn status_alone(
 
 /// onlinestatus alone in [`PAIRS`] slices of the target and as many of the ceiling at
 /// `ceiling`, alternating (target, ceiling, ceiling, target, ...), `--measure-time` in all
-/// for each: the target's run and figure, then the ceiling's figure.
+/// for each: the target's run and figure, then the ceiling's run and figure.
 async fn status_alone_in_pairs(
     target: &Target,
     ceiling: SocketAddr,
     load: &Load<'_>,
-) -> (StatusRun, Rated, Rated) {
+) -> (StatusRun, Rated, StatusRun, Rated) {
     let slice = load.args.measure_time / PAIRS;
+    // The ceiling process was just started: warmed up first, unmeasured, as the target was by
+    // the phases before (its errors still count).
+    let (warm_up, _) = status_alone(ceiling, None, load, slice / 4).await;
     let mut runs = [StatusRun::default(), StatusRun::default()];
     let mut busy = [(0.0, Duration::ZERO); 2];
     for pair in 0..PAIRS {
@@ -294,13 +302,14 @@ async fn status_alone_in_pairs(
             runs[side].merge(run);
         }
     }
-    let [run, beside] = runs;
+    let [run, mut beside] = runs;
     let rate = |run: &StatusRun, (busy, over): (f64, Duration)| Rated {
         cpu_busy: (!over.is_zero()).then(|| busy / over.as_secs_f64()),
         ..Rated::of(run.requests, run.elapsed, &run.answered_in)
     };
     let (target_rated, beside_rated) = (rate(&run, busy[0]), rate(&beside, busy[1]));
-    (run, target_rated, beside_rated)
+    beside.errors.merge(warm_up.errors);
+    (run, target_rated, beside, beside_rated)
 }
 
 /// Drops every held session; returns how many there were.

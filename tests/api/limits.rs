@@ -557,6 +557,22 @@ async fn an_api_client_that_trickles_its_head_or_sits_idle_is_cut_by_the_header_
 }
 
 #[tokio::test]
+async fn a_silent_api_connection_is_kept_for_the_whole_header_limit_then_cut() {
+    let app = spawn_app_with(&["--header-read-timeout", "4s"]).await;
+    let mut silent = tokio::net::TcpStream::connect(app.server().api_addr())
+        .await
+        .unwrap();
+    // Still open at 85% of the limit (a cut three quarters in would show here; a loaded
+    // machine can only make the server's cut later).
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(3400), silent.read(&mut byte)).await;
+    assert!(early.is_err(), "closed before the limit: {early:?}");
+    // Cut by the limit plus a quarter (5 s), with room for a slow machine.
+    let rest = read_to_close(&mut silent, Duration::from_secs(6)).await;
+    assert_eq!(rest.as_deref(), Some(&[][..]), "cut without a word");
+}
+
+#[tokio::test]
 async fn a_body_slower_than_the_header_limit_is_served_and_its_connection_kept() {
     let app = spawn_app_with(&["--header-read-timeout", "2s"]).await;
     let api = app.server().api_addr();
