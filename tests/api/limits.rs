@@ -526,6 +526,19 @@ async fn read_to_close(tcp: &mut tokio::net::TcpStream, within: Duration) -> Opt
     read.is_ok().then_some(got)
 }
 
+/// The head of a `POST /user/onlinestatus` whose body is `length` bytes.
+fn onlinestatus_head(api: std::net::SocketAddr, length: usize) -> String {
+    format!(
+        "POST /user/onlinestatus HTTP/1.1\r\nhost: {api}\r\ncontent-type: application/json\r\n\
+         content-length: {length}\r\n\r\n"
+    )
+}
+
+/// A whole `POST /user/onlinestatus` asking for no uid (answered `[]`).
+fn empty_onlinestatus_request(api: std::net::SocketAddr) -> String {
+    onlinestatus_head(api, 2) + "[]"
+}
+
 #[tokio::test]
 async fn an_api_client_that_trickles_its_head_or_sits_idle_is_cut_by_the_header_limit() {
     let app = spawn_app_with(&["--header-read-timeout", "1s"]).await;
@@ -542,10 +555,7 @@ async fn an_api_client_that_trickles_its_head_or_sits_idle_is_cut_by_the_header_
     assert!(!answer.starts_with(b"HTTP/1.1 200"), "it was not served");
     // A keep-alive connection: answered, then cut once it has sent nothing for the limit.
     let mut idle = tokio::net::TcpStream::connect(api).await.unwrap();
-    let request = format!(
-        "POST /user/onlinestatus HTTP/1.1\r\nhost: {api}\r\ncontent-type: application/json\r\n\
-         content-length: 2\r\n\r\n[]"
-    );
+    let request = empty_onlinestatus_request(api);
     idle.write_all(request.as_bytes()).await.unwrap();
     let answer = read_to_close(&mut idle, Duration::from_secs(5)).await;
     let answer = String::from_utf8(answer.expect("the idle connection was closed")).unwrap();
@@ -580,11 +590,7 @@ async fn a_body_slower_than_the_header_limit_is_served_and_its_connection_kept()
     let body = format!("[{}]", uids.join(","));
     let mut tcp = tokio::net::TcpStream::connect(api).await.unwrap();
     tcp.set_nodelay(true).unwrap();
-    let head = format!(
-        "POST /user/onlinestatus HTTP/1.1\r\nhost: {api}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\n\r\n",
-        body.len()
-    );
+    let head = onlinestatus_head(api, body.len());
     tcp.write_all(head.as_bytes()).await.unwrap();
     // The body over 5 s, two and a half limits: a request in hand is not the head limit's to
     // cut.
@@ -605,10 +611,7 @@ async fn a_body_slower_than_the_header_limit_is_served_and_its_connection_kept()
     assert!(answer.starts_with(b"HTTP/1.1 200"));
     // Idle for half the limit, the connection still takes a request.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let request = format!(
-        "POST /user/onlinestatus HTTP/1.1\r\nhost: {api}\r\ncontent-type: application/json\r\n\
-         content-length: 2\r\n\r\n[]"
-    );
+    let request = empty_onlinestatus_request(api);
     tcp.write_all(request.as_bytes()).await.unwrap();
     let again = read_to_close(&mut tcp, Duration::from_secs(10)).await;
     let again = String::from_utf8(again.expect("answered, then cut once idle")).unwrap();
@@ -621,10 +624,7 @@ async fn the_stop_closes_api_connections_idle_at_once_and_busy_ones_after_its_gr
     let mut app = spawn_app_with(&["--header-read-timeout", "600s"]).await;
     let api = app.server().api_addr();
     let mut idle = tokio::net::TcpStream::connect(api).await.unwrap();
-    let request = format!(
-        "POST /user/onlinestatus HTTP/1.1\r\nhost: {api}\r\ncontent-type: application/json\r\n\
-         content-length: 2\r\n\r\n[]"
-    );
+    let request = empty_onlinestatus_request(api);
     idle.write_all(request.as_bytes()).await.unwrap();
     let mut answer = [0u8; 12];
     idle.read_exact(&mut answer).await.unwrap();
