@@ -7,8 +7,9 @@
 //! routes still get axum's `Body`). It adds what `axum::serve` lacks: a time limit on the head
 //! of every request (`--header-read-timeout`, kept by [`super::quiet`] with a timer per
 //! connection rather than hyper's per request; it also closes a keep-alive connection idle for
-//! that long, and one that does not read its answer), and a bound on the stop. Load-tool rounds against `axum::serve`: 65.1k / 63.1k
-//! / 66.8k / 64.8k onlinestatus requests/s vs 64.4k / 65.2k / 61.5k / 65.4k (within the noise).
+//! that long, and one that does not read its answer), and a bound on the stop. Load-tool
+//! rounds against `axum::serve`: 65.1k / 63.1k / 66.8k / 64.8k onlinestatus requests/s vs
+//! 64.4k / 65.2k / 61.5k / 65.4k (within the noise).
 //!
 //! Promises: once `stop` is cancelled nothing more is accepted, idle connections close, and
 //! each busy one finishes the request in hand; whatever is still open [`ApiConnections::grace`]
@@ -105,22 +106,20 @@ pub async fn serve<S>(
             let start = tokio::time::Instant::now() + look_every;
             let mut looks = tokio::time::interval_at(start, look_every);
             looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut stopping = false;
             loop {
                 tokio::select! {
                     biased;
                     // An error is the client's (it went away, or sent no valid request).
                     _ = connection.as_mut() => return,
-                    _ = stop.cancelled() => break connection.as_mut().graceful_shutdown(),
-                    // No head for the whole limit: dropping the connection closes it.
-                    _ = looks.tick() => if watch.look() { return },
-                }
-            }
-            // Dropping the connection, when forced or quiet too long, closes its socket.
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = connection.as_mut() => return,
-                    _ = force.cancelled() => return,
+                    _ = stop.cancelled(), if !stopping => {
+                        stopping = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    // Polled only once stopping: it is the parent's token, shared by all.
+                    _ = force.cancelled(), if stopping => return,
+                    // No head for the whole limit. Returning drops the connection, which
+                    // closes its socket.
                     _ = looks.tick() => if watch.look() { return },
                 }
             }
