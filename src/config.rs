@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
+/// The longest any of the time limits may be (see [`Config::check`]).
+const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Directory of the event log (`log/`, sled) and the SQL view (`view.sqlite`).
@@ -150,6 +153,20 @@ impl Config {
                 "--header-read-timeout must be longer than zero".into(),
             ));
         }
+        for (name, value) in [
+            ("idle-timeout", self.idle_timeout),
+            ("first-frame-timeout", self.first_frame_timeout),
+            ("header-read-timeout", self.header_read_timeout),
+        ] {
+            // Deadlines are the time now plus these: beyond the clock's range they would
+            // panic in the connections' tasks, and a year is a limit in name only anyway.
+            if value > MAX_TIMEOUT {
+                return Err(ConfigError::Invalid(format!(
+                    "--{name} must be at most 365 days (it is {})",
+                    humantime::format_duration(value)
+                )));
+            }
+        }
         Ok(warnings)
     }
 
@@ -187,6 +204,23 @@ mod tests {
         let guarded =
             Config::from_args(["--api-addr", "0.0.0.0:5001", "--manager-token", "m"]).unwrap();
         assert!(guarded.check().unwrap().is_empty());
+    }
+
+    #[test]
+    fn timeouts_past_a_year_are_refused_by_name() {
+        for flag in [
+            "--idle-timeout",
+            "--first-frame-timeout",
+            "--header-read-timeout",
+        ] {
+            let year = Config::from_args([flag, "365days"]).unwrap();
+            assert!(year.check().is_ok(), "{flag}");
+            let more = Config::from_args([flag, "10000000000000000000s"]).unwrap();
+            let Err(ConfigError::Invalid(why)) = more.check() else {
+                panic!("{flag} past a year was accepted");
+            };
+            assert!(why.starts_with(flag), "{why}");
+        }
     }
 
     #[test]

@@ -337,3 +337,26 @@ async fn the_load_tool_runs_end_to_end_and_leaves_every_session_closed() {
     assert_eq!(stats["online_sessions"], 0, "{stats}");
     assert_eq!(stats["known_users"], 140, "{stats}");
 }
+
+#[tokio::test]
+async fn serve_refuses_a_time_limit_past_a_year_instead_of_panicking_on_every_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    // Before this was refused, every WebSocket connection's task panicked on its deadline.
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_wkuser"));
+    serve
+        .args(["serve", "--data-dir", &data, "--api-addr", "127.0.0.1:0"])
+        .args(["--ws-addr", "127.0.0.1:0"])
+        .args(["--first-frame-timeout", "18000000000000000000s"])
+        .kill_on_drop(true);
+    let run = tokio::time::timeout(std::time::Duration::from_secs(30), serve.output())
+        .await
+        .expect("refused at once, not served")
+        .expect("the binary runs");
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("--first-frame-timeout must be at most 365 days"),
+        "{}",
+        stderr(&run)
+    );
+}
