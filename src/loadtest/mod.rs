@@ -84,6 +84,8 @@ pub struct LoadtestArgs {
 const UIDS_PER_REQUEST: usize = 100;
 /// Distinct request bodies each status client cycles through.
 const BODIES: usize = 256;
+/// The longest any phase may be asked to last.
+const MAX_PHASE: Duration = Duration::from_secs(24 * 3600);
 /// The EasySDK's ping interval.
 const PING_EVERY: Duration = Duration::from_secs(25);
 
@@ -126,6 +128,16 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     }
     if !(args.churn_rate >= 0.0 && args.churn_rate.is_finite()) {
         bail!("--churn-rate must be a number of connects per second, 0 or more");
+    }
+    for (name, value) in [
+        ("--duration", args.duration),
+        ("--measure-time", args.measure_time),
+        ("--phase-limit", args.phase_limit),
+    ] {
+        // Each is added to the time now: far past a day it would overflow the clock.
+        if value > MAX_PHASE {
+            bail!("{name} must be at most a day");
+        }
     }
     let api = target::loopback("--api", &args.api).await?;
     let ws_addr = target::loopback("--ws", &args.ws).await?;

@@ -339,6 +339,16 @@ async fn the_load_tool_runs_end_to_end_and_leaves_every_session_closed() {
 }
 
 #[tokio::test]
+async fn the_load_tool_refuses_a_phase_longer_than_a_day_before_it_starts() {
+    for flag in ["--duration", "--measure-time", "--phase-limit"] {
+        let run = wkuser(&["loadtest", flag, "18000000000000000000s"]).await;
+        assert_eq!(run.status.code(), Some(2), "{flag}: {}", stderr(&run));
+        let said = format!("{flag} must be at most a day");
+        assert!(stderr(&run).contains(&said), "{}", stderr(&run));
+    }
+}
+
+#[tokio::test]
 async fn serve_refuses_a_time_limit_past_a_year_instead_of_panicking_on_every_connection() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().display().to_string();
