@@ -7,9 +7,11 @@
 //! inbound frames are read (a client pipelining requests is slowed, not closed); a queue that
 //! stays full for [`SLOW_LIMIT`] closes the session as a slow consumer. Promises: the connect
 //! result is sent only after `Connected` is durable; every ending records exactly one
-//! `Disconnected` (or finds it already recorded by whoever closed the session); a close ordered
-//! by the server completes within two seconds whatever the client does. Must never: log a
-//! token, or answer a frame before it is authenticated.
+//! `Disconnected` (or finds it already recorded by whoever closed the session), and a
+//! `Disconnected` the event log refuses is retried in the background until the log takes it, so
+//! that a closed session does not stay online; a close ordered by the server completes within
+//! two seconds whatever the client does. Must never: log a token, or answer a frame before it
+//! is authenticated.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::frames::{self, FirstFrame, Inbound};
 use super::{peer_text, Gateway, OpenGuard, PendingGuard};
 use crate::domain::{CloseReason, Command, DeviceId, SessionId, Token, Uid};
+use crate::log::LogError;
 use crate::service::{CloseOrder, ServiceError};
 
 type Ws = WebSocketStream<TcpStream>;
@@ -41,6 +44,14 @@ const LINGER: Duration = Duration::from_millis(500);
 /// How long the outbound queue may stay full, with no frame taken by the writer, before the
 /// session is closed as a slow consumer.
 const SLOW_LIMIT: Duration = Duration::from_millis(1000);
+
+/// The first pause before retrying a close the event log refused; doubled after each failure,
+/// up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+/// The longest pause between two retries of a refused close.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often a close that keeps failing is logged again.
+const RETRY_TELL_EVERY: Duration = Duration::from_secs(60);
 
 /// Bytes read from a socket at a time.
 const READ_BUFFER: usize = 1024;
@@ -401,10 +412,77 @@ impl Live {
         };
         // Boxed: awaited once, at the end, it would otherwise be part of every idle
         // session's future.
-        if let Err(e) = Box::pin(self.gw.service.execute(command)).await {
-            tracing::error!(uid = %self.uid, session = %self.session_id, %reason, error = %e,
-                "close not recorded; the next start closes it as server_restart");
+        match Box::pin(self.gw.service.execute(command)).await {
+            Ok(_) => {}
+            // The log could not take it (a failing disk): memory, which follows the log, would
+            // show the session online until a restart. Retried apart from the session, so
+            // that its socket still closes now.
+            Err(ServiceError::Log(e)) if !matches!(e, LogError::Closed) => {
+                tracing::error!(uid = %self.uid, session = %self.session_id, %reason, error = %e,
+                    "close not recorded; retrying until the event log takes it");
+                let retry = retry_close(self.gw.clone(), self.uid.clone(), self.session_id, reason);
+                self.gw.tracker.spawn(retry);
+            }
+            Err(e) => {
+                tracing::error!(uid = %self.uid, session = %self.session_id, %reason, error = %e,
+                    "close not recorded; the next start closes it as server_restart");
+            }
         }
+    }
+}
+
+/// Records the close of a session that the event log refused, retrying with a growing pause
+/// ([`RETRY_FIRST`] doubling up to [`RETRY_MAX`]) until the log takes it. Ends when it is
+/// recorded (or someone else recorded the session's end meanwhile, a kick: then there is
+/// nothing left to decide), when the log is closed, or when the gateway stops: the stop then
+/// records what is still open as `server_shutdown`, or the next start as `server_restart`.
+async fn retry_close(gw: Arc<Gateway>, uid: Uid, session_id: SessionId, reason: CloseReason) {
+    let mut pause = RETRY_FIRST;
+    let mut attempts: u32 = 1;
+    let mut last_told = Instant::now();
+    loop {
+        tokio::select! {
+            _ = gw.shutdown.cancelled() => {
+                tracing::warn!(uid = %uid, session = %session_id, %reason, attempts,
+                    "gateway stopping with a close not recorded; the stop or the next start records it");
+                return;
+            }
+            _ = sleep(pause) => {}
+        }
+        attempts += 1;
+        let command = Command::Disconnect {
+            uid: uid.clone(),
+            session_id,
+            reason,
+        };
+        // Not raced against the stop: an append cut short may still become durable, and
+        // memory would then miss it.
+        match gw.service.execute(command).await {
+            Ok(_) => {
+                tracing::info!(uid = %uid, session = %session_id, %reason, attempts,
+                    "close recorded after the event log recovered");
+                return;
+            }
+            Err(ServiceError::Log(LogError::Closed)) => {
+                tracing::warn!(uid = %uid, session = %session_id, %reason, attempts,
+                    "event log closed with a close not recorded; the next start records it");
+                return;
+            }
+            Err(ServiceError::Log(e)) => {
+                // Once a minute at most: a disk that stays broken must not flood the log.
+                if last_told.elapsed() >= RETRY_TELL_EVERY {
+                    last_told = Instant::now();
+                    tracing::error!(uid = %uid, session = %session_id, %reason, attempts, error = %e,
+                        "close still not recorded; retrying");
+                }
+            }
+            Err(ServiceError::Rejected(why)) => {
+                tracing::error!(uid = %uid, session = %session_id, %reason, why = %why,
+                    "close refused; not retried");
+                return;
+            }
+        }
+        pause = (pause * 2).min(RETRY_MAX);
     }
 }
 

@@ -389,3 +389,51 @@ async fn a_client_close_frame_is_answered_with_a_close_frame_before_and_after_co
         "also before connect"
     );
 }
+
+#[tokio::test]
+async fn a_close_the_log_refused_is_recorded_once_the_log_recovers() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let (mut app, failing, _) = flaky_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut ws = connected(&app, "u1", "t", 1, DEV).await;
+
+    failing.store(true, Ordering::SeqCst);
+    // The socket still closes at once: the session does not wait for the log.
+    ws.close(None).await.unwrap();
+    assert!(matches!(
+        next_frame(&mut ws).await,
+        Frame::Close(_) | Frame::Gone
+    ));
+    // The session has ended (it leaves the registry of live connections just before it tries
+    // to record its close); give that append a moment to fail.
+    for _ in 0..250 {
+        if app.server().service().live_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.server().service().live_count(), 0, "the session ended");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing durable, so memory still shows the session.
+    assert_eq!(
+        app.online(&["u1"]).await,
+        json!([{"uid": "u1", "device_flag": 1, "online": 1}])
+    );
+
+    failing.store(false, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let online = app.online(&["u1"]).await;
+        let reasons = app.close_reasons("u1");
+        if online == json!([]) && reasons == vec![CloseReason::ClientClosed] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "10 s after the log recovered: online {online}, recorded closes {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
