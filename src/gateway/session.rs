@@ -37,7 +37,8 @@ use crate::service::{CloseOrder, ServiceError};
 
 type Ws = WebSocketStream<TcpStream>;
 
-/// How long a closing session may spend flushing its last frames.
+/// How long a closing session may spend queueing its last frames (kick notification, close
+/// frame) and flushing them; with [`LINGER`], within the contract's two seconds.
 const FLUSH_LIMIT: Duration = Duration::from_millis(1000);
 /// How long a closed socket is drained so that the peer reads the close frame before the FIN.
 const LINGER: Duration = Duration::from_millis(500);
@@ -381,18 +382,26 @@ impl Live {
         let Some((kick, last)) = farewell else {
             return;
         };
-        let mut queued = true;
-        if let Some(text) = kick {
-            queued &= out.try_send(Out::Text(frames::kick(text))).is_ok();
-        }
-        queued &= out.try_send(last).is_ok();
+        // One deadline for queueing the last frames and for the writer to send them: a queue
+        // full for a moment (a slow reader, a client that paused) still gets its kick
+        // notification and close frame, and one that stays full cannot hold the close past
+        // the contract's two seconds.
+        let deadline = Instant::now() + FLUSH_LIMIT;
+        let queued = timeout_at(deadline, async {
+            if let Some(text) = kick {
+                out.send(Out::Text(frames::kick(text))).await?;
+            }
+            out.send(last).await
+        })
+        .await;
         drop(out);
-        if !queued {
-            // The queue is full: the client is not reading, so nothing more will reach it.
+        if !matches!(queued, Ok(Ok(()))) {
+            // Still full at the deadline (the client is not reading, so nothing more will
+            // reach it), or the writer is gone with the socket.
             writer.abort();
             return;
         }
-        match timeout(FLUSH_LIMIT, &mut writer).await {
+        match timeout_at(deadline, &mut writer).await {
             Ok(Ok(Some(sink))) => {
                 if let Ok(ws) = sink.reunite(stream) {
                     linger(ws).await;

@@ -1,7 +1,8 @@
-//! A session after connect (`protocol.md` 3.1, 3.3, 3.4): ping, the client's disconnect,
+//! A session after connect (`protocol.md` 3.1, 3.3, 3.4, 3.5): ping, the client's disconnect,
 //! ignored notifications, unsupported methods, parse errors, the message size limit, binary
-//! frames, the first-frame and idle limits, and the graceful stop; each close recorded with its
-//! reason.
+//! frames, the first-frame and idle limits, slow readers, and the graceful stop; each close
+//! recorded with its reason, and the last frames of a close (kick notification, close frame)
+//! reaching a client whose queue was full for a moment.
 
 use serde_json::json;
 use wkuser::domain::CloseReason;
@@ -436,4 +437,69 @@ async fn a_close_the_log_refused_is_recorded_once_the_log_recovers() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_reader_that_reads_again_gets_its_1008_close() {
+    use std::time::Duration;
+    // A short queue: what the client must read before the close stays small.
+    let app = spawn_app_with(&["--outbound-queue", "16"]).await;
+    app.set_token("u1", "t", 1, 0).await;
+    let (mut unread, writer) = flooding_client(&app, "u1", "t", 1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.close_reasons("u1") != vec![CloseReason::SlowConsumer] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not closed as a slow consumer within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The session ended with its queue full. The client reads again at once, and fast: the
+    // close waits for room in the queue (at most a second), so it still reaches the client.
+    let started = tokio::time::Instant::now();
+    set_recv_buffer(&unread, 1 << 20);
+    let (_, code) = read_until_close(&mut unread, Duration::from_secs(5)).await;
+    assert_eq!(code, Some(1008), "read for {:?}", started.elapsed());
+    writer.abort();
+    app.wait_offline("u1").await;
+}
+
+#[tokio::test]
+async fn a_kicked_client_that_had_stopped_reading_still_gets_the_kick_notification() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(&["--outbound-queue", "16"]).await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut raw = RawWs::open_with_recv_buffer(&app.ws, 4096).await;
+    raw.connect_as("u1", "t", 1, DEV).await;
+    let ping = RawWs::masked_text(&easy_ping(&"x".repeat(60_000)));
+    let (mut unread, mut write_half) = raw.tcp.into_split();
+    // Pings with long answers, none of them read, until a write stalls: the server has stopped
+    // reading, which it does only while this session's outbound queue is full (and for less
+    // than the slow-consumer limit of 1 s, so the session is still open).
+    let mut stalled = false;
+    for _ in 0..10_000 {
+        match tokio::time::timeout(Duration::from_millis(100), write_half.write_all(&ping)).await {
+            Ok(written) => written.expect("the server reads while its queue has room"),
+            Err(_) => {
+                stalled = true;
+                break;
+            }
+        }
+    }
+    assert!(stalled, "the server never stopped reading");
+    assert!(app.close_reasons("u1").is_empty(), "still open");
+
+    app.device_quit("u1", 1).await;
+    // The client reads again: the answers queued before the kick, then the kick itself.
+    let started = tokio::time::Instant::now();
+    set_recv_buffer(&unread, 1 << 20);
+    let (last, code) = read_until_close(&mut unread, Duration::from_secs(5)).await;
+    assert_eq!(
+        (last.as_deref(), code),
+        (Some(kick_text("device quit").as_str()), Some(1000)),
+        "read for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(app.close_reasons("u1"), vec![CloseReason::DeviceQuit]);
 }

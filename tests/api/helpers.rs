@@ -869,7 +869,8 @@ impl RawWs {
         }
     }
 
-    fn parse(buf: &[u8]) -> Option<(RawFrame, usize)> {
+    /// The first whole frame in `buf` and the bytes it took, or `None` when it is not all there.
+    pub fn parse(buf: &[u8]) -> Option<(RawFrame, usize)> {
         if buf.len() < 2 {
             return None;
         }
@@ -919,6 +920,58 @@ pub async fn flooding_client(
         }
     });
     (read_half, writer)
+}
+
+/// Sets the receive buffer of the socket under `half` to `bytes` (the kernel doubles it): a
+/// client made slow with a small one reads fast again.
+pub fn set_recv_buffer(half: &tokio::net::tcp::OwnedReadHalf, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    let fd = half.as_ref().as_raw_fd();
+    // SAFETY: `fd` is an open socket for the whole call, and the option value is a c_int of the
+    // size given.
+    let set = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "setsockopt(SO_RCVBUF) failed");
+}
+
+/// Reads the server's frames from `half` until its close frame, within `limit` (panics after):
+/// the last text frame before it, and the close code (`None`: the stream ended, or was reset,
+/// without a close frame).
+pub async fn read_until_close(
+    half: &mut tokio::net::tcp::OwnedReadHalf,
+    limit: Duration,
+) -> (Option<String>, Option<u16>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut last_text = None;
+    let read = async {
+        loop {
+            while let Some((frame, used)) = RawWs::parse(&buf) {
+                buf.drain(..used);
+                match frame.opcode {
+                    1 => last_text = Some(frame.text().to_owned()),
+                    8 => return Some(frame.close_code()),
+                    _ => {}
+                }
+            }
+            match half.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    };
+    let code = tokio::time::timeout(limit, read)
+        .await
+        .unwrap_or_else(|_| panic!("no close frame nor end of stream within {limit:?}"));
+    (last_text, code)
 }
 
 /// Reads and discards until the end of the stream (or a reset), within `limit`; panics after.
