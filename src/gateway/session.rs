@@ -265,6 +265,11 @@ async fn first_text(ws: &mut Ws) -> Result<String, Option<(CloseCode, &'static s
             Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
                 return Err(Some((CloseCode::Size, "message too big")))
             }
+            // Text that is not UTF-8 is not JSON: refused like any other first frame that is
+            // not a connect. Nothing more is read, so the stream ending here costs nothing.
+            Some(Err(WsError::Utf8)) => {
+                return Err(Some((CloseCode::Policy, "first frame is not UTF-8 text")))
+            }
             // Closed before connecting: the close reply is sent by `close`.
             Some(Ok(Message::Close(_))) => return Err(Some((CloseCode::Normal, "bye"))),
             Some(Err(_)) | None => return Err(None),
@@ -343,6 +348,13 @@ impl Live {
                         }
                         Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
                             break End::Own(CloseReason::ProtocolError, CloseCode::Size, "message too big");
+                        }
+                        // The contract asks for a parse error and an open session, but nothing
+                        // more can be read: tokio-tungstenite ends the stream after any error,
+                        // and a broken fragment leaves tungstenite itself mid-message. So close
+                        // as RFC 6455 says for invalid data (README, "Connecting a client").
+                        Some(Err(WsError::Utf8)) => {
+                            break End::Own(CloseReason::ProtocolError, CloseCode::Invalid, "text is not UTF-8");
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                         Some(Ok(Message::Close(_))) => break End::PeerClosed,

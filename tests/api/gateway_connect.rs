@@ -1,6 +1,7 @@
 //! The gateway's first frame (`protocol.md` 3.1, 3.2): the EasySDK's connect accepted as it is
 //! written, the success result's exact bytes after a durable `Connected`, the auth failure for
-//! every bad credential or param, and a silent 1008 for anything that is not a connect.
+//! every bad credential or param, and a silent 1008 for anything that is not a connect (text
+//! that is not UTF-8 included).
 
 use serde_json::{json, Value};
 use wkuser::domain::{DeviceFlag, Event};
@@ -233,6 +234,39 @@ async fn other_first_frames_are_closed_1008_without_a_reply() {
         }
     }
     assert_eq!(app.online(&["u1"]).await, json!([]));
+}
+
+#[tokio::test]
+async fn a_first_frame_that_is_not_utf8_is_closed_1008_without_a_reply() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let connect = easy_connect("u1", "t", "d1", 1, now_ms(), "c1");
+    // A connect that would succeed but for one byte that is never UTF-8 (in its deviceId), as
+    // one frame, and as a valid fragment followed by a broken one.
+    let mut whole = connect.clone().into_bytes();
+    whole[connect.find("\"d1\"").unwrap() + 1] = 0xff;
+    let split = connect.find("\"token\"").unwrap();
+    let mut fragments = RawWs::masked(0x1, false, &connect.as_bytes()[..split]);
+    let broken = [b"\xc3\x28".as_slice(), &connect.as_bytes()[split..]].concat();
+    fragments.extend(RawWs::masked(0x0, true, &broken));
+    for (case, bytes) in [
+        ("one frame", RawWs::masked(0x1, true, &whole)),
+        ("fragments", fragments),
+    ] {
+        let mut raw = app.raw_ws().await;
+        raw.tcp.write_all(&bytes).await.unwrap();
+        let close = raw.read_frame().await;
+        let close = close.unwrap_or_else(|| panic!("{case}: dropped without a close frame"));
+        assert_eq!(close.close_code(), 1008, "{case}");
+        assert_eq!(
+            raw.read_frame().await,
+            None,
+            "{case}: nothing after the close"
+        );
+    }
+    assert_eq!(app.online(&["u1"]).await, json!([]));
+    assert!(app.connected_events("u1").is_empty());
 }
 
 #[tokio::test]

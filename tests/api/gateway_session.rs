@@ -503,3 +503,38 @@ async fn a_kicked_client_that_had_stopped_reading_still_gets_the_kick_notificati
     );
     assert_eq!(app.close_reasons("u1"), vec![CloseReason::DeviceQuit]);
 }
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_after_connect_closes_1007_as_protocol_error() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    app.set_token("u2", "t", 1, 0).await;
+
+    // One frame: a ping whose id holds a byte that is never UTF-8.
+    let mut raw = app.raw_ws().await;
+    raw.connect_as("u1", "t", 1, DEV).await;
+    let frame = RawWs::masked(0x1, true, b"{\"method\":\"ping\",\"id\":\"\xff\"}");
+    raw.tcp.write_all(&frame).await.unwrap();
+    let close = raw
+        .read_frame()
+        .await
+        .expect("a close frame, not a dropped socket");
+    assert_eq!(close.close_code(), 1007);
+    app.wait_offline("u1").await;
+    assert_eq!(app.close_reasons("u1"), vec![CloseReason::ProtocolError]);
+
+    // Fragments: valid text, then a continuation that breaks it.
+    let mut raw = app.raw_ws().await;
+    raw.connect_as("u2", "t", 1, DEV).await;
+    let mut bytes = RawWs::masked(0x1, false, br#"{"method":"ping","id":""#);
+    bytes.extend(RawWs::masked(0x0, true, b"\xc3\x28\"}"));
+    raw.tcp.write_all(&bytes).await.unwrap();
+    let close = raw
+        .read_frame()
+        .await
+        .expect("a close frame, not a dropped socket");
+    assert_eq!(close.close_code(), 1007);
+    app.wait_offline("u2").await;
+    assert_eq!(app.close_reasons("u2"), vec![CloseReason::ProtocolError]);
+}
