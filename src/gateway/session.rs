@@ -339,9 +339,6 @@ impl Live {
                                 let _ = out.try_send(Out::Text(frame));
                                 break End::Own(CloseReason::ClientClosed, CloseCode::Normal, "bye");
                             }
-                            Answer::Leave => {
-                                break End::Own(CloseReason::ClientClosed, CloseCode::Normal, "bye");
-                            }
                         },
                         Some(Ok(Message::Binary(_))) => {
                             break End::Own(CloseReason::ProtocolError, CloseCode::Unsupported, "binary frames are not spoken");
@@ -511,7 +508,6 @@ enum Answer {
     Nothing,
     Reply(String),
     ReplyAndLeave(String),
-    Leave,
 }
 
 fn answer(text: &str) -> Answer {
@@ -525,7 +521,8 @@ fn answer(text: &str) -> Answer {
                 "method not supported by this server",
             )),
         },
-        Inbound::Notification { method } if method == "disconnect" => Answer::Leave,
+        // `recvack` and the rest, a `disconnect` without an id included: only the request
+        // form closes the session (`protocol.md` 3.3).
         Inbound::Notification { .. } => Answer::Nothing,
         Inbound::Unparsable { id } => {
             Answer::Reply(frames::error(&id, frames::CODE_PARSE_ERROR, "parse error"))

@@ -81,6 +81,27 @@ async fn recvack_is_ignored_and_the_session_stays_open() {
 }
 
 #[tokio::test]
+async fn a_disconnect_notification_is_ignored_and_the_session_stays_open() {
+    // Only the request form (with an id) closes; a notification is ignored like any other.
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut ws = connected(&app, "u1", "t", 1, DEV).await;
+    send_text(&mut ws, r#"{"method":"disconnect"}"#).await;
+    send_text(
+        &mut ws,
+        r#"{"jsonrpc":"2.0","method":"disconnect","params":{}}"#,
+    )
+    .await;
+    // The next frame is the ping's answer: nothing was sent for the notifications.
+    assert_pings(&mut ws).await;
+    assert_eq!(
+        app.online(&["u1"]).await,
+        json!([{"uid": "u1", "device_flag": 1, "online": 1}])
+    );
+    assert!(app.close_reasons("u1").is_empty());
+}
+
+#[tokio::test]
 async fn send_and_subscribe_are_not_supported_and_the_session_stays_open() {
     let app = spawn_app().await;
     app.set_token("u1", "t", 1, 0).await;
