@@ -182,7 +182,7 @@ async fn establish(
         gw.service.unregister_live(session_id);
         let (reply, code, why) = match &e {
             ServiceError::Rejected(why) => {
-                tracing::info!(%peer, uid = %uid, device_flag = %params.device_flag, why = %why, "connect refused");
+                tracing::info!(%peer, uid = %uid, device_flag = %params.device_flag.name(), why = %why, "connect refused");
                 (frames::auth_fail(&id), CloseCode::Policy, "auth fail")
             }
             // Not the client's fault: a system error (reason code 15) and 1011, so that the
@@ -204,7 +204,7 @@ async fn establish(
         };
     }
     drop(pending);
-    tracing::debug!(%peer, uid = %uid, session = %session_id, device_flag = %params.device_flag, "connected");
+    tracing::debug!(%peer, uid = %uid, session = %session_id, device_flag = %params.device_flag.name(), "connected");
 
     // Saturating: any i64 a client sends must not overflow (a panic here, after `Connected` is
     // durable, would leave the session online with no `Disconnected` ever recorded).

@@ -1,5 +1,6 @@
 //! What the server log says about a refused connect: why (no token for this flag, token
-//! cleared, mismatch, bad params), and never a token, even at the most verbose level.
+//! cleared, mismatch, bad params) and on which device, by its name, and never a token, even at
+//! the most verbose level.
 
 use std::time::Duration;
 
@@ -60,6 +61,19 @@ async fn refused_connects_are_explained_in_the_log_without_any_token() {
         "token cleared by a device quit",
     ] {
         assert!(said.contains(why), "the log should say {why:?}:\n{said}");
+    }
+    // Device flags by the names a person reads (`protocol.md` section 1), not as numbers.
+    for (why, device) in [
+        ("token mismatch", "device_flag=iOS"),
+        (
+            "no token registered for this device flag",
+            "device_flag=Android",
+        ),
+    ] {
+        assert!(
+            said.lines().any(|l| l.contains(why) && l.contains(device)),
+            "the log should say {why:?} with {device:?}:\n{said}"
+        );
     }
     for token in [secret, "wrong-secret-8d2b"] {
         let leaks: Vec<&str> = said.lines().filter(|l| l.contains(token)).collect();
