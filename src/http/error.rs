@@ -24,12 +24,11 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("body larger than {0} bytes")]
     PayloadTooLarge(usize),
-    /// Cannot serve this now, and the caller may retry: not ready (`/readyz`), or the event
-    /// log cannot record (a failing disk: the request changed nothing).
+    /// Cannot serve this now, and the caller may retry: not ready (`/readyz`).
     #[error("{0}")]
     Unavailable(&'static str),
-    /// An internal failure (`protocol.md` section 2: 500); the message says what a caller can
-    /// do about it, never what failed inside.
+    /// An internal failure (`protocol.md` section 2: 500), the event log's included; the
+    /// message says what a caller can do about it, never what failed inside.
     #[error("{0}")]
     Internal(&'static str),
 }
@@ -76,7 +75,12 @@ impl IntoResponse for ApiError {
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
         tracing::error!(error = %e, "request failed on the event log");
-        ApiError::Unavailable("event log unavailable, nothing was recorded; retry later")
+        // The contract's internal failure. Said so that it holds for a read served from the
+        // log (`/events`) as for a write: nothing was changed either way (a write is
+        // acknowledged only once durable, and a failed batch is taken back).
+        ApiError::Internal(
+            "the event log cannot be used right now; nothing was changed, retry later",
+        )
     }
 }
 

@@ -1,6 +1,7 @@
-//! When the event log fails: a mutation answers 503 in the contract's envelope with no
-//! internals and changes nothing; reads answered from memory keep working; once the log
-//! recovers, writing resumes with no gap in `seq` (`protocol.md` section 2).
+//! When the event log fails: a mutation answers 500 in the contract's envelope with no
+//! internals and changes nothing, and so does a read served from the log (`/events`); reads
+//! answered from memory keep working; once the log recovers, writing resumes with no gap in
+//! `seq` (`protocol.md` section 2: an internal failure is a 500).
 
 use std::sync::atomic::Ordering;
 
@@ -11,7 +12,7 @@ use wkuser::log::LogStore;
 use crate::helpers::*;
 
 #[tokio::test]
-async fn a_failing_log_answers_503_and_changes_nothing() {
+async fn a_failing_log_answers_500_and_changes_nothing() {
     let (mut app, failing, _) = flaky_app().await;
     app.set_token("u1", "old", 1, 0).await;
     let (_ws, answer) = app.ws_connect("u1", "old", 1, "d1").await;
@@ -24,11 +25,11 @@ async fn a_failing_log_answers_503_and_changes_nothing() {
     let last = app.server().service().log().last_durable();
 
     failing.store(true, Ordering::SeqCst);
-    let unavailable = (
-        503,
+    let internal = (
+        500,
         envelope(
-            503,
-            "event log unavailable, nothing was recorded; retry later",
+            500,
+            "the event log cannot be used right now; nothing was changed, retry later",
         ),
     );
     for (path, body) in [
@@ -44,7 +45,11 @@ async fn a_failing_log_answers_503_and_changes_nothing() {
         ("/user/systemuids_add", json!({"uids": ["s2"]})),
         ("/user/systemuids_remove", json!({"uids": ["s1"]})),
     ] {
-        assert_eq!(app.post(path, &body).await, unavailable, "{path} {body}");
+        assert_eq!(app.post(path, &body).await, internal, "{path} {body}");
+    }
+    // Reads served from the log fail alike, and the message is as true for them.
+    for path in ["/events", "/events?uid=u1"] {
+        assert_eq!(app.get(path).await, internal, "{path}");
     }
     // A connect cannot be recorded either: the client gets a system error (not an auth
     // failure: its credentials are right) and a 1011 close, and is not online.
@@ -95,7 +100,7 @@ async fn a_batch_that_fails_to_flush_is_taken_back_and_never_comes_back() {
                 &json!({"uid": "u1", "token": token, "device_flag": 1}),
             )
             .await;
-        assert_eq!(status, 503, "an unflushed append is not acknowledged");
+        assert_eq!(status, 500, "an unflushed append is not acknowledged");
     }
     assert_eq!(app.server().service().log().last_durable(), last);
     // In the store itself, not only behind the log's durable-only reads: taken back.
