@@ -13,6 +13,9 @@ use clap::{Args, Parser};
 
 /// The longest any of the time limits may be (see [`Config::check`]).
 const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The longest outbound queue a session may have, in frames: far more than a client that reads
+/// ever needs, and well inside what a channel can hold.
+const MAX_OUTBOUND_QUEUE: usize = 1 << 20;
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -147,17 +150,26 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("--{name} must be at least 1")));
             }
         }
-        if self.header_read_timeout.is_zero() {
-            // Every connection would be cut before its first request.
-            return Err(ConfigError::Invalid(
-                "--header-read-timeout must be longer than zero".into(),
-            ));
+        if self.outbound_queue > MAX_OUTBOUND_QUEUE {
+            // The queue is allocated per session: past tokio's bound a channel cannot be made,
+            // and the first connect would fail after its `Connected` was recorded.
+            return Err(ConfigError::Invalid(format!(
+                "--outbound-queue must be at most {MAX_OUTBOUND_QUEUE} frames (it is {})",
+                self.outbound_queue
+            )));
         }
         for (name, value) in [
             ("idle-timeout", self.idle_timeout),
             ("first-frame-timeout", self.first_frame_timeout),
             ("header-read-timeout", self.header_read_timeout),
         ] {
+            // Zero would cut every session, every new WebSocket, or every API connection
+            // before its first frame or request.
+            if value.is_zero() {
+                return Err(ConfigError::Invalid(format!(
+                    "--{name} must be longer than zero"
+                )));
+            }
             // Deadlines are the time now plus these: beyond the clock's range they would
             // panic in the connections' tasks, and a year is a limit in name only anyway.
             if value > MAX_TIMEOUT {
@@ -224,8 +236,30 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_header_read_timeout_is_refused() {
-        let zero = Config::from_args(["--header-read-timeout", "0s"]).unwrap();
-        assert!(matches!(zero.check(), Err(ConfigError::Invalid(_))));
+    fn zero_time_limits_are_refused_by_name() {
+        for flag in [
+            "--idle-timeout",
+            "--first-frame-timeout",
+            "--header-read-timeout",
+        ] {
+            let zero = Config::from_args([flag, "0s"]).unwrap();
+            let Err(ConfigError::Invalid(why)) = zero.check() else {
+                panic!("{flag} 0s was accepted");
+            };
+            assert_eq!(why, format!("{flag} must be longer than zero"));
+            let least = Config::from_args([flag, "1ms"]).unwrap();
+            assert!(least.check().is_ok(), "{flag}");
+        }
+    }
+
+    #[test]
+    fn an_outbound_queue_past_its_bound_is_refused() {
+        let most = Config::from_args(["--outbound-queue", "1048576"]).unwrap();
+        assert!(most.check().is_ok());
+        let more = Config::from_args(["--outbound-queue", "1048577"]).unwrap();
+        let Err(ConfigError::Invalid(why)) = more.check() else {
+            panic!("an outbound queue past the bound was accepted");
+        };
+        assert!(why.starts_with("--outbound-queue must be at most"), "{why}");
     }
 }
