@@ -47,7 +47,8 @@ pub struct Config {
     #[arg(long, env = "WK_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
-    /// A new WebSocket must send its `connect` frame within this long after the upgrade.
+    /// A new WebSocket must send its `connect` frame within this long after the upgrade (and
+    /// finish the upgrade itself within this long of connecting).
     #[arg(long, env = "WK_FIRST_FRAME_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub first_frame_timeout: Duration,
 

@@ -98,8 +98,10 @@ async fn establish(
     peer: SocketAddr,
     pending: PendingGuard,
 ) -> Option<(Live, Ws, String, oneshot::Receiver<CloseOrder>)> {
-    let deadline = Instant::now() + gw.settings.first_frame_timeout;
-    if let Ok(Ok(true)) = timeout_at(deadline, is_plain_http(&tcp)).await {
+    // The upgrade gets the first-frame limit of its own (a client that trickles its request
+    // is cut), and the first frame the whole limit from the upgrade, as the contract counts it.
+    let upgrade_deadline = Instant::now() + gw.settings.first_frame_timeout;
+    if let Ok(Ok(true)) = timeout_at(upgrade_deadline, is_plain_http(&tcp)).await {
         tracing::debug!(%peer, "a plain HTTP request on the WebSocket port; answered 426");
         let _ = timeout(FLUSH_LIMIT + LINGER, answer_plain_http(&mut tcp)).await;
         return None;
@@ -113,7 +115,7 @@ async fn establish(
         .max_frame_size(Some(gw.settings.max_message_bytes));
     let handshake = tokio_tungstenite::accept_async_with_config(tcp, Some(config));
     let mut ws = tokio::select! {
-        r = timeout_at(deadline, handshake) => match r {
+        r = timeout_at(upgrade_deadline, handshake) => match r {
             Ok(Ok(ws)) => ws,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "WebSocket handshake failed");
@@ -124,6 +126,7 @@ async fn establish(
         _ = gw.shutdown.cancelled() => return None,
     };
 
+    let deadline = Instant::now() + gw.settings.first_frame_timeout;
     let first = tokio::select! {
         r = timeout_at(deadline, first_text(&mut ws)) => r,
         _ = gw.shutdown.cancelled() => {

@@ -768,7 +768,8 @@ impl RawWs {
         Self::upgrade(tcp, host).await
     }
 
-    async fn upgrade(mut tcp: TcpStream, host: &str) -> RawWs {
+    /// Sends the upgrade request on `tcp` and reads the server's 101.
+    pub async fn upgrade(mut tcp: TcpStream, host: &str) -> RawWs {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let request = format!(
             "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -372,6 +372,32 @@ async fn a_slowloris_upgrade_is_cut_by_the_first_frame_limit_at_the_latest() {
 }
 
 #[tokio::test]
+async fn the_first_frame_limit_counts_from_the_upgrade() {
+    let app = spawn_app_with(&["--first-frame-timeout", "1s"]).await;
+    app.set_token("u1", "t", 1, 0).await;
+    let host = app.server().ws_addr().to_string();
+    // The upgrade 0.6 s after connecting, the connect 0.6 s after the upgrade: 1.2 s from the
+    // accept, within the limit from the upgrade (`protocol.md` 3.2).
+    let tcp = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("tcp connects");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut ws = RawWs::upgrade(tcp, &host).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    ws.connect_as("u1", "t", 1, "d1").await;
+    // A client that upgrades and then says nothing is still closed at the limit.
+    let mut silent = app.raw_ws().await;
+    let began = std::time::Instant::now();
+    let close = silent.read_frame().await.expect("a close frame");
+    assert_eq!(close.close_code(), 1008);
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn control_frames_and_an_unfinished_message_do_not_hold_off_the_first_frame_limit() {
     let app = spawn_app_with(&["--first-frame-timeout", "1s"]).await;
     // A ping every 100 ms, each answered with a pong, until the limit closes it anyway.
