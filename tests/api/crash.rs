@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio_tungstenite::tungstenite::Message;
-use wkuser::domain::{Event, Seq};
+use wkuser::domain::{CloseReason, Event, Seq};
 use wkuser::ops::{open_stopped_log, replay};
 
 use crate::process::start_node;
@@ -196,6 +196,39 @@ async fn sigkill_at_a_random_moment_loses_nothing_acknowledged() {
         matches!(events.last().map(|e| &e.event), Some(Event::NodeStopped(_))),
         "a graceful stop ends with NodeStopped"
     );
+    // Each start closes what the lifetime before it left open, as `server_restart`, before
+    // it records `NodeStarted`; and the kills did find sessions open.
+    let mut open = std::collections::HashSet::new();
+    let mut restart_closes_pending = 0;
+    let mut restart_closes = 0;
+    for e in &events {
+        match &e.event {
+            Event::Connected(c) => {
+                assert_eq!(
+                    restart_closes_pending, 0,
+                    "server_restart closes only at a start"
+                );
+                open.insert(c.session_id);
+            }
+            Event::Disconnected(d) => {
+                open.remove(&d.session_id);
+                if d.reason == CloseReason::ServerRestart {
+                    restart_closes_pending += 1;
+                }
+            }
+            Event::NodeStarted(_) => {
+                assert!(open.is_empty(), "{} sessions open at a start", open.len());
+                restart_closes += restart_closes_pending;
+                restart_closes_pending = 0;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        restart_closes_pending, 0,
+        "server_restart closes only at a start"
+    );
+    assert!(restart_closes > 0, "the kills found no session open");
 
     // The view: it holds what was acknowledged and equals a rebuild of the log.
     let verdict = replay::verify(&log, &dir.path().join("view.sqlite"))
