@@ -6,7 +6,7 @@
 //! atomic batch, flushes once, and only then acknowledges each caller. Promises: an
 //! acknowledged event is durable; a failed batch is acknowledged as failed to every caller in
 //! it, consumes no seq and leaves nothing behind (a batch written but not flushed is taken
-//! back; if even that fails, the writer refuses appends until restart rather than guess);
+//! back, and the taking back flushed; if even that fails, the writer refuses appends until restart rather than guess);
 //! `durable()` never runs ahead of the disk, and reads show durable events only (never a batch
 //! still being flushed). Must never: run a flush on the async runtime's threads.
 
@@ -199,8 +199,10 @@ fn run_writer(
             store.write(&encoded).and_then(|()| {
                 store.flush().inspect_err(|_| {
                     // Written but not durable: take it back, or a later flush would make
-                    // durable what the callers were told failed.
-                    if let Err(e) = store.discard(&encoded) {
+                    // durable what the callers were told failed. The taking back is flushed
+                    // too: the store's own background flush may have made the batch durable
+                    // meanwhile, and a crash before our next flush would bring it back.
+                    if let Err(e) = store.discard(&encoded).and_then(|()| store.flush()) {
                         tracing::error!(error = %e, "cannot take back a batch that failed to flush; refusing appends until restart");
                         poisoned = Some("the event log is in an unknown state after a failed flush; restart the server".into());
                     }
