@@ -50,6 +50,18 @@ pub enum StartError {
     View(#[from] ViewError),
     #[error(transparent)]
     Projector(#[from] ProjectorError),
+    #[error(
+        "the event log {log} is empty, but the SQL view {view} has applied events up to seq \
+         {checkpoint}: the log was deleted, emptied or is not mounted, and starting would serve \
+         no users. Restore the log to {log} (replacing the empty one this start left there) or \
+         mount it, and start again; or, to start with no users on purpose, move {view} away \
+         first"
+    )]
+    LogEmptyBesideView {
+        log: String,
+        view: String,
+        checkpoint: Seq,
+    },
     #[error(transparent)]
     Service(#[from] ServiceError),
     #[error("cannot bind {addr}: {source}")]
@@ -254,16 +266,26 @@ impl Server {
 }
 
 /// Opens the view, brings it up to the log's end and reads the state for memory. A view that
-/// claims more than the log holds belongs to another log: it is reported as unreadable.
+/// claims more than a non-empty log holds belongs to another log: it is reported as unreadable.
+/// A view with events beside an empty log is refused instead: what is missing is far more
+/// likely the log (deleted, or a volume not mounted) than the view's history, and rebuilding
+/// from nothing would bring the server up with every user gone.
 async fn recover_view(
     config: &Config,
     log: &EventLog,
 ) -> Result<(Arc<dyn ViewStore>, Seq, ViewState), StartError> {
+    let end = log.last_durable();
+    if end == Seq(0) {
+        refuse_a_view_beside_an_empty_log(config).await?;
+    }
     let view = SqliteView::open(&config.view_path()).await?;
     let checkpoint = view.checkpoint().await?;
-    let end = log.last_durable();
     if checkpoint > end {
         view.close().await;
+        if end == Seq(0) {
+            // Reached only when the read-only look failed and this open did not.
+            return Err(log_empty_beside_view(config, checkpoint));
+        }
         return Err(ViewError::Malformed(format!(
             "its checkpoint {checkpoint} is past the end of the log ({end})"
         ))
@@ -287,6 +309,33 @@ async fn recover_view(
             view.close().await;
             Err(e)
         }
+    }
+}
+
+/// With an empty log, looks at the view read-only first, so that a refused start leaves the
+/// file exactly as it was (a read-write open could fold its write-ahead log into it). A view
+/// that cannot be read this way is left to the full recovery to judge.
+async fn refuse_a_view_beside_an_empty_log(config: &Config) -> Result<(), StartError> {
+    let path = config.view_path();
+    if !path.exists() {
+        return Ok(());
+    }
+    let Ok(view) = SqliteView::open_existing_read_only(&path).await else {
+        return Ok(());
+    };
+    let checkpoint = view.checkpoint().await;
+    view.close().await;
+    match checkpoint {
+        Ok(checkpoint) if checkpoint > Seq(0) => Err(log_empty_beside_view(config, checkpoint)),
+        _ => Ok(()),
+    }
+}
+
+fn log_empty_beside_view(config: &Config, checkpoint: Seq) -> StartError {
+    StartError::LogEmptyBesideView {
+        log: config.log_dir().display().to_string(),
+        view: config.view_path().display().to_string(),
+        checkpoint,
     }
 }
 

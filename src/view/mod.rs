@@ -27,6 +27,8 @@ pub enum ViewError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("SQL view holds a row this build cannot read: {0}")]
     Malformed(String),
+    #[error("no SQL view at {0}")]
+    Missing(std::path::PathBuf),
 }
 
 /// What the in-memory projection is rebuilt from at start-up.

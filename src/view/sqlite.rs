@@ -73,6 +73,26 @@ impl SqliteView {
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(SqliteView { pool })
     }
+
+    /// Opens the view at `path` for reading only: never creates the file, never migrates it,
+    /// and SQLite refuses any write through it. For looking at a view without changing it.
+    pub async fn open_existing_read_only(path: &Path) -> Result<Self, ViewError> {
+        // Checked here rather than left to SQLite: its "unable to open database file" does not
+        // say that the file is simply not there.
+        if !path.exists() {
+            return Err(ViewError::Missing(path.to_path_buf()));
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(false)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteView { pool })
+    }
 }
 
 fn seq(s: Seq) -> i64 {

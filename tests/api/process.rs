@@ -105,3 +105,26 @@ impl Node {
         let _ = self.child.wait().await;
     }
 }
+
+/// Runs `wkuser serve` on `data_dir` for a start that must be refused: returns its output once
+/// it exits. Panics when it is still running after 30 s (it started instead).
+pub async fn serve_refused(data_dir: &Path) -> std::process::Output {
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_wkuser"));
+    serve
+        .args([
+            "serve",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--ws-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(30), serve.output())
+        .await
+        .expect("the start is refused, not served")
+        .expect("the wkuser binary runs")
+}

@@ -1,9 +1,10 @@
 //! The SQL view is a projection: deleted or corrupt, it is rebuilt from the log at start, and
-//! the server says so in its log.
+//! the server says so in its log. What is not the view's fault is refused instead, and the view
+//! is left where it is: an empty log beside a populated view (the log is gone, not the users).
 
 use serde_json::{json, Value};
 
-use crate::process::start_node;
+use crate::process::{serve_refused, start_node};
 
 async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
     let resp = http.post(url).body(body.to_string()).send().await.unwrap();
@@ -89,5 +90,106 @@ async fn a_corrupt_view_is_set_aside_and_rebuilt() {
                 .starts_with("view.sqlite.corrupt-")
         });
     assert!(aside, "the corrupt view is kept aside for inspection");
+    node.sigterm_and_wait().await;
+}
+
+/// Entries of `dir` named like a view that was set aside (its WAL files left out).
+fn set_aside_views(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("view.sqlite.corrupt-"))
+        .filter(|n| !n.ends_with("-wal") && !n.ends_with("-shm"))
+        .collect()
+}
+
+/// The bytes of the view and of its write-ahead log, when it has one.
+fn view_bytes(dir: &std::path::Path) -> (Vec<u8>, Option<Vec<u8>>) {
+    (
+        std::fs::read(dir.join("view.sqlite")).unwrap(),
+        std::fs::read(dir.join("view.sqlite-wal")).ok(),
+    )
+}
+
+#[tokio::test]
+async fn an_empty_log_beside_a_populated_view_is_refused_and_the_view_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let node = start_node(dir.path()).await;
+    populate(&http, &node.api).await;
+    node.sigterm_and_wait().await;
+    let view = dir.path().join("view.sqlite");
+    let before = view_bytes(dir.path());
+    // The log deleted (or a volume not mounted): sled would open a new, empty one.
+    let log = dir.path().join("log");
+    std::fs::remove_dir_all(&log).unwrap();
+
+    let run = serve_refused(dir.path()).await;
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{said}");
+    for expected in [
+        format!("the event log {} is empty", log.display()),
+        format!(
+            "the SQL view {} has applied events up to seq",
+            view.display()
+        ),
+        format!("Restore the log to {}", log.display()),
+        format!("move {} away", view.display()),
+    ] {
+        assert!(said.contains(&expected), "no {expected:?} in:\n{said}");
+    }
+    let (file, wal) = view_bytes(dir.path());
+    assert!(file == before.0, "the view file is untouched");
+    // A WAL with frames keeps them; one that was not there may appear, empty (a reader's).
+    match (&before.1, wal) {
+        (Some(old), Some(new)) => assert!(*old == new, "the view's WAL is untouched"),
+        (Some(_), None) => panic!("the view's WAL was folded in or removed"),
+        (None, new) => assert!(
+            new.unwrap_or_default().is_empty(),
+            "nothing written to a WAL"
+        ),
+    }
+    assert_eq!(set_aside_views(dir.path()), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_view_ahead_of_a_non_empty_log_is_set_aside_and_rebuilt() {
+    let http = reqwest::Client::new();
+    // Two data directories: `short` has a log of two events, `long` more; `long`'s view beside
+    // `short`'s log belongs to another log, and what is missing is that view's history.
+    let short = tempfile::tempdir().unwrap();
+    start_node(short.path()).await.sigterm_and_wait().await;
+    let long = tempfile::tempdir().unwrap();
+    let node = start_node(long.path()).await;
+    populate(&http, &node.api).await;
+    node.sigterm_and_wait().await;
+    // With its write-ahead log, when the stop left one (the newest rows may be only there),
+    // and without `short`'s own, whose pages would land on `long`'s file.
+    for name in ["view.sqlite", "view.sqlite-wal", "view.sqlite-shm"] {
+        let _ = std::fs::remove_file(short.path().join(name));
+        if name != "view.sqlite-shm" && long.path().join(name).exists() {
+            std::fs::copy(long.path().join(name), short.path().join(name)).unwrap();
+        }
+    }
+
+    let node = start_node(short.path()).await;
+    let said = node.stderr.lock().join("\n");
+    assert!(said.contains("is past the end of the log (2)"), "{said}");
+    assert!(said.contains("is unreadable; moved it to"), "{said}");
+    assert_eq!(set_aside_views(short.path()).len(), 1);
+    let listed: Value = http
+        .get(format!("{}/user/systemuids", node.api))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed,
+        json!([]),
+        "rebuilt from this log, not the other view"
+    );
     node.sigterm_and_wait().await;
 }
