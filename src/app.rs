@@ -51,6 +51,13 @@ pub enum StartError {
     #[error(transparent)]
     Projector(#[from] ProjectorError),
     #[error(
+        "the SQL view {path} cannot be used, and was left in place: nothing says it is damaged, \
+         so fix the cause (a lock held by another process, permissions, a full disk, a view \
+         from a newer wkuser) and start again: {error}"
+    )]
+    // Not a `source`: the message carries it, and an error chain would print it twice more.
+    ViewUnusable { path: String, error: ViewError },
+    #[error(
         "the event log {log} is empty, but the SQL view {view} has applied events up to seq \
          {checkpoint}: the log was deleted, emptied or is not mounted, and starting would serve \
          no users. Restore the log to {log} (replacing the empty one this start left there) or \
@@ -119,7 +126,8 @@ impl Server {
         let log = EventLog::start(store, node_id)?;
         let (view, caught_up, state) = match recover_view(&config, &log).await {
             Ok(recovered) => recovered,
-            Err(StartError::View(e)) => {
+            Err(e) => {
+                let e = view_damage(e, &config)?;
                 let path = config.view_path();
                 let aside = set_aside(&path)?;
                 tracing::warn!(
@@ -130,7 +138,6 @@ impl Server {
                 );
                 recover_view(&config, &log).await?
             }
-            Err(e) => return Err(e),
         };
         let presence = Arc::new(Presence::load(
             state.tokens,
@@ -336,6 +343,26 @@ fn log_empty_beside_view(config: &Config, checkpoint: Seq) -> StartError {
         log: config.log_dir().display().to_string(),
         view: config.view_path().display().to_string(),
         checkpoint,
+    }
+}
+
+/// Sorts an error of the view's recovery by its cause, not by the step it showed at (open,
+/// checkpoint, catch-up, load): `Ok` with the view's error when the view is damaged (see
+/// [`ViewError::is_damage`]) and is to be set aside and rebuilt; `Err` with the error to refuse
+/// the start with otherwise, the view left as it is.
+fn view_damage(e: StartError, config: &Config) -> Result<ViewError, StartError> {
+    match e {
+        StartError::View(v) | StartError::Projector(ProjectorError::View(v)) => {
+            if v.is_damage() {
+                Ok(v)
+            } else {
+                Err(StartError::ViewUnusable {
+                    path: config.view_path().display().to_string(),
+                    error: v,
+                })
+            }
+        }
+        other => Err(other),
     }
 }
 

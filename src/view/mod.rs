@@ -31,6 +31,44 @@ pub enum ViewError {
     Missing(std::path::PathBuf),
 }
 
+/// SQLite's primary result codes for a damaged file: the low byte of every extended code
+/// (SQLITE_CORRUPT_INDEX is 779, say) is its primary code.
+const SQLITE_CORRUPT: i32 = 11;
+const SQLITE_NOTADB: i32 = 26;
+
+impl ViewError {
+    /// Whether the view itself is damaged, so that setting it aside and rebuilding it from the
+    /// log is the cure: SQLite says the file is not a database or is corrupt, or it holds a row
+    /// this build cannot read. Any other error (a lock held past the busy timeout, a permission
+    /// refused, a full disk, a schema from a newer build) says nothing against the view, and a
+    /// rebuild would throw away a good one.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            ViewError::Malformed(_) => true,
+            ViewError::Sql(e) => sql_is_damage(e),
+            ViewError::Migrate(
+                sqlx::migrate::MigrateError::Execute(e)
+                | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
+            ) => sql_is_damage(e),
+            ViewError::Migrate(_) | ViewError::Missing(_) => false,
+        }
+    }
+}
+
+fn sql_is_damage(e: &sqlx::Error) -> bool {
+    use sqlx::error::DatabaseError as _;
+    match e {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+            .and_then(|e| e.code()?.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, SQLITE_CORRUPT | SQLITE_NOTADB)),
+        // A stored value of another type than the schema's: a row this build cannot read, as
+        // `Malformed` says of the rows it checks itself.
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => true,
+        _ => false,
+    }
+}
+
 /// What the in-memory projection is rebuilt from at start-up.
 #[derive(Debug, Default)]
 pub struct ViewState {

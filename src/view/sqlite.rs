@@ -330,6 +330,11 @@ fn malformed(what: impl std::fmt::Display) -> ViewError {
     ViewError::Malformed(what.to_string())
 }
 
+/// The migration writes the checkpoint's one row: a view without it is malformed, not empty.
+fn no_checkpoint() -> ViewError {
+    malformed("projector_checkpoint has no row")
+}
+
 fn uid_col(s: &str) -> Result<Uid, ViewError> {
     Uid::parse(s).map_err(|e| malformed(format_args!("uid {s:?}: {e}")))
 }
@@ -354,8 +359,9 @@ fn device_col(s: &str) -> Result<DeviceId, ViewError> {
 impl ViewStore for SqliteView {
     async fn checkpoint(&self) -> Result<Seq, ViewError> {
         let n: i64 = sqlx::query_scalar("SELECT last_seq FROM projector_checkpoint WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(no_checkpoint)?;
         Ok(Seq(n as u64))
     }
 
@@ -366,8 +372,9 @@ impl ViewStore for SqliteView {
         let mut tx = self.pool.begin().await?;
         let done: i64 =
             sqlx::query_scalar("SELECT last_seq FROM projector_checkpoint WHERE id = 1")
-                .fetch_one(&mut *tx)
-                .await?;
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(no_checkpoint)?;
         let mut pending = Pending::default();
         for r in batch.iter().filter(|r| seq(r.seq) > done) {
             if !pending.take(r) {
@@ -387,8 +394,9 @@ impl ViewStore for SqliteView {
         let mut conn = self.pool.begin().await?;
         let checkpoint: i64 =
             sqlx::query_scalar("SELECT last_seq FROM projector_checkpoint WHERE id = 1")
-                .fetch_one(&mut *conn)
-                .await?;
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(no_checkpoint)?;
         let mut state = ViewState {
             checkpoint: Seq(checkpoint as u64),
             ..Default::default()
