@@ -221,14 +221,7 @@ async fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
         }
         None => {
             let path = a.data.data_dir.join("view.sqlite");
-            if !path.exists() {
-                bail!(
-                    "{} holds no SQL view (no {})",
-                    a.data.data_dir.display(),
-                    path.display()
-                );
-            }
-            let view = SqliteView::open(&path).await?;
+            let view = SqliteView::open_existing_read_only(&path).await?;
             let checkpoint = view.checkpoint().await?;
             let records = view.sessions(&uid, None, limit + 1).await?;
             view.close().await;

@@ -3,8 +3,9 @@
 //! server through its API.
 //!
 //! Owns nothing persistent. Promises: read-only on the live data (replay writes only into a
-//! fresh file of its own). Must never: open the sled log of a running server (sled allows one
-//! process per directory; a running server is reached through its API instead).
+//! fresh file of its own; the live view is opened read-only, never created or migrated). Must
+//! never: open the sled log of a running server (sled allows one process per directory; a
+//! running server is reached through its API instead).
 
 pub mod audit;
 pub mod client;

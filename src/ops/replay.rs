@@ -3,7 +3,8 @@
 //! live view.
 //!
 //! Promises: the rebuilt view is what the projector would have written after the same events;
-//! `verify` reports every differing row. Must never: write into an existing database.
+//! `verify` reports every differing row, and only reads the live view. Must never: write into an
+//! existing database.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,6 +24,8 @@ pub enum ReplayError {
     View(#[from] ViewError),
     #[error("{0} exists; replay writes only into a fresh database")]
     Exists(PathBuf),
+    #[error("no SQL view at {0}: nothing to verify; start the server once to build it")]
+    NoView(PathBuf),
 }
 
 /// Where a replay stops.
@@ -100,9 +103,16 @@ pub struct Verdict {
     pub differences: Vec<String>,
 }
 
-/// Rebuilds the view up to the live view's checkpoint in a temporary file and compares.
+/// Rebuilds the view up to the live view's checkpoint in a temporary file and compares. The
+/// live view is only read: it must exist (an empty one made here would match an empty
+/// rebuild) and be of this build's schema (see [`SqliteView::open_existing_read_only`]).
 pub async fn verify(log: &EventLog, live_view: &Path) -> Result<Verdict, ReplayError> {
-    let live = SqliteView::open(live_view).await?;
+    let live = SqliteView::open_existing_read_only(live_view)
+        .await
+        .map_err(|e| match e {
+            ViewError::Missing(path) => ReplayError::NoView(path),
+            other => other.into(),
+        })?;
     let checkpoint = live.checkpoint().await?;
     let live_dump = live.dump().await?;
     live.close().await;

@@ -27,8 +27,27 @@ pub enum ViewError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("SQL view holds a row this build cannot read: {0}")]
     Malformed(String),
-    #[error("no SQL view at {0}")]
+    #[error("no SQL view at {0}; start the server once to build it")]
     Missing(std::path::PathBuf),
+    #[error(
+        "the SQL view at {path} has schema version {found}, older than this wkuser's \
+         {expected}: start the server once to bring it up to date (a read-only look never \
+         migrates a view)"
+    )]
+    SchemaOlder {
+        path: std::path::PathBuf,
+        found: i64,
+        expected: i64,
+    },
+    #[error(
+        "the SQL view at {path} has schema version {found}, newer than this wkuser's \
+         {expected}: use the wkuser that wrote it"
+    )]
+    SchemaNewer {
+        path: std::path::PathBuf,
+        found: i64,
+        expected: i64,
+    },
 }
 
 /// SQLite's primary result codes for a damaged file: the low byte of every extended code
@@ -50,7 +69,10 @@ impl ViewError {
                 sqlx::migrate::MigrateError::Execute(e)
                 | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
             ) => sql_is_damage(e),
-            ViewError::Migrate(_) | ViewError::Missing(_) => false,
+            ViewError::Migrate(_)
+            | ViewError::Missing(_)
+            | ViewError::SchemaOlder { .. }
+            | ViewError::SchemaNewer { .. } => false,
         }
     }
 }

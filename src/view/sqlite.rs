@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -22,6 +23,10 @@ use crate::domain::*;
 pub struct SqliteView {
     pool: SqlitePool,
 }
+
+/// The view's schema, one migration per version; sqlx records the applied ones in the view's
+/// `_sqlx_migrations` table.
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Each table of the view with the query that dumps it in a canonical order.
 const DUMPS: &[(&str, &str)] = &[
@@ -70,12 +75,14 @@ impl SqliteView {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        MIGRATOR.run(&pool).await?;
         Ok(SqliteView { pool })
     }
 
     /// Opens the view at `path` for reading only: never creates the file, never migrates it,
-    /// and SQLite refuses any write through it. For looking at a view without changing it.
+    /// and SQLite refuses any write through it. For looking at a view without changing it: the
+    /// operator commands, which may run beside a server. Refuses a view whose schema is not
+    /// this build's (older or newer), since its tables would not be what the queries expect.
     pub async fn open_existing_read_only(path: &Path) -> Result<Self, ViewError> {
         // Checked here rather than left to SQLite: its "unable to open database file" does not
         // say that the file is simply not there.
@@ -91,8 +98,52 @@ impl SqliteView {
             .max_connections(1)
             .connect_with(options)
             .await?;
+        if let Err(e) = check_schema(&pool, path).await {
+            pool.close().await;
+            return Err(e);
+        }
         Ok(SqliteView { pool })
     }
+}
+
+/// Compares the migrations the view records as applied with this build's.
+async fn check_schema(pool: &SqlitePool, path: &Path) -> Result<(), ViewError> {
+    let known: Vec<i64> = MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| m.version)
+        .collect();
+    let expected = known.iter().copied().max().unwrap_or(0);
+    // A view that no migration ever ran on has no table to ask.
+    let recorded: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(pool)
+    .await?;
+    let applied: Vec<i64> = if recorded {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let found = applied.iter().copied().max().unwrap_or(0);
+    let path = path.to_path_buf();
+    if applied.iter().any(|v| !known.contains(v)) {
+        return Err(ViewError::SchemaNewer {
+            path,
+            found,
+            expected,
+        });
+    }
+    if known.iter().any(|v| !applied.contains(v)) {
+        return Err(ViewError::SchemaOlder {
+            path,
+            found,
+            expected,
+        });
+    }
+    Ok(())
 }
 
 fn seq(s: Seq) -> i64 {

@@ -78,6 +78,106 @@ async fn verify_passes_on_a_faithful_view_and_fails_on_a_tampered_one() {
     );
 }
 
+#[tokio::test]
+async fn verify_refuses_a_data_dir_without_a_view_and_creates_none() {
+    let app = history().await;
+    let view = app.data_dir.join("view.sqlite");
+    for side in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{side}", view.display()));
+    }
+    let run = wkuser(&["verify", "--data-dir", &dir(&app)]).await;
+    assert_eq!(
+        run.status.code(),
+        Some(2),
+        "{}{}",
+        stdout(&run),
+        stderr(&run)
+    );
+    let said = format!(
+        "no SQL view at {}: nothing to verify; start the server once to build it",
+        view.display()
+    );
+    assert!(stderr(&run).contains(&said), "{}", stderr(&run));
+    assert!(!stdout(&run).contains("matches"), "{}", stdout(&run));
+    let views: Vec<_> = std::fs::read_dir(&app.data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("view.sqlite"))
+        .collect();
+    assert_eq!(views, Vec::<String>::new(), "verify created a view");
+}
+
+/// Sets the migrations the view records as applied to `versions`.
+async fn record_migrations(view: &Path, versions: &[i64]) {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", view.display()))
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for v in versions {
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (?1, 'test', TRUE, x'00', 0)",
+        )
+        .bind(v)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+}
+
+async fn applied_migrations(view: &Path) -> Vec<i64> {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", view.display()))
+        .await
+        .unwrap();
+    let versions = sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    versions
+}
+
+#[tokio::test]
+async fn verify_and_audit_name_a_view_of_another_schema_instead_of_migrating_it() {
+    let app = history().await;
+    let view = app.data_dir.join("view.sqlite");
+    // As a view written before this build's first migration was recorded would be.
+    record_migrations(&view, &[]).await;
+    let older = format!(
+        "the SQL view at {} has schema version 0, older than this wkuser's 1",
+        view.display()
+    );
+    for args in [vec!["verify"], vec!["audit", "u1"]] {
+        let run = wkuser(&[&args[..], &["--data-dir", &dir(&app)]].concat()).await;
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", stderr(&run));
+        assert!(stderr(&run).contains(&older), "{args:?}: {}", stderr(&run));
+        assert!(
+            stderr(&run).contains("start the server once to bring it up to date"),
+            "{}",
+            stderr(&run)
+        );
+    }
+    assert_eq!(
+        applied_migrations(&view).await,
+        Vec::<i64>::new(),
+        "left as it was"
+    );
+
+    // As a view from a newer wkuser, with a migration this one does not know.
+    record_migrations(&view, &[1, 99]).await;
+    let run = wkuser(&["verify", "--data-dir", &dir(&app)]).await;
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    let newer = format!(
+        "the SQL view at {} has schema version 99, newer than this wkuser's 1",
+        view.display()
+    );
+    assert!(stderr(&run).contains(&newer), "{}", stderr(&run));
+}
+
 async fn tamper(view: &Path) {
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", view.display()))
         .await
