@@ -224,9 +224,10 @@ async fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
             let view = SqliteView::open_existing_read_only(&path).await?;
             let checkpoint = view.checkpoint().await?;
             let records = view.sessions(&uid, None, limit + 1).await?;
+            let open_flags = view.open_flags(&uid).await?;
             view.close().await;
             (
-                audit::from_records(&uid, records, limit),
+                audit::from_records(&uid, records, limit, open_flags),
                 format!("SQL view {} as of seq {checkpoint}", path.display()),
             )
         }

@@ -89,20 +89,19 @@ pub fn render(history: &History, source: &str) -> String {
     out
 }
 
-/// Builds the history from the SQL view's records (newest first, up to `limit + 1`); the
-/// sessions the view holds open give the status.
-pub fn from_records(uid: &crate::domain::Uid, records: Vec<SessionRecord>, limit: u32) -> History {
-    let mut flags: Vec<_> = records
-        .iter()
-        .filter(|r| r.disconnected_at.is_none())
-        .map(|r| r.device_flag)
-        .collect();
-    flags.sort();
-    flags.dedup();
+/// Builds the history from the SQL view's records (newest first, up to `limit + 1`) and the
+/// flags the view holds a session open on (the status: an open session may be older than the
+/// page).
+pub fn from_records(
+    uid: &crate::domain::Uid,
+    records: Vec<SessionRecord>,
+    limit: u32,
+    open_flags: Vec<crate::domain::DeviceFlag>,
+) -> History {
     SessionsPage::new(
         uid,
         records,
         limit,
-        flags.into_iter().map(OnlineFlag::from).collect(),
+        open_flags.into_iter().map(OnlineFlag::from).collect(),
     )
 }

@@ -106,6 +106,21 @@ impl SqliteView {
     }
 }
 
+impl SqliteView {
+    /// The flags `uid` has a session open on, as the view holds them, ascending: whatever the
+    /// age of those sessions (a page of the history may not reach back to them).
+    pub async fn open_flags(&self, uid: &Uid) -> Result<Vec<DeviceFlag>, ViewError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT device_flag FROM device_sessions \
+             WHERE uid = ?1 AND disconnected_at IS NULL ORDER BY device_flag",
+        )
+        .bind(uid.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| flag_col(row.try_get(0)?)).collect()
+    }
+}
+
 /// Compares the migrations the view records as applied with this build's.
 async fn check_schema(pool: &SqlitePool, path: &Path) -> Result<(), ViewError> {
     let known: Vec<i64> = MIGRATOR

@@ -273,6 +273,35 @@ async fn events_and_audit_read_a_stopped_data_dir() {
 }
 
 #[tokio::test]
+async fn audit_of_the_view_reports_a_session_older_than_its_page_as_online() {
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    // The oldest session stays open; two newer ones on the same flag close.
+    let (_kept, answer) = app.ws_connect("u1", "t", 1, "phone").await;
+    assert_connected(&answer);
+    for device in ["web_a", "web_b"] {
+        let (mut ws, answer) = app.ws_connect("u1", "t", 1, device).await;
+        assert_connected(&answer);
+        ws.close(None).await.unwrap();
+        let _ = close_code(&mut ws).await;
+    }
+    app.view_caught_up().await;
+    // Read from the view beside the running server, one session per page: the page holds
+    // only closed sessions, the status still names the open one.
+    let audit = wkuser(&["audit", "u1", "--data-dir", &dir(&app), "--limit", "1"]).await;
+    assert_eq!(audit.status.code(), Some(0), "{}", stderr(&audit));
+    let table = stdout(&audit);
+    assert!(
+        table.starts_with("uid u1: online on iOS (flag 1)\n"),
+        "{table}"
+    );
+    assert!(
+        table.contains("web_b") && !table.contains("phone"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
 async fn a_running_server_is_read_through_its_api() {
     let app = spawn_app_with(&["--manager-token", "m"]).await;
     app.set_token_with_manager("u9", "t9").await;
