@@ -6,7 +6,7 @@
 //! atomic batch, flushes once, and only then acknowledges each caller. Promises: an
 //! acknowledged event is durable; a failed batch is acknowledged as failed to every caller in
 //! it, consumes no seq and leaves nothing behind (a batch written but not flushed is taken
-//! back, and the taking back flushed; if even that fails, the writer refuses appends until restart rather than guess);
+//! back, and the taking back flushed when the disk allows; if the taking back fails, the writer refuses appends until restart rather than guess);
 //! `durable()` never runs ahead of the disk, and reads show durable events only (never a batch
 //! still being flushed). Must never: run a flush on the async runtime's threads.
 
@@ -199,12 +199,16 @@ fn run_writer(
             store.write(&encoded).and_then(|()| {
                 store.flush().inspect_err(|_| {
                     // Written but not durable: take it back, or a later flush would make
-                    // durable what the callers were told failed. The taking back is flushed
-                    // too: the store's own background flush may have made the batch durable
-                    // meanwhile, and a crash before our next flush would bring it back.
-                    if let Err(e) = store.discard(&encoded).and_then(|()| store.flush()) {
+                    // durable what the callers were told failed.
+                    if let Err(e) = store.discard(&encoded) {
                         tracing::error!(error = %e, "cannot take back a batch that failed to flush; refusing appends until restart");
                         poisoned = Some("the event log is in an unknown state after a failed flush; restart the server".into());
+                    } else if let Err(e) = store.flush() {
+                        // The store's own background flush may have made the batch durable
+                        // meanwhile, and a crash before the next flush would bring it back.
+                        // A disk that just failed a flush may fail this one too: the next
+                        // batch's flush, before anything is acknowledged, tries again.
+                        tracing::warn!(error = %e, "the taking back of a failed batch is not durable yet");
                     }
                 })
             })

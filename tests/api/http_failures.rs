@@ -111,6 +111,18 @@ async fn a_batch_that_fails_to_flush_is_taken_back_and_never_comes_back() {
     drop(store);
     failing_flush.store(false, Ordering::SeqCst);
 
+    // The disk recovered: appends are acknowledged again without a restart, right after the
+    // last acknowledged one.
+    assert_eq!(
+        app.post(
+            "/user/token",
+            &json!({"uid": "u2", "token": "resumed", "device_flag": 2}),
+        )
+        .await,
+        (200, json!({"status": 200}))
+    );
+    assert_eq!(app.server().service().log().last_durable(), Seq(last.0 + 1));
+
     // After a restart (the store reopened without fault injection: plain sled), the refused
     // tokens admit nobody and the old one still works.
     app.stop().await;
@@ -118,6 +130,8 @@ async fn a_batch_that_fails_to_flush_is_taken_back_and_never_comes_back() {
     let (_ws, answer) = app.ws_connect("u1", "refused-3", 1, "d1").await;
     assert_eq!(answer, auth_fail("c-d1"));
     let (_ws, answer) = app.ws_connect("u1", "old", 1, "d2").await;
+    assert_connected(&answer);
+    let (_ws, answer) = app.ws_connect("u2", "resumed", 2, "d3").await;
     assert_connected(&answer);
     let events = app.events();
     for (i, e) in events.iter().enumerate() {
