@@ -8,10 +8,10 @@
 //! stays full for [`SLOW_LIMIT`] closes the session as a slow consumer. Promises: the connect
 //! result is sent only after `Connected` is durable; every ending records exactly one
 //! `Disconnected` (or finds it already recorded by whoever closed the session), and a
-//! `Disconnected` the event log refuses is retried in the background until the log takes it, so
-//! that a closed session does not stay online; a close ordered by the server completes within
-//! two seconds whatever the client does. Must never: log a token, or answer a frame before it
-//! is authenticated.
+//! `Disconnected` the event log refuses is retried in the background until the log takes it (or
+//! the server stops, which records the session's end itself), so that a closed session does not
+//! stay online; a close ordered by the server completes within two seconds whatever the client
+//! does. Must never: log a token, or answer a frame before it is authenticated.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -455,21 +455,18 @@ impl Live {
 /// Records the close of a session that the event log refused, retrying with a growing pause
 /// ([`RETRY_FIRST`] doubling up to [`RETRY_MAX`]) until the log takes it. Ends when it is
 /// recorded (or someone else recorded the session's end meanwhile, a kick: then there is
-/// nothing left to decide), when the log is closed, or when the gateway stops: the stop then
-/// records what is still open as `server_shutdown`, or the next start as `server_restart`.
+/// nothing left to decide), when the log is closed, or after one last try once the gateway
+/// stops: what that try could not record, the stop records as `server_shutdown`, or the next
+/// start as `server_restart`.
 async fn retry_close(gw: Arc<Gateway>, uid: Uid, session_id: SessionId, reason: CloseReason) {
     let mut pause = RETRY_FIRST;
     let mut attempts: u32 = 1;
     let mut last_told = Instant::now();
     loop {
-        tokio::select! {
-            _ = gw.shutdown.cancelled() => {
-                tracing::warn!(uid = %uid, session = %session_id, %reason, attempts,
-                    "gateway stopping with a close not recorded; the stop or the next start records it");
-                return;
-            }
-            _ = sleep(pause) => {}
-        }
+        let stopping = tokio::select! {
+            _ = gw.shutdown.cancelled() => true,
+            _ = sleep(pause) => false,
+        };
         attempts += 1;
         let command = Command::Disconnect {
             uid: uid.clone(),
@@ -479,6 +476,11 @@ async fn retry_close(gw: Arc<Gateway>, uid: Uid, session_id: SessionId, reason: 
         // Not raced against the stop: an append cut short may still become durable, and
         // memory would then miss it.
         match gw.service.execute(command).await {
+            Ok(recorded) if recorded.is_empty() => {
+                tracing::info!(uid = %uid, session = %session_id, %reason, attempts,
+                    "close not needed any more: the session's end was recorded meanwhile");
+                return;
+            }
             Ok(_) => {
                 tracing::info!(uid = %uid, session = %session_id, %reason, attempts,
                     "close recorded after the event log recovered");
@@ -487,6 +489,11 @@ async fn retry_close(gw: Arc<Gateway>, uid: Uid, session_id: SessionId, reason: 
             Err(ServiceError::Log(LogError::Closed)) => {
                 tracing::warn!(uid = %uid, session = %session_id, %reason, attempts,
                     "event log closed with a close not recorded; the next start records it");
+                return;
+            }
+            Err(ServiceError::Log(e)) if stopping => {
+                tracing::warn!(uid = %uid, session = %session_id, %reason, attempts, error = %e,
+                    "gateway stopping with a close not recorded; the stop or the next start records it");
                 return;
             }
             Err(ServiceError::Log(e)) => {
