@@ -353,6 +353,8 @@ impl Live {
                         // more can be read: tokio-tungstenite ends the stream after any error,
                         // and a broken fragment leaves tungstenite itself mid-message. So close
                         // as RFC 6455 says for invalid data (README, "Connecting a client").
+                        // tungstenite reports a close frame whose reason is not UTF-8 the same
+                        // way; 1007 fits it as well.
                         Some(Err(WsError::Utf8)) => {
                             break End::Own(CloseReason::ProtocolError, CloseCode::Invalid, "text is not UTF-8");
                         }
