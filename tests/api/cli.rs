@@ -8,6 +8,7 @@ use std::process::Output;
 use serde_json::Value;
 
 use crate::helpers::*;
+use crate::process::serve_refused;
 
 async fn wkuser(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_wkuser"))
@@ -480,16 +481,7 @@ async fn the_load_tool_refuses_a_phase_longer_than_a_day_before_it_starts() {
 #[tokio::test]
 async fn serve_refuses_a_zero_idle_limit_instead_of_closing_every_session_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().display().to_string();
-    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_wkuser"));
-    serve
-        .args(["serve", "--data-dir", &data, "--api-addr", "127.0.0.1:0"])
-        .args(["--ws-addr", "127.0.0.1:0", "--idle-timeout", "0s"])
-        .kill_on_drop(true);
-    let run = tokio::time::timeout(std::time::Duration::from_secs(30), serve.output())
-        .await
-        .expect("refused at once, not served")
-        .expect("the binary runs");
+    let run = serve_refused(dir.path(), &["--idle-timeout", "0s"]).await;
     assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
     assert!(
         stderr(&run).contains("--idle-timeout must be longer than zero"),
@@ -501,18 +493,12 @@ async fn serve_refuses_a_zero_idle_limit_instead_of_closing_every_session_at_onc
 #[tokio::test]
 async fn serve_refuses_a_time_limit_past_a_year_instead_of_panicking_on_every_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().display().to_string();
     // Before this was refused, every WebSocket connection's task panicked on its deadline.
-    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_wkuser"));
-    serve
-        .args(["serve", "--data-dir", &data, "--api-addr", "127.0.0.1:0"])
-        .args(["--ws-addr", "127.0.0.1:0"])
-        .args(["--first-frame-timeout", "18000000000000000000s"])
-        .kill_on_drop(true);
-    let run = tokio::time::timeout(std::time::Duration::from_secs(30), serve.output())
-        .await
-        .expect("refused at once, not served")
-        .expect("the binary runs");
+    let run = serve_refused(
+        dir.path(),
+        &["--first-frame-timeout", "18000000000000000000s"],
+    )
+    .await;
     assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
     assert!(
         stderr(&run).contains("--first-frame-timeout must be at most 365 days"),

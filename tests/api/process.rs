@@ -25,21 +25,11 @@ pub async fn start_node(data_dir: &Path) -> Node {
 
 /// Starts the binary with `RUST_LOG` set to `log_level`.
 pub async fn start_node_logging(data_dir: &Path, log_level: &str) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wkuser"))
-        .args([
-            "serve",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--ws-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
+    let mut child = serve_command(data_dir)
         .env("RUST_LOG", log_level)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("the wkuser binary starts");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -106,25 +96,28 @@ impl Node {
     }
 }
 
-/// Runs `wkuser serve` on `data_dir` for a start that must be refused: returns its output once
-/// it exits. Panics when it is still running after 30 s (it started instead).
-pub async fn serve_refused(data_dir: &Path) -> std::process::Output {
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_wkuser"));
+/// Runs `wkuser serve` on `data_dir`, with `extra` flags, for a start that must be refused:
+/// returns its output once it exits. Panics when it is still running after 30 s (it started
+/// instead).
+pub async fn serve_refused(data_dir: &Path, extra: &[&str]) -> std::process::Output {
+    let mut serve = serve_command(data_dir);
     serve
-        .args([
-            "serve",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--ws-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
+        .args(extra)
         .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+        .stdin(Stdio::null());
     tokio::time::timeout(Duration::from_secs(30), serve.output())
         .await
         .expect("the start is refused, not served")
         .expect("the wkuser binary runs")
+}
+
+/// `wkuser serve` on `data_dir`, both listeners on a free loopback port, killed when dropped.
+fn serve_command(data_dir: &Path) -> Command {
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_wkuser"));
+    serve
+        .args(["serve", "--api-addr", "127.0.0.1:0"])
+        .args(["--ws-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .kill_on_drop(true);
+    serve
 }

@@ -126,7 +126,7 @@ async fn an_empty_log_beside_a_populated_view_is_refused_and_the_view_kept() {
     let log = dir.path().join("log");
     std::fs::remove_dir_all(&log).unwrap();
 
-    let run = serve_refused(dir.path()).await;
+    let run = serve_refused(dir.path(), &[]).await;
     let said = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success(), "{said}");
     for expected in [
@@ -283,7 +283,7 @@ async fn a_view_that_cannot_be_opened_is_left_in_place_and_the_start_refused() {
     std::fs::create_dir(&view).unwrap();
     std::fs::write(view.join("kept"), b"mine").unwrap();
 
-    let run = serve_refused(dir.path()).await;
+    let run = serve_refused(dir.path(), &[]).await;
     let said = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success(), "{said}");
     for expected in [
