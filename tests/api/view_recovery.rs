@@ -23,6 +23,17 @@ async fn populate(http: &reqwest::Client, api: &str) {
     );
 }
 
+/// A data directory the server populated ([`populate`]) and then stopped gracefully, and the
+/// HTTP client for the next start.
+async fn populated_and_stopped() -> (tempfile::TempDir, reqwest::Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let node = start_node(dir.path()).await;
+    populate(&http, &node.api).await;
+    node.sigterm_and_wait().await;
+    (dir, http)
+}
+
 async fn assert_recovered(http: &reqwest::Client, api: &str) {
     let listed: Value = http
         .get(format!("{api}/user/systemuids"))
@@ -43,11 +54,7 @@ async fn assert_recovered(http: &reqwest::Client, api: &str) {
 
 #[tokio::test]
 async fn a_deleted_view_is_rebuilt_from_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::new();
-    let node = start_node(dir.path()).await;
-    populate(&http, &node.api).await;
-    node.sigterm_and_wait().await;
+    let (dir, http) = populated_and_stopped().await;
     for name in ["view.sqlite", "view.sqlite-wal", "view.sqlite-shm"] {
         let _ = std::fs::remove_file(dir.path().join(name));
     }
@@ -69,11 +76,7 @@ async fn a_deleted_view_is_rebuilt_from_the_log() {
 
 #[tokio::test]
 async fn a_corrupt_view_is_set_aside_and_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::new();
-    let node = start_node(dir.path()).await;
-    populate(&http, &node.api).await;
-    node.sigterm_and_wait().await;
+    let (dir, http) = populated_and_stopped().await;
     for name in ["view.sqlite-wal", "view.sqlite-shm"] {
         let _ = std::fs::remove_file(dir.path().join(name));
     }
@@ -115,11 +118,7 @@ fn view_bytes(dir: &std::path::Path) -> (Vec<u8>, Option<Vec<u8>>) {
 
 #[tokio::test]
 async fn an_empty_log_beside_a_populated_view_is_refused_and_the_view_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::new();
-    let node = start_node(dir.path()).await;
-    populate(&http, &node.api).await;
-    node.sigterm_and_wait().await;
+    let (dir, _) = populated_and_stopped().await;
     let view = dir.path().join("view.sqlite");
     let before = view_bytes(dir.path());
     // The log deleted (or a volume not mounted): sled would open a new, empty one.
@@ -246,11 +245,7 @@ async fn corrupt_all_but_the_checkpoint(view: &std::path::Path) {
 
 #[tokio::test]
 async fn a_view_found_corrupt_while_catching_up_is_set_aside_and_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::new();
-    let node = start_node(dir.path()).await;
-    populate(&http, &node.api).await;
-    node.sigterm_and_wait().await;
+    let (dir, http) = populated_and_stopped().await;
     let view = dir.path().join("view.sqlite");
     // The open, the checkpoint and the migrations' table are fine: the damage shows only when
     // the tail after seq 1 is written.
@@ -268,11 +263,7 @@ async fn a_view_found_corrupt_while_catching_up_is_set_aside_and_rebuilt() {
 
 #[tokio::test]
 async fn a_view_that_cannot_be_opened_is_left_in_place_and_the_start_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::new();
-    let node = start_node(dir.path()).await;
-    populate(&http, &node.api).await;
-    node.sigterm_and_wait().await;
+    let (dir, _) = populated_and_stopped().await;
     // Not damage a rebuild would cure (as a lock held past the busy timeout, a permission
     // refused or a full disk are not): SQLite cannot open a directory (SQLITE_CANTOPEN).
     // Tests run as root here, which file permissions would not stop.
