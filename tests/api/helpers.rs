@@ -736,6 +736,12 @@ impl RawFrame {
         assert_eq!(self.opcode, 8, "not a close frame: {self:?}");
         u16::from_be_bytes([self.payload[0], self.payload[1]])
     }
+
+    /// The reason text of a close frame (after its code).
+    pub fn close_reason(&self) -> &str {
+        assert_eq!(self.opcode, 8, "not a close frame: {self:?}");
+        std::str::from_utf8(&self.payload[2..]).expect("UTF-8 reason")
+    }
 }
 
 impl RawWs {
@@ -824,20 +830,34 @@ impl RawWs {
     /// The bytes of one masked frame.
     pub fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
         let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= 0xffff => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
+        let mut frame = Self::head(opcode, fin, true, payload.len());
         frame.extend_from_slice(&mask);
         frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    }
+
+    /// A frame's header up to its length (the mask key, when there is one, follows).
+    fn head(opcode: u8, fin: bool, masked: bool, len: usize) -> Vec<u8> {
+        let mask_bit = if masked { 0x80 } else { 0 };
+        let mut head = vec![if fin { 0x80 } else { 0 } | opcode];
+        match len {
+            n if n < 126 => head.push(mask_bit | n as u8),
+            n if n <= 0xffff => {
+                head.push(mask_bit | 126);
+                head.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                head.push(mask_bit | 127);
+                head.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        head
+    }
+
+    /// The bytes of one text frame sent unmasked, as only a server may send it (RFC 6455 5.1).
+    pub fn unmasked_text(text: &str) -> Vec<u8> {
+        let mut frame = Self::head(0x1, true, false, text.len());
+        frame.extend_from_slice(text.as_bytes());
         frame
     }
 
