@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, timeout, timeout_at, Instant};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -72,7 +72,8 @@ enum End {
     PeerClosed,
     /// Someone else recorded the close (a kick, a replacement): only carry it out.
     Ordered(CloseReason),
-    /// The writer died (the socket is gone): record `client_closed`, nothing to send.
+    /// The socket is gone (the writer died, or the client dropped it without a close frame):
+    /// record `client_closed`, nothing to send.
     Gone,
 }
 
@@ -273,11 +274,43 @@ async fn first_text(ws: &mut Ws) -> Result<String, Option<(CloseCode, &'static s
             Some(Err(WsError::Utf8)) => {
                 return Err(Some((CloseCode::Policy, "first frame is not UTF-8 text")))
             }
+            // A frame that breaks RFC 6455 itself. Not the contract's 1008: that is for a first
+            // message that is not a connect, and this is no message at all (the contract says
+            // nothing of broken framing), so 7.4.1 decides, with the same 1002 as after
+            // connect. As for UTF-8 above, nothing more is read. A socket that merely dropped
+            // is no violation: it has no one left to tell.
+            Some(Err(WsError::Protocol(e))) => {
+                return Err(protocol_violation(&e).map(|why| (CloseCode::Protocol, why)))
+            }
             // Closed before connecting: the close reply is sent by `close`.
             Some(Ok(Message::Close(_))) => return Err(Some((CloseCode::Normal, "bye"))),
             Some(Err(_)) | None => return Err(None),
         }
     }
+}
+
+/// The close reason for a frame that breaks RFC 6455 (closed with 1002, 7.4.1), or `None` for
+/// the protocol errors that are no bad frame: `ResetWithoutClosingHandshake` is how tungstenite
+/// reports a socket that dropped without a close frame; the handshake's errors end before a
+/// session loop starts; `ReceivedAfterClosing` needs a read after a close frame, which neither
+/// loop does (the linger after it reads the bare socket); `SendAfterClosing` is the write half's.
+fn protocol_violation(e: &ProtocolError) -> Option<&'static str> {
+    use ProtocolError as P;
+    Some(match e {
+        P::NonZeroReservedBits => "reserved bits set",
+        P::UnmaskedFrameFromClient => "unmasked frame",
+        P::FragmentedControlFrame => "fragmented control frame",
+        P::ControlFrameTooBig => "control frame over 125 bytes",
+        // tungstenite rejects a reserved opcode as `InvalidOpcode` while parsing the header;
+        // the other two are its later checks of the same thing.
+        P::InvalidOpcode(_) | P::UnknownControlFrameType(_) | P::UnknownDataFrameType(_) => {
+            "unknown opcode"
+        }
+        P::UnexpectedContinueFrame => "continuation with nothing to continue",
+        P::ExpectedFragment(_) => "new message inside a fragmented one",
+        P::InvalidCloseSequence => "close frame of one byte",
+        _ => return None,
+    })
 }
 
 /// An authenticated session.
@@ -358,6 +391,14 @@ impl Live {
                         Some(Err(WsError::Utf8)) => {
                             break End::Own(CloseReason::ProtocolError, CloseCode::Invalid, "text is not UTF-8");
                         }
+                        // A frame that breaks RFC 6455 itself: as for UTF-8, nothing more can be
+                        // read, and 7.4.1 names 1002 for it. tungstenite reports a socket that
+                        // dropped without a close frame as a protocol error too: that one is the
+                        // client leaving (`client_closed`), with no one left to tell.
+                        Some(Err(WsError::Protocol(e))) => match protocol_violation(&e) {
+                            Some(why) => break End::Own(CloseReason::ProtocolError, CloseCode::Protocol, why),
+                            None => break End::Gone,
+                        },
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                         Some(Ok(Message::Close(_))) => break End::PeerClosed,
                         Some(Err(_)) | None => break End::Gone,

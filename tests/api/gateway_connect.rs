@@ -1,7 +1,7 @@
 //! The gateway's first frame (`protocol.md` 3.1, 3.2): the EasySDK's connect accepted as it is
 //! written, the success result's exact bytes after a durable `Connected`, the auth failure for
-//! every bad credential or param, and a silent 1008 for anything that is not a connect (text
-//! that is not UTF-8 included).
+//! every bad credential or param, a silent 1008 for anything that is not a connect (text that
+//! is not UTF-8 included), and a silent 1002 for a frame that breaks RFC 6455.
 
 use serde_json::{json, Value};
 use wkuser::domain::{DeviceFlag, Event};
@@ -259,6 +259,38 @@ async fn a_first_frame_that_is_not_utf8_is_closed_1008_without_a_reply() {
         let close = raw.read_frame().await;
         let close = close.unwrap_or_else(|| panic!("{case}: dropped without a close frame"));
         assert_eq!(close.close_code(), 1008, "{case}");
+        assert_eq!(
+            raw.read_frame().await,
+            None,
+            "{case}: nothing after the close"
+        );
+    }
+    assert_eq!(app.online(&["u1"]).await, json!([]));
+    assert!(app.connected_events("u1").is_empty());
+}
+
+#[tokio::test]
+async fn a_first_frame_that_breaks_rfc6455_is_closed_1002_without_a_reply() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    // A connect that would succeed but for its framing.
+    let connect = easy_connect("u1", "t", "d1", 1, now_ms(), "c1");
+    let mut reserved = RawWs::masked_text(&connect);
+    reserved[0] |= 0x40;
+    for (case, bytes, reason) in [
+        ("RSV1 set", reserved, "reserved bits set"),
+        ("unmasked", RawWs::unmasked_text(&connect), "unmasked frame"),
+    ] {
+        let mut raw = app.raw_ws().await;
+        raw.tcp.write_all(&bytes).await.unwrap();
+        let close = raw.read_frame().await;
+        let close = close.unwrap_or_else(|| panic!("{case}: dropped without a close frame"));
+        assert_eq!(
+            (close.close_code(), close.close_reason()),
+            (1002, reason),
+            "{case}"
+        );
         assert_eq!(
             raw.read_frame().await,
             None,
