@@ -108,40 +108,6 @@ async fn verify_refuses_a_data_dir_without_a_view_and_creates_none() {
     assert_eq!(views, Vec::<String>::new(), "verify created a view");
 }
 
-/// Sets the migrations the view records as applied to `versions`.
-async fn record_migrations(view: &Path, versions: &[i64]) {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", view.display()))
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM _sqlx_migrations")
-        .execute(&pool)
-        .await
-        .unwrap();
-    for v in versions {
-        sqlx::query(
-            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-             VALUES (?1, 'test', TRUE, x'00', 0)",
-        )
-        .bind(v)
-        .execute(&pool)
-        .await
-        .unwrap();
-    }
-    pool.close().await;
-}
-
-async fn applied_migrations(view: &Path) -> Vec<i64> {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", view.display()))
-        .await
-        .unwrap();
-    let versions = sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    versions
-}
-
 #[tokio::test]
 async fn verify_and_audit_name_a_view_of_another_schema_instead_of_migrating_it() {
     let app = history().await;

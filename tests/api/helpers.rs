@@ -1100,3 +1100,37 @@ pub async fn authenticate(ws: &mut Ws, uid: &str, token: &str, flag: u8, device_
         "connect of {uid} failed: {answer}"
     );
 }
+
+/// Sets the migrations the view records as applied to `versions`.
+pub async fn record_migrations(view: &Path, versions: &[i64]) {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", view.display()))
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for v in versions {
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (?1, 'test', TRUE, x'00', 0)",
+        )
+        .bind(v)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+}
+
+pub async fn applied_migrations(view: &Path) -> Vec<i64> {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", view.display()))
+        .await
+        .unwrap();
+    let versions = sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    versions
+}
