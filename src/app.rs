@@ -319,20 +319,17 @@ async fn recover_view(
     }
 }
 
-/// With an empty log, looks at the view read-only first, so that a refused start leaves the
-/// file exactly as it was (a read-write open could fold its write-ahead log into it). A view
-/// that cannot be read this way is left to the full recovery to judge.
+/// With an empty log, looks at the view's checkpoint read-only first, whatever its schema
+/// version, so that a refused start leaves the file exactly as it was: a read-write open could
+/// fold its write-ahead log into it, and would migrate a view of an older schema before its
+/// checkpoint could be read. A view that cannot be read this way is left to the full recovery
+/// to judge.
 async fn refuse_a_view_beside_an_empty_log(config: &Config) -> Result<(), StartError> {
     let path = config.view_path();
     if !path.exists() {
         return Ok(());
     }
-    let Ok(view) = SqliteView::open_existing_read_only(&path).await else {
-        return Ok(());
-    };
-    let checkpoint = view.checkpoint().await;
-    view.close().await;
-    match checkpoint {
+    match SqliteView::peek_checkpoint(&path).await {
         Ok(checkpoint) if checkpoint > Seq(0) => Err(log_empty_beside_view(config, checkpoint)),
         _ => Ok(()),
     }

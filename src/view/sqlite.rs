@@ -12,7 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
@@ -25,7 +26,9 @@ pub struct SqliteView {
 }
 
 /// The view's schema, one migration per version; sqlx records the applied ones in the view's
-/// `_sqlx_migrations` table.
+/// `_sqlx_migrations` table. A migration, once released, is never edited (sqlx refuses a view
+/// whose recorded checksum differs); later ones must leave `projector_checkpoint` as the first
+/// made it, since [`SqliteView::peek_checkpoint`] reads it from views of every version.
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Each table of the view with the query that dumps it in a canonical order.
@@ -84,26 +87,65 @@ impl SqliteView {
     /// operator commands, which may run beside a server. Refuses a view whose schema is not
     /// this build's (older or newer), since its tables would not be what the queries expect.
     pub async fn open_existing_read_only(path: &Path) -> Result<Self, ViewError> {
-        // Checked here rather than left to SQLite: its "unable to open database file" does not
-        // say that the file is simply not there.
-        if !path.exists() {
-            return Err(ViewError::Missing(path.to_path_buf()));
-        }
-        let options = SqliteConnectOptions::from_str("sqlite:")?
-            .filename(path)
-            .create_if_missing(false)
-            .read_only(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await?;
+        let pool = read_only_pool(path).await?;
         if let Err(e) = check_schema(&pool, path).await {
             pool.close().await;
             return Err(e);
         }
         Ok(SqliteView { pool })
     }
+
+    /// The checkpoint of the view at `path`, read as [`Self::open_existing_read_only`] reads
+    /// (the file never created, migrated or written) but whatever its schema version: 0 when
+    /// no migration has created the checkpoint's table yet. For telling, before anything may
+    /// migrate a view, whether it holds applied events; a view of an older schema is exactly
+    /// the one the read-write open would change. Relies on every schema keeping
+    /// `projector_checkpoint` as the first migration made it.
+    pub async fn peek_checkpoint(path: &Path) -> Result<Seq, ViewError> {
+        let pool = read_only_pool(path).await?;
+        let checkpoint = async {
+            let mut conn = pool.acquire().await?;
+            let made: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'projector_checkpoint')",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            if !made {
+                return Ok(Seq(0));
+            }
+            read_checkpoint(&mut conn).await
+        }
+        .await;
+        pool.close().await;
+        checkpoint
+    }
+}
+
+/// A pool of one read-only connection to the existing view at `path`.
+async fn read_only_pool(path: &Path) -> Result<SqlitePool, ViewError> {
+    // Checked here rather than left to SQLite: its "unable to open database file" does not
+    // say that the file is simply not there.
+    if !path.exists() {
+        return Err(ViewError::Missing(path.to_path_buf()));
+    }
+    let options = SqliteConnectOptions::from_str("sqlite:")?
+        .filename(path)
+        .create_if_missing(false)
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(10));
+    Ok(SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?)
+}
+
+/// The checkpoint, on `conn` (inside the caller's transaction when it has one).
+async fn read_checkpoint(conn: &mut SqliteConnection) -> Result<Seq, ViewError> {
+    let n: i64 = sqlx::query_scalar("SELECT last_seq FROM projector_checkpoint WHERE id = 1")
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(no_checkpoint)?;
+    Ok(Seq(n as u64))
 }
 
 impl SqliteView {
@@ -424,11 +466,7 @@ fn device_col(s: &str) -> Result<DeviceId, ViewError> {
 #[async_trait]
 impl ViewStore for SqliteView {
     async fn checkpoint(&self) -> Result<Seq, ViewError> {
-        let n: i64 = sqlx::query_scalar("SELECT last_seq FROM projector_checkpoint WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(no_checkpoint)?;
-        Ok(Seq(n as u64))
+        read_checkpoint(&mut *self.pool.acquire().await?).await
     }
 
     async fn apply(&self, batch: &[RecordedEvent]) -> Result<(), ViewError> {
