@@ -222,14 +222,16 @@ async fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
         None => {
             let path = a.data.data_dir.join("view.sqlite");
             let view = SqliteView::open_existing_read_only(&path).await?;
-            let checkpoint = view.checkpoint().await?;
-            let records = view.sessions(&uid, None, limit + 1).await?;
-            let open_flags = view.open_flags(&uid).await?;
+            // One snapshot: a server beside may be projecting into the view meanwhile.
+            let snapshot = view.history_snapshot(&uid, limit + 1).await;
             view.close().await;
-            (
-                audit::from_records(&uid, records, limit, open_flags),
-                format!("SQL view {} as of seq {checkpoint}", path.display()),
-            )
+            let snapshot = snapshot?;
+            let source = format!(
+                "SQL view {} as of seq {}",
+                path.display(),
+                snapshot.checkpoint
+            );
+            (audit::from_snapshot(&uid, snapshot, limit), source)
         }
     };
     print!("{}", audit::render(&history, &source));

@@ -2,13 +2,14 @@
 //!
 //! Works from the SQL view file (a stopped data directory, or a running server's view, read
 //! beside it: SQLite allows readers next to the writer) or from a running server's
-//! `/user/sessions`. Must never: write to the view.
+//! `/user/sessions`. Promises: from the view, the status, the page and the seq it is as of are
+//! one snapshot of it, however busy the server beside. Must never: write to the view.
 
 use std::fmt::Write;
 
 pub use crate::http::sessions::SessionsPage as History;
 use crate::http::sessions::{OnlineFlag, SessionsPage};
-use crate::view::SessionRecord;
+use crate::view::HistorySnapshot;
 
 /// Renders the history; `source` says where it came from (shown under the title).
 pub fn render(history: &History, source: &str) -> String {
@@ -89,19 +90,18 @@ pub fn render(history: &History, source: &str) -> String {
     out
 }
 
-/// Builds the history from the SQL view's records (newest first, up to `limit + 1`) and the
-/// flags the view holds a session open on (the status: an open session may be older than the
-/// page).
-pub fn from_records(
-    uid: &crate::domain::Uid,
-    records: Vec<SessionRecord>,
-    limit: u32,
-    open_flags: Vec<crate::domain::DeviceFlag>,
-) -> History {
+/// Builds the history from one snapshot of the SQL view: its records (newest first, up to
+/// `limit + 1`) and the flags it holds a session open on (the status: an open session may be
+/// older than the page).
+pub fn from_snapshot(uid: &crate::domain::Uid, snapshot: HistorySnapshot, limit: u32) -> History {
     SessionsPage::new(
         uid,
-        records,
+        snapshot.sessions,
         limit,
-        open_flags.into_iter().map(OnlineFlag::from).collect(),
+        snapshot
+            .open_flags
+            .into_iter()
+            .map(OnlineFlag::from)
+            .collect(),
     )
 }

@@ -115,6 +115,18 @@ pub struct SessionRecord {
     pub reason: Option<CloseReason>,
 }
 
+/// A page of one user's session history with what it is read against, all from one snapshot
+/// of the view (see [`SqliteView::history_snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistorySnapshot {
+    /// The last seq the snapshot accounts for.
+    pub checkpoint: Seq,
+    /// Newest first.
+    pub sessions: Vec<SessionRecord>,
+    /// The flags the user has a session open on, ascending, however old the session.
+    pub open_flags: Vec<DeviceFlag>,
+}
+
 /// Every row of the view in a canonical order and text form: two views are equal exactly when
 /// their dumps are.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{SessionRecord, ViewDump, ViewError, ViewState, ViewStore};
+use super::{HistorySnapshot, SessionRecord, ViewDump, ViewError, ViewState, ViewStore};
 use crate::domain::event;
 use crate::domain::*;
 
@@ -149,18 +149,88 @@ async fn read_checkpoint(conn: &mut SqliteConnection) -> Result<Seq, ViewError> 
 }
 
 impl SqliteView {
-    /// The flags `uid` has a session open on, as the view holds them, ascending: whatever the
-    /// age of those sessions (a page of the history may not reach back to them).
-    pub async fn open_flags(&self, uid: &Uid) -> Result<Vec<DeviceFlag>, ViewError> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT device_flag FROM device_sessions \
-             WHERE uid = ?1 AND disconnected_at IS NULL ORDER BY device_flag",
-        )
-        .bind(uid.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|row| flag_col(row.try_get(0)?)).collect()
+    /// The newest page of `uid`'s sessions (up to `limit`, as [`ViewStore::sessions`] gives
+    /// it), the flags the user has a session open on and the checkpoint, all read in one
+    /// snapshot of the view. Read one by one beside a server that keeps projecting, they could
+    /// each see a different moment: a session open on the page that the flags no longer have,
+    /// or a checkpoint older than the rows.
+    pub async fn history_snapshot(
+        &self,
+        uid: &Uid,
+        limit: u32,
+    ) -> Result<HistorySnapshot, ViewError> {
+        // One read transaction: in WAL mode its first SELECT fixes the snapshot that every
+        // later one reads, whatever the projector commits meanwhile. BEGIN (deferred) writes
+        // nothing, so it works on a read-only connection.
+        let mut tx = self.pool.begin().await?;
+        let checkpoint = read_checkpoint(&mut tx).await?;
+        let sessions = read_sessions(&mut tx, uid, None, limit).await?;
+        let open_flags = read_open_flags(&mut tx, uid).await?;
+        // Nothing to commit: ending it releases the snapshot (and lets the WAL be folded in).
+        tx.rollback().await?;
+        Ok(HistorySnapshot {
+            checkpoint,
+            sessions,
+            open_flags,
+        })
     }
+}
+
+/// The flags `uid` has a session open on, as the view holds them, ascending: whatever the age
+/// of those sessions (a page of the history may not reach back to them).
+async fn read_open_flags(
+    conn: &mut SqliteConnection,
+    uid: &Uid,
+) -> Result<Vec<DeviceFlag>, ViewError> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT device_flag FROM device_sessions \
+         WHERE uid = ?1 AND disconnected_at IS NULL ORDER BY device_flag",
+    )
+    .bind(uid.as_str())
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|row| flag_col(row.try_get(0)?)).collect()
+}
+
+/// Up to `limit` of `uid`'s sessions, newest first, strictly older than `before` when given.
+async fn read_sessions(
+    conn: &mut SqliteConnection,
+    uid: &Uid,
+    before: Option<SessionId>,
+    limit: u32,
+) -> Result<Vec<SessionRecord>, ViewError> {
+    let rows = sqlx::query(
+        "SELECT session_id, device_flag, device_level, device_id, node_id, peer, connected_at, disconnected_at, reason \
+         FROM device_sessions WHERE uid = ?1 AND (?2 IS NULL OR session_id < ?2) \
+         ORDER BY session_id DESC LIMIT ?3",
+    )
+    .bind(uid.as_str())
+    .bind(before.map(|s| s.to_string()))
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            let reason: Option<String> = row.try_get(8)?;
+            Ok(SessionRecord {
+                session_id: session_col(row.try_get(0)?)?,
+                uid: uid.clone(),
+                device_flag: flag_col(row.try_get(1)?)?,
+                device_level: level_col(row.try_get(2)?)?,
+                device_id: device_col(row.try_get(3)?)?,
+                node_id: NodeId(row.try_get::<i64, _>(4)? as u64),
+                peer: row.try_get(5)?,
+                connected_at: row.try_get(6)?,
+                disconnected_at: row.try_get(7)?,
+                reason: reason
+                    .map(|r| {
+                        CloseReason::parse(&r)
+                            .ok_or_else(|| malformed(format_args!("reason {r:?}")))
+                    })
+                    .transpose()?,
+            })
+        })
+        .collect()
 }
 
 /// Compares the migrations the view records as applied with this build's.
@@ -554,38 +624,7 @@ impl ViewStore for SqliteView {
         before: Option<SessionId>,
         limit: u32,
     ) -> Result<Vec<SessionRecord>, ViewError> {
-        let rows = sqlx::query(
-            "SELECT session_id, device_flag, device_level, device_id, node_id, peer, connected_at, disconnected_at, reason \
-             FROM device_sessions WHERE uid = ?1 AND (?2 IS NULL OR session_id < ?2) \
-             ORDER BY session_id DESC LIMIT ?3",
-        )
-        .bind(uid.as_str())
-        .bind(before.map(|s| s.to_string()))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                let reason: Option<String> = row.try_get(8)?;
-                Ok(SessionRecord {
-                    session_id: session_col(row.try_get(0)?)?,
-                    uid: uid.clone(),
-                    device_flag: flag_col(row.try_get(1)?)?,
-                    device_level: level_col(row.try_get(2)?)?,
-                    device_id: device_col(row.try_get(3)?)?,
-                    node_id: NodeId(row.try_get::<i64, _>(4)? as u64),
-                    peer: row.try_get(5)?,
-                    connected_at: row.try_get(6)?,
-                    disconnected_at: row.try_get(7)?,
-                    reason: reason
-                        .map(|r| {
-                            CloseReason::parse(&r)
-                                .ok_or_else(|| malformed(format_args!("reason {r:?}")))
-                        })
-                        .transpose()?,
-                })
-            })
-            .collect()
+        read_sessions(&mut *self.pool.acquire().await?, uid, before, limit).await
     }
 
     async fn dump(&self) -> Result<ViewDump, ViewError> {
