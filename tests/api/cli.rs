@@ -268,6 +268,81 @@ async fn audit_of_the_view_reports_a_session_older_than_its_page_as_online() {
     );
 }
 
+/// The device names the status line of an `audit` table says the user is online on.
+fn status_names(table: &str) -> std::collections::BTreeSet<String> {
+    let status = table.lines().next().unwrap_or_default();
+    match status.split_once(": online on ") {
+        None => {
+            assert!(status.ends_with(": offline"), "{table}");
+            Default::default()
+        }
+        Some((_, flags)) => flags
+            .split(", ")
+            .map(|f| f.split(" (flag ").next().unwrap().to_owned())
+            .collect(),
+    }
+}
+
+/// The device names of the sessions an `audit` table's page shows open.
+fn open_on_page(table: &str) -> std::collections::BTreeSet<String> {
+    table
+        .lines()
+        .skip_while(|l| !l.starts_with("SESSION"))
+        .skip(1)
+        .filter(|l| l.ends_with("(open)"))
+        .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_beside_a_busy_server_shows_a_status_that_agrees_with_its_page() {
+    let app = spawn_app().await;
+    // Two devices connect and close in a loop, each on its own flag: the projector commits
+    // all along, so a run whose reads were not one snapshot shows a session open on the page
+    // that the status no longer has, or the reverse.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut churns = Vec::new();
+    for (flag, token) in [(1, "t1"), (3, "t3")] {
+        app.set_token("u1", token, flag, 0).await;
+        let (ws_url, stop) = (app.ws.clone(), stop.clone());
+        churns.push(tokio::spawn(async move {
+            let mut cycles = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+                let device = format!("churn{flag}_{cycles}");
+                send_text(
+                    &mut ws,
+                    easy_connect("u1", token, &device, flag, now_ms(), "c"),
+                )
+                .await;
+                let answer: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+                assert_eq!(answer["result"]["reasonCode"], 1, "{answer}");
+                ws.close(None).await.unwrap();
+                let _ = close_code(&mut ws).await;
+                cycles += 1;
+            }
+            cycles
+        }));
+    }
+    // At most a session or two per device is open at once, always among the newest: a page of
+    // 20 holds every open one, so in one snapshot the status and the page name the same
+    // devices.
+    for run in 0..150 {
+        let audit = wkuser(&["audit", "u1", "--data-dir", &dir(&app), "--limit", "20"]).await;
+        assert_eq!(audit.status.code(), Some(0), "{}", stderr(&audit));
+        let table = stdout(&audit);
+        assert_eq!(
+            status_names(&table),
+            open_on_page(&table),
+            "run {run}: the status and the page disagree:\n{table}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for churn in churns {
+        assert!(churn.await.unwrap() > 0, "the devices connected meanwhile");
+    }
+}
+
 #[tokio::test]
 async fn a_running_server_is_read_through_its_api() {
     let app = spawn_app_with(&["--manager-token", "m"]).await;
