@@ -876,6 +876,21 @@ impl RawWs {
         }
     }
 
+    /// The server's last word: a close frame, then the end of the stream. Panics (naming
+    /// `case`) if the socket was dropped without one, or if anything follows it.
+    pub async fn read_final_close(&mut self, case: &str) -> RawFrame {
+        let close = self
+            .read_frame()
+            .await
+            .unwrap_or_else(|| panic!("{case}: dropped without a close frame"));
+        assert_eq!(
+            self.read_frame().await,
+            None,
+            "{case}: nothing after the close"
+        );
+        close
+    }
+
     /// Reads more bytes; `false` at the end of the stream (or a reset).
     async fn fill(&mut self) -> bool {
         use tokio::io::AsyncReadExt;

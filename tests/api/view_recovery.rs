@@ -121,13 +121,19 @@ fn view_bytes(dir: &std::path::Path) -> (Vec<u8>, Option<Vec<u8>>) {
 #[tokio::test]
 async fn an_empty_log_beside_a_populated_view_is_refused_and_the_view_kept() {
     let (dir, _) = populated_and_stopped().await;
-    let view = dir.path().join("view.sqlite");
     let before = view_bytes(dir.path());
     // The log deleted (or a volume not mounted): sled would open a new, empty one.
-    let log = dir.path().join("log");
-    std::fs::remove_dir_all(&log).unwrap();
+    std::fs::remove_dir_all(dir.path().join("log")).unwrap();
 
-    let run = serve_refused(dir.path(), &[]).await;
+    assert_refused_as_an_empty_log_beside_a_view(dir.path()).await;
+    assert_view_untouched(dir.path(), &before);
+}
+
+/// Starts the server on `dir`, whose log is gone and whose view holds events, and asserts
+/// that the start is refused with the message that says so and what to do.
+async fn assert_refused_as_an_empty_log_beside_a_view(dir: &std::path::Path) {
+    let (log, view) = (dir.join("log"), dir.join("view.sqlite"));
+    let run = serve_refused(dir, &[]).await;
     let said = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success(), "{said}");
     for expected in [
@@ -141,7 +147,6 @@ async fn an_empty_log_beside_a_populated_view_is_refused_and_the_view_kept() {
     ] {
         assert!(said.contains(&expected), "no {expected:?} in:\n{said}");
     }
-    assert_view_untouched(dir.path(), &before);
 }
 
 /// Asserts that the view in `dir` is as [`view_bytes`] found it (`before`), and in place.
@@ -169,21 +174,9 @@ async fn an_empty_log_beside_a_populated_view_of_an_older_schema_is_refused_and_
     // must come before that, and say what is wrong: the log, not the schema.
     record_migrations(&view, &[]).await;
     let before = view_bytes(dir.path());
-    let log = dir.path().join("log");
-    std::fs::remove_dir_all(&log).unwrap();
+    std::fs::remove_dir_all(dir.path().join("log")).unwrap();
 
-    let run = serve_refused(dir.path(), &[]).await;
-    let said = String::from_utf8_lossy(&run.stderr);
-    assert!(!run.status.success(), "{said}");
-    for expected in [
-        format!("the event log {} is empty", log.display()),
-        format!(
-            "the SQL view {} has applied events up to seq",
-            view.display()
-        ),
-    ] {
-        assert!(said.contains(&expected), "no {expected:?} in:\n{said}");
-    }
+    assert_refused_as_an_empty_log_beside_a_view(dir.path()).await;
     assert_view_untouched(dir.path(), &before);
     assert_eq!(applied_migrations(&view).await, Vec::<i64>::new());
 }
