@@ -34,8 +34,12 @@ impl ManagerToken {
     }
 }
 
-/// The guard in front of every API route: a layer written out by hand rather than with
-/// `axum::middleware::from_fn`, which boxes a future per request on the onlinestatus path.
+/// The probes' paths, which never need the token (`protocol.md` section 2): a load balancer or
+/// an orchestrator asks them without any secret.
+pub const PROBES: [&str; 2] = ["/healthz", "/readyz"];
+
+/// The guard in front of every API request but the probes': a layer written out by hand rather
+/// than with `axum::middleware::from_fn`, which boxes a future per request.
 #[derive(Clone)]
 pub struct RequireManagerToken(pub Option<ManagerToken>);
 
@@ -69,7 +73,8 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        if !admits(self.expected.as_ref(), request.headers()) {
+        let open = PROBES.contains(&request.uri().path());
+        if !open && !admits(self.expected.as_ref(), request.headers()) {
             return Either::Left(ready(Ok(ApiError::Unauthorized.into_response())));
         }
         Either::Right(self.inner.call(request))

@@ -7,7 +7,7 @@
 //! domain's newtypes by pure `parse_*` functions (public, so that `fuzz/` fuzzes the served
 //! code), then handed to the write path or answered from memory. Promises: every
 //! error, including 404, 405 and 413, is the `{"msg","status"}` envelope; the manager token
-//! guards every route but the probes. Must never: panic on input, or answer a mutation before
+//! guards every request but the probes', whatever its path or method. Must never: panic on input, or answer a mutation before
 //! its events are durable.
 
 mod auth;
@@ -33,7 +33,7 @@ use axum::body::{Bytes, HttpBody};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{self, header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
 use tower::util::Either;
@@ -119,25 +119,25 @@ fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/user/token", post(tokens::set_token))
         .route("/user/device_quit", post(tokens::device_quit))
-        // The path is known here so that its other methods get the 405.
-        .route(front::ONLINE_STATUS, MethodRouter::new())
+        // Served by the front before the router; known here too, so that a 405 for the
+        // path's other methods names POST in its `Allow` header (RFC 9110 15.5.6).
+        .route(front::ONLINE_STATUS, post(onlinestatus::routed))
         .route("/user/systemuids", get(systemuids::list))
         .route("/user/systemuids_add", post(systemuids::add))
         .route("/user/systemuids_remove", post(systemuids::remove))
         .route("/user/sessions", get(sessions::sessions))
         .route("/events", get(events::events))
         .route("/stats", get(stats::stats))
-        .route_layer(auth::RequireManagerToken(state.manager_token.clone()));
-    let probes = Router::new()
+        // `auth::PROBES`: the two paths the token guard lets through.
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
-    let router = Router::new()
-        .merge(api)
-        .merge(probes)
+        .route("/readyz", get(health::readyz))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes));
-    router.with_state(state)
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        // Outermost, and around the fallbacks too: without the token, a path no route
+        // serves or a method a path does not take is a 401 like any other request.
+        .layer(auth::RequireManagerToken(state.manager_token.clone()));
+    api.with_state(state)
 }
 
 /// `{"status":200}`: the answer of every mutation.

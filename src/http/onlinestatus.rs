@@ -9,14 +9,15 @@
 
 use std::borrow::Cow;
 
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::body::{json, uid_error};
+use super::body::{json, uid_error, Body};
 use super::error::ApiError;
-use super::ApiContext;
+use super::{ApiContext, ApiState};
 use crate::domain::{DeviceFlag, Uid};
 use crate::presence::online::CHUNK;
 use crate::presence::Presence;
@@ -187,6 +188,14 @@ pub fn parse_with_serde(body: &[u8], max_uids: usize) -> Result<Vec<Cow<'_, str>
     }
     // Same layout: collected in place, no allocation.
     Ok(uids.into_iter().map(|u| u.0).collect())
+}
+
+/// `POST /user/onlinestatus` as the router would serve it. The server never gets here:
+/// [`super::front`] answers every such request before the router sees it. The route exists so
+/// that the router knows POST is the path's method (its 405 for the others names it), and it
+/// answers exactly as the front does should anything ever route a request here.
+pub async fn routed(State(state): State<ApiState>, body: Body) -> Response {
+    answer(&state, &body.0)
 }
 
 /// The answer to a body that was read whole (by [`super::front`], which serves this route).

@@ -217,21 +217,27 @@ pub async fn close_code(ws: &mut Ws) -> Option<u16> {
 pub struct Answer {
     pub status: u16,
     pub content_type: Option<String>,
+    /// The `Allow` header (a 405 names the path's methods in it).
+    pub allow: Option<String>,
     pub body: Value,
 }
 
 impl Answer {
     pub async fn read(resp: reqwest::Response) -> Answer {
         let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header(reqwest::header::CONTENT_TYPE);
+        let allow = header(reqwest::header::ALLOW);
         let text = resp.text().await.expect("body read");
         Answer {
             status,
             content_type,
+            allow,
             body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
         }
     }
@@ -380,14 +386,16 @@ impl TestApp {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .expect("a status line");
-        let content_type = head.lines().find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-type: ")
-                .map(str::to_owned)
-        });
+        let header = |name: &str| {
+            head.lines().find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+        };
         Answer {
             status,
-            content_type,
+            content_type: header("content-type").map(|v| v.to_ascii_lowercase()),
+            allow: header("allow"),
             body: serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
         }
     }

@@ -666,6 +666,17 @@ async fn unknown_routes_and_wrong_methods_get_the_envelope() {
             "{method} {path}"
         );
     }
+    // A 405 names the methods the path takes (RFC 9110 15.5.6), the hot path's POST too,
+    // though the router never serves it.
+    for (method, path, allow) in [
+        (Method::GET, "/user/onlinestatus", "POST"),
+        (Method::PUT, "/user/token", "POST"),
+        (Method::POST, "/user/systemuids", "GET,HEAD"),
+    ] {
+        let answer = app.request(method.clone(), path, None, &[]).await;
+        assert_eq!(answer.status, 405, "{method} {path}");
+        assert_eq!(answer.allow.as_deref(), Some(allow), "{method} {path}");
+    }
 }
 
 /// Every API route, with a body that succeeds once authorized.
@@ -746,11 +757,28 @@ async fn the_manager_token_guards_every_api_route_but_not_the_probes() {
         let answer = app.request(Method::GET, path, None, &[]).await;
         assert_eq!(answer.pair(), (200, json!({"status": 200})), "{path}");
     }
-    // A request no route serves says so without the token: it reveals nothing the contract
-    // does not publish, and serves nothing.
-    let answer = app.request(Method::GET, "/user/nope", None, &[]).await;
-    assert_eq!(answer.pair(), (404, envelope(404, "not found")));
-    let answer = app.request(Method::GET, TOKEN, None, &[]).await;
+    // Every request but the probes' carries the token (protocol.md section 2), even one no
+    // route serves: without it, the API tells nothing of its paths and methods.
+    for (method, path) in [
+        (Method::GET, "/user/nope"),
+        (Method::GET, "/"),
+        (Method::GET, TOKEN),
+        (Method::GET, ONLINE),
+        (Method::DELETE, "/user/systemuids"),
+    ] {
+        let answer = app.request(method.clone(), path, None, &[]).await;
+        assert_eq!(answer.pair(), unauthorized, "{method} {path}");
+        let answer = app
+            .request(method.clone(), path, None, &[("token", "m4nager-secret")])
+            .await;
+        assert!(
+            [404, 405].contains(&answer.status),
+            "{method} {path} with the token: {:?}",
+            answer.pair()
+        );
+    }
+    // The probes' paths take no token whatever the method.
+    let answer = app.request(Method::POST, "/healthz", None, &[]).await;
     assert_eq!(answer.pair(), (405, envelope(405, "method not allowed")));
     // The right token works on every route (in this order: the add precedes the list).
     let mut routes = api_routes();
