@@ -85,9 +85,15 @@ pub struct Config {
     #[arg(long, env = "WK_MAX_PENDING_PER_IP", default_value_t = 2_048)]
     pub max_pending_per_ip: usize,
 
-    /// Outbound frames queued per session before it is closed as a slow consumer.
+    /// Outbound frames queued per session; while they are all waiting, nothing more is read
+    /// from the client.
     #[arg(long, env = "WK_OUTBOUND_QUEUE", default_value_t = 256)]
     pub outbound_queue: usize,
+
+    /// A session whose outbound queue stays full this long, the client taking none of it, is
+    /// closed as a slow consumer (1008, `slow_consumer`).
+    #[arg(long, env = "WK_SLOW_READER_LIMIT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub slow_reader_limit: Duration,
 }
 
 /// Parses only the server options (tests and tools build configs this way, so that the
@@ -163,9 +169,10 @@ impl Config {
             ("idle-timeout", self.idle_timeout),
             ("first-frame-timeout", self.first_frame_timeout),
             ("header-read-timeout", self.header_read_timeout),
+            ("slow-reader-limit", self.slow_reader_limit),
         ] {
             // Zero would cut every session, every new WebSocket, or every API connection
-            // before its first frame or request.
+            // before its first frame or request (or every session whose queue ever fills).
             if value.is_zero() {
                 return Err(ConfigError::Invalid(format!(
                     "--{name} must be longer than zero"
@@ -204,6 +211,7 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(90));
         assert_eq!(c.max_body_bytes, 1 << 20);
         assert_eq!(c.header_read_timeout, Duration::from_secs(120));
+        assert_eq!(c.slow_reader_limit, Duration::from_secs(1));
         assert!(c.check().unwrap().is_empty());
     }
 
@@ -225,6 +233,7 @@ mod tests {
             "--idle-timeout",
             "--first-frame-timeout",
             "--header-read-timeout",
+            "--slow-reader-limit",
         ] {
             let year = Config::from_args([flag, "365days"]).unwrap();
             assert!(year.check().is_ok(), "{flag}");
@@ -242,6 +251,7 @@ mod tests {
             "--idle-timeout",
             "--first-frame-timeout",
             "--header-read-timeout",
+            "--slow-reader-limit",
         ] {
             let zero = Config::from_args([flag, "0s"]).unwrap();
             let Err(ConfigError::Invalid(why)) = zero.check() else {

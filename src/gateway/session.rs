@@ -5,8 +5,9 @@
 //! through a bounded queue to a writer task, so a client that stops reading fills its own
 //! queue without ever stalling a kick or another session. While the queue is full no more
 //! inbound frames are read (a client pipelining requests is slowed, not closed); a queue that
-//! stays full for [`SLOW_LIMIT`] closes the session as a slow consumer. Promises: the connect
-//! result is sent only after `Connected` is durable; every ending records exactly one
+//! stays full, the writer taking none of it, for `--slow-reader-limit` closes the session as a
+//! slow consumer. Promises: the connect result is sent only after `Connected` is durable;
+//! every ending records exactly one
 //! `Disconnected` (or finds it already recorded by whoever closed the session), and a
 //! `Disconnected` the event log refuses is retried in the background until the log takes it (or
 //! the server stops, which records the session's end itself), so that a closed session does not
@@ -42,9 +43,6 @@ type Ws = WebSocketStream<TcpStream>;
 const FLUSH_LIMIT: Duration = Duration::from_millis(1000);
 /// How long a closed socket is drained so that the peer reads the close frame before the FIN.
 const LINGER: Duration = Duration::from_millis(500);
-/// How long the outbound queue may stay full, with no frame taken by the writer, before the
-/// session is closed as a slow consumer.
-const SLOW_LIMIT: Duration = Duration::from_millis(1000);
 
 /// The first pause before retrying a close the event log refused; doubled after each failure,
 /// up to [`RETRY_MAX`].
@@ -329,7 +327,7 @@ impl Live {
         let mut writer = tokio::spawn(write_loop(sink, out_rx));
         let idle = sleep(settings.idle_timeout);
         tokio::pin!(idle);
-        let slow = sleep(SLOW_LIMIT);
+        let slow = sleep(settings.slow_reader_limit);
         tokio::pin!(slow);
 
         let end = loop {
@@ -368,7 +366,7 @@ impl Live {
                                 // writer is gone, which its branch reports next.
                                 let _ = out.try_send(Out::Text(frame));
                                 if out.capacity() == 0 {
-                                    slow.as_mut().reset(Instant::now() + SLOW_LIMIT);
+                                    slow.as_mut().reset(Instant::now() + settings.slow_reader_limit);
                                 }
                             }
                             Answer::ReplyAndLeave(frame) => {

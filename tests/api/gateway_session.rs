@@ -337,14 +337,15 @@ async fn a_client_that_never_reads_its_answers_is_closed_as_slow_consumer() {
 
 #[tokio::test]
 async fn a_graceful_stop_is_not_held_up_by_clients_that_ignore_it() {
-    let mut app = spawn_app().await;
+    // A slow-reader limit far past the test's length: the stop, not the queue, ends the
+    // session that does not read, however slow the machine.
+    let mut app = spawn_app_with(&["--slow-reader-limit", "60s"]).await;
     app.set_token("u1", "t", 1, 0).await;
     app.set_token("u2", "t", 1, 0).await;
     // One never answers the close frame; the other does not read at all.
     let mut silent = app.raw_ws().await;
     silent.connect_as("u1", "t", 1, DEV).await;
     let (mut unread, writer) = flooding_client(&app, "u2", "t", 1).await;
-    // Well under the slow-consumer limit: the stop, not the queue, ends the session.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
     tokio::time::timeout(std::time::Duration::from_secs(10), app.stop())
@@ -486,30 +487,53 @@ async fn a_slow_reader_that_reads_again_gets_its_1008_close() {
     app.wait_offline("u1").await;
 }
 
-#[tokio::test]
-async fn a_kicked_client_that_had_stopped_reading_still_gets_the_kick_notification() {
+/// Connects `uid` on a bare socket and sends it pings with long answers, none of them read,
+/// until a write stalls: the server has stopped reading, which it does only while the
+/// session's outbound queue is full. Returns the socket's halves, the writing one to keep.
+async fn stalled_session(
+    app: &TestApp,
+    uid: &str,
+) -> (
+    tokio::net::tcp::OwnedReadHalf,
+    tokio::net::tcp::OwnedWriteHalf,
+) {
     use std::time::Duration;
     use tokio::io::AsyncWriteExt;
-    let app = spawn_app_with(&["--outbound-queue", "16"]).await;
-    app.set_token("u1", "t", 1, 0).await;
+    app.set_token(uid, "t", 1, 0).await;
     let mut raw = RawWs::open_with_recv_buffer(&app.ws, 4096).await;
-    raw.connect_as("u1", "t", 1, DEV).await;
+    raw.connect_as(uid, "t", 1, DEV).await;
     let ping = RawWs::masked_text(&easy_ping(&"x".repeat(60_000)));
-    let (mut unread, mut write_half) = raw.tcp.into_split();
-    // Pings with long answers, none of them read, until a write stalls: the server has stopped
-    // reading, which it does only while this session's outbound queue is full (and for less
-    // than the slow-consumer limit of 1 s, so the session is still open).
-    let mut stalled = false;
+    let (unread, mut write_half) = raw.tcp.into_split();
     for _ in 0..10_000 {
         match tokio::time::timeout(Duration::from_millis(100), write_half.write_all(&ping)).await {
             Ok(written) => written.expect("the server reads while its queue has room"),
-            Err(_) => {
-                stalled = true;
-                break;
-            }
+            Err(_) => return (unread, write_half),
         }
     }
-    assert!(stalled, "the server never stopped reading");
+    panic!("the server never stopped reading");
+}
+
+#[tokio::test]
+async fn the_slow_reader_limit_is_the_one_configured() {
+    use std::time::Duration;
+    // Past the default limit of 1 s, a session stalled under a limit of 60 s is still open.
+    let app = spawn_app_with(&["--outbound-queue", "16", "--slow-reader-limit", "60s"]).await;
+    let (_unread, _write_half) = stalled_session(&app, "u1").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        app.close_reasons("u1").is_empty(),
+        "closed before its limit"
+    );
+    assert_eq!(app.online(&["u1"]).await.as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn a_kicked_client_that_had_stopped_reading_still_gets_the_kick_notification() {
+    use std::time::Duration;
+    // A slow-reader limit far past the test's length, so that the stalled session is still
+    // open when the kick comes, however slow the machine.
+    let app = spawn_app_with(&["--outbound-queue", "16", "--slow-reader-limit", "60s"]).await;
+    let (mut unread, _write_half) = stalled_session(&app, "u1").await;
     assert!(app.close_reasons("u1").is_empty(), "still open");
 
     app.device_quit("u1", 1).await;
