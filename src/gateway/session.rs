@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -84,9 +84,23 @@ pub(super) async fn run(
     _open: OpenGuard,
     pending: PendingGuard,
 ) {
-    if let Some((live, ws, connected, orders)) = Box::pin(establish(gw, tcp, peer, pending)).await {
-        live.run(ws, connected, orders).await;
+    if let Some(established) = Box::pin(establish(gw, tcp, peer, pending)).await {
+        established
+            .live
+            .run(established.socket, established.result, established.orders)
+            .await;
     }
+}
+
+/// A connection whose connect is recorded, ready for the session loop. Its socket is already
+/// split in two halves: the whole socket (304 bytes) would otherwise be kept, moved from but
+/// not reclaimed, in the session's future for its whole life.
+struct Established {
+    live: Live,
+    socket: (SplitSink<Ws, Message>, SplitStream<Ws>),
+    /// The connect result, to send first.
+    result: String,
+    orders: oneshot::Receiver<CloseOrder>,
 }
 
 /// The upgrade, the first frame and the connect. `Some` once the session is recorded and its
@@ -96,7 +110,7 @@ async fn establish(
     mut tcp: TcpStream,
     peer: SocketAddr,
     pending: PendingGuard,
-) -> Option<(Live, Ws, String, oneshot::Receiver<CloseOrder>)> {
+) -> Option<Established> {
     // The upgrade gets the first-frame limit of its own (a client that trickles its request
     // is cut), and the first frame the whole limit from the upgrade, as the contract counts it.
     let upgrade_deadline = Instant::now() + gw.settings.first_frame_timeout;
@@ -219,7 +233,12 @@ async fn establish(
         uid,
         session_id,
     };
-    Some((live, ws, connected, orders))
+    Some(Established {
+        live,
+        socket: ws.split(),
+        result: connected,
+        orders,
+    })
 }
 
 /// True when the request head that has arrived is complete and asks for no WebSocket upgrade
@@ -319,9 +338,13 @@ struct Live {
 }
 
 impl Live {
-    async fn run(self, ws: Ws, connected: String, mut orders: oneshot::Receiver<CloseOrder>) {
+    async fn run(
+        self,
+        (sink, mut stream): (SplitSink<Ws, Message>, SplitStream<Ws>),
+        connected: String,
+        mut orders: oneshot::Receiver<CloseOrder>,
+    ) {
         let settings = &self.gw.settings;
-        let (sink, mut stream) = ws.split();
         let (out, out_rx) = mpsc::channel(settings.outbound_queue);
         let _ = out.try_send(Out::Text(connected));
         let mut writer = tokio::spawn(write_loop(sink, out_rx));
@@ -404,7 +427,22 @@ impl Live {
                 }
             }
         };
+        // Boxed: the ending's futures (the record, the farewell, the linger) are awaited once,
+        // and inline they would sit in every idle session's task for its whole life. With
+        // this and [`Established`], the session's future went from 2,544 to 1,040 bytes, and
+        // the server's RSS per idle connection from 8.0 to 6.2 KiB (`wkuser loadtest`).
+        Box::pin(self.finish(end, out, writer, stream)).await;
+    }
 
+    /// Records how the session ended and carries the close out: the farewell frames queued
+    /// and sent within [`FLUSH_LIMIT`], then the linger.
+    async fn finish(
+        self,
+        end: End,
+        out: mpsc::Sender<Out>,
+        mut writer: tokio::task::JoinHandle<Option<SplitSink<Ws, Message>>>,
+        stream: SplitStream<Ws>,
+    ) {
         let (reason, farewell) = match end {
             End::Own(reason, code, why) => {
                 self.record(reason).await;
