@@ -5,13 +5,16 @@
 //! the body-limit extension, the extractors, a boxed handler future) cost more than the work
 //! the request asks for once that work is fast, so the request is recognised by method and path
 //! and served by a future written out here: check the manager token, read the body under the
-//! limit, answer ([`onlinestatus::answer`]). Promises: the same answers as every other route:
-//! 401 before anything is read, 413 for a body over the limit, 400 for a body that cannot be
-//! read, all in the contract's envelope; other methods on the path get the router's 405.
-//! Must never: serve any other path or method, or allocate for a body that came in one piece.
+//! limit, answer ([`onlinestatus::answer`]). Every other request has its manager token checked
+//! here too, before the router sees it: the router's 405 names the path's methods in `Allow`,
+//! which a caller without the token must not learn. Promises: the same answers as every other
+//! route: 401 before anything is read, 413 for a body over the limit, 400 for a body that
+//! cannot be read, all in the contract's envelope; other methods on the path get the router's
+//! 405. Must never: serve any other path or method, or allocate for a body that came in one
+//! piece.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -28,6 +31,9 @@ use super::{auth, onlinestatus, ApiState};
 
 /// The path served here; the router keeps the 405s for its other methods.
 pub const ONLINE_STATUS: &str = "/user/onlinestatus";
+
+/// A request refused before the router: its answer is ready.
+type Refused = Ready<Result<Response, Infallible>>;
 
 /// The API as one service: the hot path, then the router.
 #[derive(Clone)]
@@ -49,7 +55,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<OnlineStatusCall<B>, RouteFuture<Infallible>>;
+    type Future = Either<OnlineStatusCall<B>, Either<Refused, RouteFuture<Infallible>>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The router is always ready, and so is the hot path.
@@ -58,10 +64,15 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if request.method() == Method::POST && request.uri().path() == ONLINE_STATUS {
-            Either::Left(OnlineStatusCall::new(self.state.clone(), request))
-        } else {
-            Either::Right(self.router.call(request.map(Body::new)))
+            return Either::Left(OnlineStatusCall::new(self.state.clone(), request));
         }
+        let expected = self.state.manager_token.as_ref();
+        if !auth::admits_request(expected, request.uri().path(), request.headers()) {
+            return Either::Right(Either::Left(ready(Ok(
+                ApiError::Unauthorized.into_response()
+            ))));
+        }
+        Either::Right(Either::Right(self.router.call(request.map(Body::new))))
     }
 }
 

@@ -768,6 +768,10 @@ async fn the_manager_token_guards_every_api_route_but_not_the_probes() {
     ] {
         let answer = app.request(method.clone(), path, None, &[]).await;
         assert_eq!(answer.pair(), unauthorized, "{method} {path}");
+        assert_eq!(
+            answer.allow, None,
+            "{method} {path}: a 401 names no methods"
+        );
         let answer = app
             .request(method.clone(), path, None, &[("token", "m4nager-secret")])
             .await;
