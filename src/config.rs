@@ -187,6 +187,16 @@ impl Config {
                 )));
             }
         }
+        if self.slow_reader_limit >= self.idle_timeout {
+            // The queue fills only right after a read, which also restarts the idle limit:
+            // that limit always comes first, and no session ever ends as a slow consumer.
+            warnings.push(format!(
+                "--slow-reader-limit ({}) is not shorter than --idle-timeout ({}): a client that \
+                 stops reading is closed as idle_timeout, never as slow_consumer",
+                humantime::format_duration(self.slow_reader_limit),
+                humantime::format_duration(self.idle_timeout)
+            ));
+        }
         Ok(warnings)
     }
 
@@ -261,6 +271,20 @@ mod tests {
             let least = Config::from_args([flag, "1ms"]).unwrap();
             assert!(least.check().is_ok(), "{flag}");
         }
+    }
+
+    #[test]
+    fn a_slow_reader_limit_past_the_idle_limit_is_warned_of() {
+        let shorter = Config::from_args(["--slow-reader-limit", "89s"]).unwrap();
+        assert!(shorter.check().unwrap().is_empty());
+        let longer = Config::from_args(["--slow-reader-limit", "90s"]).unwrap();
+        let warnings = longer.check().unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with("--slow-reader-limit (1m 30s) is not shorter than"),
+            "{}",
+            warnings[0]
+        );
     }
 
     #[test]

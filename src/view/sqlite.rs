@@ -96,10 +96,11 @@ impl SqliteView {
     }
 
     /// The checkpoint of the view at `path`, read as [`Self::open_existing_read_only`] reads
-    /// (the file never created, migrated or written) but whatever its schema version: 0 when
-    /// no migration has created the checkpoint's table yet. For telling, before anything may
-    /// migrate a view, whether it holds applied events; a view of an older schema is exactly
-    /// the one the read-write open would change. Relies on every schema keeping
+    /// (the database file never created, migrated or written; SQLite may leave an empty
+    /// `-wal` and a `-shm` beside it, as any reader of a WAL database does) but whatever its
+    /// schema version: 0 when no migration has created the checkpoint's table yet. For
+    /// telling, before anything may migrate a view, whether it holds applied events; a view of
+    /// an older schema is exactly the one the read-write open would change. Relies on every schema keeping
     /// `projector_checkpoint` as the first migration made it.
     pub async fn peek_checkpoint(path: &Path) -> Result<Seq, ViewError> {
         let pool = read_only_pool(path).await?;
