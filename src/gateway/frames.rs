@@ -6,7 +6,8 @@
 //! key; a response echoes the request's id unchanged; no input makes it panic. Must never: put
 //! a token in an error or a log line.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::domain::{DeviceFlag, DeviceId, Uid};
@@ -42,7 +43,7 @@ pub enum FirstFrame {
 #[derive(Debug, PartialEq)]
 pub enum Inbound {
     Request {
-        id: Value,
+        id: RequestId,
         method: String,
     },
     Notification {
@@ -50,8 +51,55 @@ pub enum Inbound {
     },
     /// Not a request or notification: answered with -32700 and the id when one could be read.
     Unparsable {
-        id: Value,
+        id: RequestId,
     },
+}
+
+/// A request's id, echoed in its response unchanged: a string, an integer, `null`; or a
+/// number that `Value` would not give back as it came (`1e2`, `1.5`, an integer past 64 bits:
+/// serde_json holds those as floats and writes `100.0`, or drops digits), kept as the client
+/// wrote it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    Value(Value),
+    Written(Box<RawValue>),
+}
+
+impl RequestId {
+    pub const NULL: RequestId = RequestId::Value(Value::Null);
+
+    /// The id of `text`, a request whose `id` parsed to `id`.
+    fn of(text: &str, id: &Value) -> RequestId {
+        /// Only the id, as written.
+        #[derive(Deserialize)]
+        struct Written<'a> {
+            #[serde(borrow)]
+            id: &'a RawValue,
+        }
+        match id {
+            // Read a second time only here: a float id is rare.
+            Value::Number(n) if n.is_f64() => match serde_json::from_str::<Written>(text) {
+                Ok(w) => RequestId::Written(w.id.to_owned()),
+                // A repeated "id" key: the last one, as the map kept it.
+                Err(_) => RequestId::Value(id.clone()),
+            },
+            _ => RequestId::Value(id.clone()),
+        }
+    }
+}
+
+impl From<String> for RequestId {
+    fn from(id: String) -> Self {
+        RequestId::Value(Value::String(id))
+    }
+}
+
+/// Equal when they are written the same.
+impl PartialEq for RequestId {
+    fn eq(&self, other: &Self) -> bool {
+        serde_json::to_string(self).ok() == serde_json::to_string(other).ok()
+    }
 }
 
 fn object(text: &str) -> Option<Map<String, Value>> {
@@ -129,12 +177,14 @@ fn connect_params(params: Option<&Value>) -> Result<ConnectParams, String> {
 
 pub fn parse_inbound(text: &str) -> Inbound {
     let Some(map) = object(text) else {
-        return Inbound::Unparsable { id: Value::Null };
+        return Inbound::Unparsable {
+            id: RequestId::NULL,
+        };
     };
     let id = map.get("id").cloned();
     let readable_id = match &id {
-        Some(v @ (Value::String(_) | Value::Number(_))) => v.clone(),
-        _ => Value::Null,
+        Some(v @ (Value::String(_) | Value::Number(_))) => RequestId::of(text, v),
+        _ => RequestId::NULL,
     };
     if !jsonrpc_ok(&map) {
         return Inbound::Unparsable { id: readable_id };
@@ -150,21 +200,23 @@ pub fn parse_inbound(text: &str) -> Inbound {
             id: readable_id,
             method: method.to_owned(),
         },
-        Some(_) => Inbound::Unparsable { id: Value::Null },
+        Some(_) => Inbound::Unparsable {
+            id: RequestId::NULL,
+        },
     }
 }
 
 #[derive(Serialize)]
 struct ResultFrame<'a, T: Serialize> {
     jsonrpc: &'static str,
-    id: &'a Value,
+    id: &'a RequestId,
     result: T,
 }
 
 #[derive(Serialize)]
 struct ErrorFrame<'a> {
     jsonrpc: &'static str,
-    id: &'a Value,
+    id: &'a RequestId,
     error: RpcError<'a>,
 }
 
@@ -217,7 +269,7 @@ fn to_string<T: Serialize>(frame: &T) -> String {
 pub fn connect_ok(id: &str, time_diff: i64, node_id: u64) -> String {
     to_string(&ResultFrame {
         jsonrpc: "2.0",
-        id: &Value::String(id.to_owned()),
+        id: &RequestId::from(id.to_owned()),
         result: ConnectResult {
             server_key: "",
             salt: "",
@@ -229,7 +281,7 @@ pub fn connect_ok(id: &str, time_diff: i64, node_id: u64) -> String {
     })
 }
 
-pub fn empty_result(id: &Value) -> String {
+pub fn empty_result(id: &RequestId) -> String {
     to_string(&ResultFrame {
         jsonrpc: "2.0",
         id,
@@ -237,7 +289,7 @@ pub fn empty_result(id: &Value) -> String {
     })
 }
 
-pub fn error(id: &Value, code: i32, message: &str) -> String {
+pub fn error(id: &RequestId, code: i32, message: &str) -> String {
     to_string(&ErrorFrame {
         jsonrpc: "2.0",
         id,
@@ -246,7 +298,7 @@ pub fn error(id: &Value, code: i32, message: &str) -> String {
 }
 
 pub fn auth_fail(id: &str) -> String {
-    error(&Value::String(id.to_owned()), CODE_AUTH_FAIL, "auth fail")
+    error(&RequestId::from(id.to_owned()), CODE_AUTH_FAIL, "auth fail")
 }
 
 /// The kick notification: no `id` key, so the EasySDK treats it as a notification.
@@ -280,11 +332,11 @@ mod tests {
             r#"{"jsonrpc":"2.0","method":"disconnect","params":{"reasonCode":12,"reason":"device quit"}}"#
         );
         assert_eq!(
-            empty_result(&Value::String("p".into())),
+            empty_result(&RequestId::from("p".to_owned())),
             r#"{"jsonrpc":"2.0","id":"p","result":{}}"#
         );
         assert_eq!(
-            error(&Value::Null, CODE_PARSE_ERROR, "parse error"),
+            error(&RequestId::NULL, CODE_PARSE_ERROR, "parse error"),
             r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}"#
         );
     }
@@ -358,7 +410,7 @@ mod tests {
         assert_eq!(
             parse_inbound(r#"{"method":"ping","id":"p1"}"#),
             Inbound::Request {
-                id: Value::String("p1".into()),
+                id: RequestId::from("p1".to_owned()),
                 method: "ping".into()
             }
         );
@@ -368,12 +420,47 @@ mod tests {
                 method: "recvack".into()
             }
         );
-        assert_eq!(parse_inbound("{"), Inbound::Unparsable { id: Value::Null });
+        assert_eq!(
+            parse_inbound("{"),
+            Inbound::Unparsable {
+                id: RequestId::NULL
+            }
+        );
         assert_eq!(
             parse_inbound(r#"{"id":"x","params":{}}"#),
             Inbound::Unparsable {
-                id: Value::String("x".into())
+                id: RequestId::from("x".to_owned())
             }
         );
+    }
+
+    #[test]
+    fn a_numeric_id_is_echoed_as_it_was_written() {
+        for (id, echoed) in [
+            ("7", "7"),
+            ("-3", "-3"),
+            ("1e2", "1e2"),
+            ("-0.0", "-0.0"),
+            ("1.5", "1.5"),
+            ("12345678901234567890123", "12345678901234567890123"),
+            ("\"p\\u0031\"", "\"p1\""),
+        ] {
+            let Inbound::Request { id: parsed, .. } =
+                parse_inbound(&format!(r#"{{"method":"ping","id":{id}}}"#))
+            else {
+                panic!("{id}: not a request");
+            };
+            assert_eq!(
+                empty_result(&parsed),
+                format!(r#"{{"jsonrpc":"2.0","id":{echoed},"result":{{}}}}"#),
+                "{id}"
+            );
+        }
+        // A repeated key: the last one, written as `Value` writes it.
+        let Inbound::Request { id, .. } = parse_inbound(r#"{"method":"ping","id":1.5,"id":2.5}"#)
+        else {
+            panic!("not a request");
+        };
+        assert_eq!(serde_json::to_string(&id).unwrap(), "2.5");
     }
 }

@@ -27,6 +27,15 @@ async fn ping_is_answered_with_an_empty_result_echoing_the_id() {
     assert_pings(&mut ws).await;
     send_text(&mut ws, r#"{"jsonrpc":"2.0","method":"ping","id":"p2"}"#).await;
     assert_eq!(next_text(&mut ws).await, empty_result("p2"));
+    // Numbers outside the contract's string ids come back as they were written, those that
+    // serde_json would hold as floats too.
+    for id in ["7", "1e2", "-0.0", "12345678901234567890123"] {
+        send_text(&mut ws, format!(r#"{{"method":"ping","id":{id}}}"#)).await;
+        assert_eq!(
+            next_text(&mut ws).await,
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#)
+        );
+    }
 }
 
 #[tokio::test]
