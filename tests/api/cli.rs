@@ -4,19 +4,37 @@
 
 use std::path::Path;
 use std::process::Output;
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::helpers::*;
 use crate::process::serve_refused;
 
+/// Runs the binary to its end, within a minute: past that, the test fails with the stacks of
+/// the binary's threads, and the binary is killed.
 async fn wkuser(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_wkuser"))
+    crate::watchdog::arm();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wkuser"))
         .args(args)
         .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("the binary runs")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    let pid = child
+        .id()
+        .expect("a child that has not been waited for has a pid");
+    let mut run = std::pin::pin!(child.wait_with_output());
+    match tokio::time::timeout(Duration::from_secs(60), &mut run).await {
+        Ok(output) => output.expect("the binary's output is read"),
+        Err(_) => panic!(
+            "`wkuser {}` did not end within 60 s; its threads:\n{}",
+            args.join(" "),
+            crate::watchdog::stacks(pid)
+        ),
+    }
 }
 
 fn stdout(o: &Output) -> String {
@@ -34,7 +52,7 @@ async fn history() -> TestApp {
     app.set_token("u1", "cli-secret-1", 1, 0).await;
     app.set_token("u2", "cli-secret-2", 2, 0).await;
     // Later events get a later recorded_at (milliseconds), for the point-in-time replay.
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let (mut ws, answer) = app.ws_connect("u1", "cli-secret-1", 1, "web_cli").await;
     assert_connected(&answer);
     ws.close(None).await.unwrap();
@@ -296,6 +314,8 @@ fn open_on_page(table: &str) -> std::collections::BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_beside_a_busy_server_shows_a_status_that_agrees_with_its_page() {
+    use tokio::time::timeout;
+    const FIVE_S: Duration = Duration::from_secs(5);
     let app = spawn_app().await;
     // Two devices connect and close in a loop, each on its own flag: the projector commits
     // all along, so a run whose reads were not one snapshot shows a session open on the page
@@ -308,7 +328,10 @@ async fn audit_beside_a_busy_server_shows_a_status_that_agrees_with_its_page() {
         churns.push(tokio::spawn(async move {
             let mut cycles = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+                let (mut ws, _) = timeout(FIVE_S, tokio_tungstenite::connect_async(&ws_url))
+                    .await
+                    .expect("the upgrade is answered within 5 s")
+                    .unwrap();
                 let device = format!("churn{flag}_{cycles}");
                 send_text(
                     &mut ws,
@@ -317,7 +340,10 @@ async fn audit_beside_a_busy_server_shows_a_status_that_agrees_with_its_page() {
                 .await;
                 let answer: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
                 assert_eq!(answer["result"]["reasonCode"], 1, "{answer}");
-                ws.close(None).await.unwrap();
+                timeout(FIVE_S, ws.close(None))
+                    .await
+                    .expect("the close is sent within 5 s")
+                    .unwrap();
                 let _ = close_code(&mut ws).await;
                 cycles += 1;
             }
@@ -339,7 +365,11 @@ async fn audit_beside_a_busy_server_shows_a_status_that_agrees_with_its_page() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for churn in churns {
-        assert!(churn.await.unwrap() > 0, "the devices connected meanwhile");
+        let cycles = timeout(Duration::from_secs(30), churn)
+            .await
+            .expect("each device ends its cycle within 30 s")
+            .unwrap();
+        assert!(cycles > 0, "the devices connected meanwhile");
     }
 }
 

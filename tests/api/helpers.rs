@@ -48,6 +48,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the server on an existing data directory.
 pub async fn start_on(data_dir: &Path, flags: Vec<String>) -> TestApp {
+    crate::watchdog::arm();
     let mut args = vec![
         "--data-dir".to_string(),
         data_dir.display().to_string(),

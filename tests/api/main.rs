@@ -1,7 +1,7 @@
 //! The integration tests: one binary, the real server on port 0, real sockets.
 //!
 //! `helpers` starts and restarts the server ([`helpers::spawn_app`]); each other module covers
-//! one surface of the contract.
+//! one surface of the contract. `watchdog` turns a hung test into a fast failure with stacks.
 
 mod cli;
 mod crash;
@@ -22,3 +22,4 @@ mod server_log;
 mod smoke;
 mod stats;
 mod view_recovery;
+mod watchdog;

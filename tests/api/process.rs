@@ -25,6 +25,7 @@ pub async fn start_node(data_dir: &Path) -> Node {
 
 /// Starts the binary with `RUST_LOG` set to `log_level`.
 pub async fn start_node_logging(data_dir: &Path, log_level: &str) -> Node {
+    crate::watchdog::arm();
     let mut child = serve_command(data_dir)
         .env("RUST_LOG", log_level)
         .stdin(Stdio::null())
