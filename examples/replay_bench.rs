@@ -142,7 +142,10 @@ async fn plain_insert(path: &std::path::Path, events: &[Event]) -> (u64, Duratio
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let pool = wkuser::view::sqlite::pool_options(4)
+        .connect_with(options)
+        .await
+        .unwrap();
     sqlx::migrate!("migrations/sqlite")
         .run(&pool)
         .await

@@ -74,10 +74,7 @@ impl SqliteView {
             // the log, since its checkpoint is lost with it. NORMAL is safe for that in WAL.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let pool = pool_options(4).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
         Ok(SqliteView { pool })
     }
@@ -122,6 +119,25 @@ impl SqliteView {
     }
 }
 
+/// The options of every pool of a view: at most `max_connections`, each kept open for the
+/// pool's life.
+///
+/// No idle timeout and no lifetime, because either makes sqlx 0.8 (up to 0.8.6 at least) start a
+/// maintenance task whose sweep can spin a runtime thread forever: `release` makes a returned
+/// connection poppable before it counts it idle, a concurrent pop can take the idle count
+/// below zero, and the sweep then loops `0..usize::MAX` without ever awaiting (sqlx issue
+/// #3645). It happened here: one `wkuser audit` in about 7,000, run beside a busy server, never
+/// exited, its worker thread spinning in that sweep (`gdb`, 2026-12-06). A file on the local
+/// disk gains nothing from reaping idle connections, and without both settings (and with no
+/// minimum of connections to keep) sqlx starts no maintenance task at all.
+pub fn pool_options(max_connections: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(0)
+        .idle_timeout(None)
+        .max_lifetime(None)
+}
+
 /// A pool of one read-only connection to the existing view at `path`.
 async fn read_only_pool(path: &Path) -> Result<SqlitePool, ViewError> {
     // Checked here rather than left to SQLite: its "unable to open database file" does not
@@ -134,10 +150,7 @@ async fn read_only_pool(path: &Path) -> Result<SqlitePool, ViewError> {
         .create_if_missing(false)
         .read_only(true)
         .busy_timeout(Duration::from_secs(10));
-    Ok(SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await?)
+    Ok(pool_options(1).connect_with(options).await?)
 }
 
 /// The checkpoint, on `conn` (inside the caller's transaction when it has one).
@@ -639,5 +652,23 @@ impl ViewStore for SqliteView {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without an idle timeout, a lifetime or a minimum, sqlx starts no maintenance task, and
+    /// so not the sweep that can spin forever (see [`pool_options`]).
+    #[test]
+    fn view_pools_start_no_maintenance_task() {
+        for max in [1, 4] {
+            let options = pool_options(max);
+            assert_eq!(options.get_max_connections(), max);
+            assert_eq!(options.get_idle_timeout(), None);
+            assert_eq!(options.get_max_lifetime(), None);
+            assert_eq!(options.get_min_connections(), 0);
+        }
     }
 }

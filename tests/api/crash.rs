@@ -239,12 +239,12 @@ async fn sigkill_at_a_random_moment_loses_nothing_acknowledged() {
         "a graceful stop lets the projector finish"
     );
     assert!(verdict.differences.is_empty(), "{:#?}", verdict.differences);
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("view.sqlite").display()
-    ))
-    .await
-    .unwrap();
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("view.sqlite"));
+    let pool = wkuser::view::sqlite::pool_options(1)
+        .connect_with(options)
+        .await
+        .unwrap();
     for (uid, device_id) in &all_acked.connects {
         let row: Option<(Option<String>,)> =
             sqlx::query_as("SELECT reason FROM device_sessions WHERE uid = ?1 AND device_id = ?2")
