@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use wkuser::domain::{CloseReason, Event, Seq};
 use wkuser::ops::{open_stopped_log, replay};
 
-use crate::process::start_node;
+use crate::helpers::start_node;
 
 fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))

@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::process::start_node_logging;
+use crate::helpers::start_node_logging;
 
 async fn connect(ws_url: &str, uid: &str, token: &str, flag: u8) -> Value {
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();

@@ -6,8 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{applied_migrations, record_migrations};
-use crate::process::{serve_refused, start_node};
+use crate::helpers::{applied_migrations, record_migrations, serve_refused, start_node};
 
 async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
     let resp = http.post(url).body(body.to_string()).send().await.unwrap();

@@ -1,5 +1,9 @@
 //! The real `wkuser` binary as a child process, for tests whose point is the process: a
-//! crash (SIGKILL), a graceful stop (SIGTERM), what it logs.
+//! crash (SIGKILL), a graceful stop (SIGTERM), a start that must be refused, what it logs.
+//!
+//! Owns [`Node`] and the children it starts. Promises: every wait on a child is bounded, and
+//! its stderr is drained all along, so that it never blocks on a full pipe. Must never leave a
+//! child running past its handle (each is killed when dropped).
 
 use std::path::Path;
 use std::process::Stdio;
