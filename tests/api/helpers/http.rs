@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
-use super::TestApp;
+use super::{eventually, TestApp};
 
 /// An HTTP answer: the status, the `Content-Type`, and the body parsed as JSON (a JSON string
 /// holding the raw text when it is not JSON).
@@ -153,30 +153,19 @@ impl TestApp {
         body
     }
 
-    /// Polls `/user/onlinestatus` for `uids` until it answers `expected` (at most 5 s).
+    /// Waits until `/user/onlinestatus` for `uids` answers `expected`.
     pub async fn wait_online(&self, uids: &[&str], expected: Value) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let now = self.online(uids).await;
-            if now == expected {
-                return;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("onlinestatus of {uids:?} is {now}, expected {expected}");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually(
+            &format!("the onlinestatus of {uids:?} to be {expected}"),
+            async || self.online(uids).await,
+            |now| *now == expected,
+        )
+        .await;
     }
 
-    /// Polls `/user/onlinestatus` (at most 5 s) until `uid` is offline.
+    /// Waits until `uid` is offline on every flag.
     pub async fn wait_offline(&self, uid: &str) {
-        for _ in 0..250 {
-            if self.online(&[uid]).await == json!([]) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("{uid} still online after 5 s");
+        self.wait_online(&[uid], json!([])).await;
     }
 
     /// The system uids as listed by `GET /user/systemuids`.

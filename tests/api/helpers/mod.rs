@@ -4,12 +4,13 @@
 //!
 //! Every name is re-exported here, so that a test module takes them all with
 //! `use crate::helpers::*;`. Promises: a helper that waits is bounded and fails with what it
-//! saw. Must never hold a shortcut into the server that a client could not take, except the
+//! saw; a wait for something the server does later goes through [`eventually`]. Must never hold a shortcut into the server that a client could not take, except the
 //! in-process reads of the log and the view that check what was recorded.
 
 #![allow(dead_code)]
 
 mod data_dir;
+mod eventually;
 mod flaky;
 mod http;
 pub mod process;
@@ -20,6 +21,7 @@ mod view;
 mod ws;
 
 pub use data_dir::*;
+pub use eventually::*;
 pub use flaky::*;
 pub use http::*;
 pub use process::*;

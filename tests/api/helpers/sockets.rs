@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::MaybeTlsStream;
 
-use super::{TestApp, Ws};
+use super::{eventually, TestApp, Ws};
 
 /// Makes sure this process may open at least `wanted` files (sockets), raising the soft limit
 /// toward the hard one when it is lower (a common default soft limit is 1,024). Panics with an
@@ -80,18 +80,15 @@ impl TestApp {
         self.try_upgrade(tcp).await
     }
 
-    /// A WebSocket from `from`, retried every 20 ms until the server admits one (at most 5 s):
+    /// A WebSocket from `from`, tried again after a short pause until the server admits one:
     /// for a slot that a socket closing on its own frees a moment later.
     pub async fn ws_from_within(&self, from: Ipv4Addr) -> Ws {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            match self.try_ws_from(from).await {
-                Ok(ws) => return ws,
-                Err(e) if tokio::time::Instant::now() > deadline => {
-                    panic!("no socket from {from} admitted within 5 s; last: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
+        eventually(
+            &format!("a socket from {from} admitted"),
+            async || self.try_ws_from(from).await,
+            Result::is_ok,
+        )
+        .await
+        .expect("an admitted socket")
     }
 }
