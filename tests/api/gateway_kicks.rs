@@ -134,13 +134,16 @@ async fn a_kicked_client_that_ignores_the_kick_is_closed_within_two_seconds() {
             assert_eq!(ws.read_frame().await, None, "data after the close frame");
             // And the socket is closed, not only half-closed: writing to it soon fails.
             let ping = RawWs::masked_text(&easy_ping("late"));
-            loop {
-                use tokio::io::AsyncWriteExt;
-                if ws.tcp.write_all(&ping).await.is_err() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            eventually(
+                &format!("{kick}: a write to the closed socket to fail"),
+                async || {
+                    use tokio::io::AsyncWriteExt;
+                    ws.tcp.write_all(&ping).await.map_err(|e| e.kind())
+                },
+                Result::is_err,
+            )
+            .await
+            .unwrap_err();
         };
         timeout(KICK_BOUND, read_all)
             .await

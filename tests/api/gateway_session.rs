@@ -324,15 +324,7 @@ async fn a_client_that_never_reads_its_answers_is_closed_as_slow_consumer() {
     let app = spawn_app().await;
     app.set_token("u1", "t", 1, 0).await;
     let (mut unread, writer) = flooding_client(&app, "u1", "t", 1).await;
-    let mut closed = false;
-    for _ in 0..500 {
-        if app.close_reasons("u1") == vec![CloseReason::SlowConsumer] {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(closed, "not closed as a slow consumer within 10 s");
+    closed_as_slow_consumer(&app, "u1").await;
     // The client reads nothing, so nothing orders this check after the in-memory update that
     // follows the durable `Disconnected`: wait for it rather than race it.
     app.wait_offline("u1").await;
@@ -440,13 +432,12 @@ async fn a_close_the_log_refused_is_recorded_once_the_log_recovers() {
     ));
     // The session has ended (it leaves the registry of live connections just before it tries
     // to record its close); give that append a moment to fail.
-    for _ in 0..250 {
-        if app.server().service().live_count() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(app.server().service().live_count(), 0, "the session ended");
+    eventually(
+        "the session to leave the registry of live connections",
+        async || app.server().service().live_count(),
+        |live| *live == 0,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Nothing durable, so memory still shows the session.
     assert_eq!(
@@ -455,19 +446,12 @@ async fn a_close_the_log_refused_is_recorded_once_the_log_recovers() {
     );
 
     failing.store(false, Ordering::SeqCst);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let online = app.online(&["u1"]).await;
-        let reasons = app.close_reasons("u1");
-        if online == json!([]) && reasons == vec![CloseReason::ClientClosed] {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "10 s after the log recovered: online {online}, recorded closes {reasons:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "u1 offline with its close recorded once, after the log recovered",
+        async || (app.online(&["u1"]).await, app.close_reasons("u1")),
+        |(online, reasons)| *online == json!([]) && *reasons == vec![CloseReason::ClientClosed],
+    )
+    .await;
     app.stop().await;
 }
 
@@ -478,14 +462,7 @@ async fn a_slow_reader_that_reads_again_gets_its_1008_close() {
     let app = spawn_app_with(&["--outbound-queue", "16"]).await;
     app.set_token("u1", "t", 1, 0).await;
     let (mut unread, writer) = flooding_client(&app, "u1", "t", 1).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while app.close_reasons("u1") != vec![CloseReason::SlowConsumer] {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not closed as a slow consumer within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    closed_as_slow_consumer(&app, "u1").await;
     // The session ended with its queue full. The client reads again at once, and fast: the
     // close waits for room in the queue (at most a second), so it still reaches the client.
     let started = tokio::time::Instant::now();
@@ -494,6 +471,16 @@ async fn a_slow_reader_that_reads_again_gets_its_1008_close() {
     assert_eq!(code, Some(1008), "read for {:?}", started.elapsed());
     writer.abort();
     app.wait_offline("u1").await;
+}
+
+/// Waits until the session of `uid` was recorded closed as a slow consumer, its only close.
+async fn closed_as_slow_consumer(app: &TestApp, uid: &str) {
+    eventually(
+        &format!("{uid} closed as a slow consumer"),
+        async || app.close_reasons(uid),
+        |reasons| *reasons == vec![CloseReason::SlowConsumer],
+    )
+    .await;
 }
 
 /// Connects `uid` on a bare socket and sends it pings with long answers, none of them read,

@@ -36,21 +36,20 @@ async fn three_sessions(app: &TestApp) -> Ws {
 }
 
 impl TestApp {
-    /// Waits (bounded) until `uid` is not online on `flag`.
+    /// Waits until `uid` is not online on `flag`.
     async fn wait_offline_on(&self, uid: &str, flag: u8) {
-        for _ in 0..250 {
-            let rows = self.online(&[uid]).await;
-            if !rows
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|r| r["device_flag"] == flag)
-            {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        panic!("{uid} still online on flag {flag}");
+        eventually(
+            &format!("{uid} offline on flag {flag}"),
+            async || self.online(&[uid]).await,
+            |rows| {
+                !rows
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["device_flag"] == flag)
+            },
+        )
+        .await;
     }
 }
 

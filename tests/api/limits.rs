@@ -687,15 +687,13 @@ async fn a_request_in_hand_at_the_stop_is_answered_and_what_it_acknowledged_surv
     tcp.write_all(head.as_bytes()).await.unwrap();
     tcp.write_all(first).await.unwrap();
     let stopping = tokio::spawn(app.server.take().unwrap().shutdown());
-    // The API has stopped once it accepts nothing more (bounded: the stop takes seconds).
-    let refused = async {
-        while tokio::net::TcpStream::connect(api).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), refused)
-        .await
-        .expect("the API stopped accepting");
+    // The API has stopped once it accepts nothing more.
+    eventually(
+        "the API to refuse new connections",
+        async || tokio::net::TcpStream::connect(api).await.is_ok(),
+        |accepted| !accepted,
+    )
+    .await;
     tcp.write_all(rest).await.unwrap();
     let answer = read_to_close(&mut tcp, Duration::from_secs(30)).await;
     let answer = String::from_utf8(answer.expect("answered, then closed")).unwrap();

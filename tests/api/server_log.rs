@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::start_node_logging;
+use crate::helpers::{eventually, start_node_logging};
 
 async fn connect(ws_url: &str, uid: &str, token: &str, flag: u8) -> Value {
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
@@ -45,15 +45,13 @@ async fn refused_connects_are_explained_in_the_log_without_any_token() {
     node.post_ok(&http, "/user/device_quit", quit).await;
     assert_eq!(connect(&node.ws, "u1", secret, 1).await, auth_fail);
 
-    // Give the log lines a moment to reach the pipe, then read them.
-    let mut said = String::new();
-    for _ in 0..50 {
-        said = node.stderr.lock().join("\n");
-        if said.contains("token cleared by a device quit") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The log lines reach the pipe a moment after the answers: wait for the last one.
+    let said = eventually(
+        "the log to explain the last refusal",
+        async || node.stderr.lock().join("\n"),
+        |said| said.contains("token cleared by a device quit"),
+    )
+    .await;
     for why in [
         "token mismatch",
         "no token registered for this device flag",

@@ -38,15 +38,13 @@ async fn counts_follow_users_sessions_and_the_log() {
 
     ws.close(None).await.unwrap();
     let _ = close_code(&mut ws).await;
-    for _ in 0..100 {
-        let (_, after) = app.get("/stats").await;
-        if count(&after, "online_sessions") == 0 && count(&after, "open_connections") == 0 {
-            assert_eq!(count(&after, "known_users"), 1, "{after}");
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("the session is still counted after its close");
+    let (_, after) = eventually(
+        "the closed session to leave the counts",
+        async || app.get("/stats").await,
+        |(_, after)| count(after, "online_sessions") == 0 && count(after, "open_connections") == 0,
+    )
+    .await;
+    assert_eq!(count(&after, "known_users"), 1, "{after}");
 }
 
 #[tokio::test]
