@@ -19,8 +19,8 @@
 //! cases run first so that they measure sled without it, as a plain key-value user would.
 //!
 //! After criterion's own report the bench prints each case's median as events/s and the ratios
-//! between cases, from the estimates this run wrote. Host noise swings absolute figures by tens
-//! of percent between runs; compare within one run.
+//! between cases, from the estimates this run wrote. Host noise moves absolute figures between
+//! runs; compare within one run.
 //! Run: `cargo bench --bench log_append`.
 
 use std::hint::black_box;

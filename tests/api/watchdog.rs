@@ -4,8 +4,8 @@
 //! still running after [`LIMIT`], it prints every thread's stack, of this process and of its
 //! child processes (with gdb, when the machine has it), and aborts, so that CI fails in minutes
 //! with the stacks in its log instead of holding the run until CI's own limit with nothing to
-//! show. Must never: fire on a healthy run (the suite takes well under a minute; the limit is
-//! ten times that) or keep the binary alive (the thread only sleeps).
+//! show. Must never: fire on a healthy run (the limit is far past any healthy run's length) or
+//! keep the binary alive (the thread only sleeps).
 
 use std::sync::Once;
 use std::time::Duration;
