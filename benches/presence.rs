@@ -26,7 +26,8 @@ use wkuser::gateway::{Gateway, GatewaySettings};
 use wkuser::http::{onlinestatus, ApiContext, ApiLimits, ApiState};
 use wkuser::log::{EventLog, SledStore};
 use wkuser::presence::Presence;
-use wkuser::service::UserService;
+use wkuser::apply::Subscribers;
+use wkuser::write::WritePath;
 use wkuser::view::SqliteView;
 
 const USERS: u64 = 1_000_000;
@@ -184,7 +185,7 @@ fn write_path(c: &mut Criterion, presence: &Presence) {
     let user = uid(424_242);
     let hash = Token::parse(token).unwrap().hash();
     let mut state = UserState::default();
-    state.evolve(&Event::TokenUpdated(TokenUpdated {
+    evolve(&mut state, &Event::TokenUpdated(TokenUpdated {
         uid: user.clone(),
         device_flag: DeviceFlag(1),
         device_level: DeviceLevel::Master,
@@ -211,17 +212,17 @@ fn write_path(c: &mut Criterion, presence: &Presence) {
     group.bench_function("decide_evolve_connect", |b| {
         b.iter(|| {
             let mut s = state.clone();
-            let events = decide(&s, &connect(SessionId::new())).unwrap();
+            let events = decide(StateOf::User(&s), &connect(SessionId::new())).unwrap();
             for e in &events {
-                s.evolve(e);
+                evolve(&mut s, e);
             }
             black_box(s)
         })
     });
     let mut online = state.clone();
     let session_id = SessionId::new();
-    for e in decide(&online, &connect(session_id)).unwrap() {
-        online.evolve(&e);
+    for e in decide(StateOf::User(&online), &connect(session_id)).unwrap() {
+        evolve(&mut online, &e);
     }
     let bye = Command::Disconnect {
         uid: user.clone(),
@@ -231,8 +232,8 @@ fn write_path(c: &mut Criterion, presence: &Presence) {
     group.bench_function("decide_evolve_disconnect", |b| {
         b.iter(|| {
             let mut s = online.clone();
-            for e in decide(&s, &bye).unwrap() {
-                s.evolve(&e);
+            for e in decide(StateOf::User(&s), &bye).unwrap() {
+                evolve(&mut s, &e);
             }
             black_box(s)
         })
@@ -261,18 +262,19 @@ fn routes(c: &mut Criterion, presence: Presence) {
     let dir = tempfile::tempdir().unwrap();
     let (router, answer) = runtime.block_on(async {
         let store = Arc::new(SledStore::open(&dir.path().join("log")).unwrap());
-        let log = EventLog::start(store, NodeId(1)).unwrap();
+        let presence = Arc::new(presence);
+        let subscribers = Arc::new(Subscribers::new(presence.clone(), wkuser::domain::Seq(0)));
+        let log = EventLog::start_with(store, NodeId(1), subscribers.clone()).unwrap();
         let view = Arc::new(
             SqliteView::open(&dir.path().join("view.sqlite"))
                 .await
                 .unwrap(),
         );
-        let presence = Arc::new(presence);
-        let service = Arc::new(UserService::new(log, presence.clone()));
+        let write = Arc::new(WritePath::new(log, subscribers));
         let config = wkuser::config::Config::from_args(Vec::<String>::new()).unwrap();
-        let gateway = Gateway::new(service.clone(), GatewaySettings::from_config(&config));
+        let gateway = Gateway::new(write.clone(), GatewaySettings::from_config(&config));
         let state = ApiState::new(ApiContext {
-            service,
+            write,
             gateway,
             view,
             limits: ApiLimits {

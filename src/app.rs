@@ -1,12 +1,14 @@
-//! Wiring: build the whole service on a data directory and two ports, run it, stop it.
+//! Wiring: build the whole node on a data directory and two ports, run it, stop it.
 //!
-//! Owns the lifetime order of `architecture.md` section 4. Start: open the log, catch the SQL
-//! view up from its checkpoint, rebuild the memory state from the view, close what the previous
-//! lifetime left open (`server_restart`), bind the ports, record `NodeStarted` (with the bound
-//! addresses), and only then serve them and turn `/readyz` to 200. Stop: refuse new work, close every session (`server_shutdown`),
-//! record `NodeStopped`, let the projector finish, release the data directory. Must never: serve
-//! a request before recovery is over, or exit with an acknowledged event not yet in the view's
-//! reach (it is in the log; the view catches up at the next start at the latest).
+//! Owns the lifetime order. Start: bind the ports (a taken port is refused before anything is
+//! opened or created), open the log, restore memory from the SQL view's snapshot and hand it
+//! the log's tail through the one apply path ([`crate::apply`]), catch the view up from its
+//! checkpoint, close what the previous lifetime left open (`server_restart`), record
+//! `NodeStarted` (with the bound addresses), and only then serve and turn `/readyz` to 200.
+//! Stop: refuse new work, close every session (`server_shutdown`), record `NodeStopped`, let
+//! the projector finish, release the data directory. Must never: serve a request before
+//! recovery is over, or exit with an acknowledged event not yet in the view's reach (it is in
+//! the log; the view catches up at the next start at the latest).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,16 +21,17 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::{Config, ConfigError};
+use crate::apply::Subscribers;
 use crate::domain::event::{NodeLifetime, NodeStart};
-use crate::domain::{CloseReason, Command, Event, NodeId, Seq};
+use crate::domain::{CloseReason, Command, NodeId, Seq};
 use crate::gateway::{Gateway, GatewaySettings};
 use crate::http::serve::ApiConnections;
 use crate::http::{self, ApiContext, ApiLimits, ApiState, ManagerToken};
 use crate::log::{EventLog, LogError, LogStore, SledStore};
 use crate::presence::Presence;
-use crate::service::{ServiceError, UserService};
 use crate::view::projector::{self, Projector, ProjectorError};
 use crate::view::{SqliteView, ViewError, ViewState, ViewStore};
+use crate::write::{WriteError, WritePath};
 
 /// How long the stop waits for sessions to close themselves, and then for HTTP requests in
 /// hand, before it closes what is left.
@@ -70,7 +73,7 @@ pub enum StartError {
         checkpoint: Seq,
     },
     #[error(transparent)]
-    Service(#[from] ServiceError),
+    Write(#[from] WriteError),
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -84,7 +87,7 @@ pub struct Server {
     ws_addr: SocketAddr,
     node_id: NodeId,
     boot_id: Uuid,
-    service: Arc<UserService>,
+    write: Arc<WritePath>,
     view: Arc<dyn ViewStore>,
     projector: Projector,
     gateway: Arc<Gateway>,
@@ -103,18 +106,34 @@ pub async fn open_log(config: &Config) -> Result<Arc<dyn LogStore>, StartError> 
     Ok(Arc::new(store))
 }
 
+/// The two listeners, bound before anything else is done.
+struct Listeners {
+    api: TcpListener,
+    ws: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> Result<Self, StartError> {
+        Ok(Listeners {
+            api: bind(config.api_addr).await?,
+            ws: bind(config.ws_addr).await?,
+        })
+    }
+}
+
 impl Server {
     /// Recovers the state in `config.data_dir` and starts serving.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         for warning in config.check()? {
             tracing::warn!("{warning}");
         }
+        let listeners = Listeners::bind(&config).await?;
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;
         let store = open_log(&config).await?;
-        Self::start_with_log(config, store).await
+        Self::start_on(config, store, listeners).await
     }
 
     /// Like [`Server::start`], over a log store the caller opened (tests use failing stores).
@@ -122,70 +141,74 @@ impl Server {
         config: Config,
         store: Arc<dyn LogStore>,
     ) -> Result<Server, StartError> {
+        let listeners = Listeners::bind(&config).await?;
+        Self::start_on(config, store, listeners).await
+    }
+
+    async fn start_on(
+        config: Config,
+        store: Arc<dyn LogStore>,
+        listeners: Listeners,
+    ) -> Result<Server, StartError> {
         let node_id = NodeId(config.node_id);
-        let log = EventLog::start(store, node_id)?;
-        let (view, caught_up, state) = match recover_view(&config, &log).await {
-            Ok(recovered) => recovered,
+        let end = store.last_seq()?;
+        let (view, state) = match open_view(&config, end).await {
+            Ok(opened) => opened,
             Err(e) => {
                 let e = view_damage(e, &config)?;
-                let path = config.view_path();
-                let aside = set_aside(&path)?;
-                tracing::warn!(
-                    error = %e,
-                    "the SQL view {} is unreadable; moved it to {} and rebuilding it from the log",
-                    path.display(),
-                    aside.display()
-                );
-                recover_view(&config, &log).await?
+                set_view_aside(&config, &e)?;
+                open_view(&config, end).await?
             }
         };
+        let snapshot = state.checkpoint;
         let presence = Arc::new(Presence::load(
             state.tokens,
             state.open_sessions,
             state.system_uids,
         ));
-        let service = Arc::new(UserService::new(log.clone(), presence.clone()));
-        let projector = Projector::spawn(log.clone(), view.clone(), caught_up);
+        let subscribers = Arc::new(Subscribers::new(presence, snapshot));
+        let log = EventLog::start_with(store, node_id, subscribers.clone())?;
+        publish_tail(&log, &subscribers, snapshot).await?;
+        let view = catch_up_view(&config, &log, view).await?;
+        let write = Arc::new(WritePath::new(log.clone(), subscribers.clone()));
+        let projector = Projector::spawn(
+            log.clone(),
+            view.clone(),
+            log.last_durable(),
+            subscribers.published(),
+        );
         tracing::info!(last_seq = %log.last_durable(), "recovered the event log and the view");
 
-        let left_open = close_all(&service, CloseReason::ServerRestart).await?;
+        let left_open = close_all(&write, CloseReason::ServerRestart).await?;
         if left_open > 0 {
             tracing::info!(
                 sessions = left_open,
                 "closed the sessions the previous lifetime left open"
             );
         }
-        // Bound, not yet served: the lifetime's first event can name its addresses, and no
-        // request is answered before it is recorded.
-        let api_listener = bind(config.api_addr).await?;
-        let ws_listener = bind(config.ws_addr).await?;
-        let api_addr = api_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: config.api_addr,
-                source,
-            })?;
-        let ws_addr = ws_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: config.ws_addr,
-                source,
-            })?;
+        let local = |l: &TcpListener, addr: SocketAddr| {
+            l.local_addr()
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let api_addr = local(&listeners.api, config.api_addr)?;
+        let ws_addr = local(&listeners.ws, config.ws_addr)?;
         let boot_id = Uuid::now_v7();
-        service
-            .record(vec![Event::NodeStarted(NodeStart {
+        // Bound, not yet served: the lifetime's first event names its addresses, and no
+        // request is answered before it is recorded.
+        write
+            .execute(Command::StartNode(NodeStart {
                 node_id,
                 boot_id,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 api_addr: Some(api_addr.to_string()),
                 ws_addr: Some(ws_addr.to_string()),
-            })])
+            }))
             .await?;
 
         let ready = Arc::new(AtomicBool::new(false));
-        let gateway = Gateway::new(service.clone(), GatewaySettings::from_config(&config));
+        let gateway = Gateway::new(write.clone(), GatewaySettings::from_config(&config));
         let api_state = ApiState::new(ApiContext {
-            service: service.clone(),
+            write: write.clone(),
             view: view.clone(),
             limits: ApiLimits {
                 max_body_bytes: config.max_body_bytes,
@@ -198,7 +221,7 @@ impl Server {
         let stop_api = CancellationToken::new();
         let api = http::service(api_state);
         let api_task = tokio::spawn(http::serve::serve(
-            api_listener,
+            listeners.api,
             api,
             ApiConnections {
                 header_read_timeout: config.header_read_timeout,
@@ -206,7 +229,7 @@ impl Server {
             },
             stop_api.clone(),
         ));
-        let gateway_task = tokio::spawn(gateway.clone().serve(ws_listener));
+        let gateway_task = tokio::spawn(gateway.clone().serve(listeners.ws));
         ready.store(true, Ordering::Release);
         tracing::info!(node_id = %node_id, "listening api={api_addr} ws={ws_addr}");
 
@@ -215,7 +238,7 @@ impl Server {
             ws_addr,
             node_id,
             boot_id,
-            service,
+            write,
             view,
             projector,
             gateway,
@@ -234,8 +257,8 @@ impl Server {
         self.ws_addr
     }
 
-    pub fn service(&self) -> &Arc<UserService> {
-        &self.service
+    pub fn write_path(&self) -> &Arc<WritePath> {
+        &self.write
     }
 
     pub fn view(&self) -> &Arc<dyn ViewStore> {
@@ -253,18 +276,19 @@ impl Server {
         self.ready.store(false, Ordering::Release);
         self.gateway.shut_down(STOP_GRACE).await;
         let _ = self.gateway_task.await;
+        self.write.finish_retries().await;
         // Sessions that could not close themselves in time are closed here.
-        if let Err(e) = close_all(&self.service, CloseReason::ServerShutdown).await {
+        if let Err(e) = close_all(&self.write, CloseReason::ServerShutdown).await {
             tracing::error!(error = %e, "could not record every session's close");
         }
         // Returns within STOP_GRACE: what is still busy then is closed.
         self.stop_api.cancel();
         let _ = self.api_task.await;
-        let stopped = Event::NodeStopped(lifetime_end(self.node_id, self.boot_id));
-        if let Err(e) = self.service.record(vec![stopped]).await {
+        let stopped = Command::StopNode(lifetime_end(self.node_id, self.boot_id));
+        if let Err(e) = self.write.execute(stopped).await {
             tracing::error!(error = %e, "could not record NodeStopped");
         }
-        let log = self.service.log().clone();
+        let log = self.write.log().clone();
         self.projector.stop().await;
         self.view.close().await;
         log.close().await;
@@ -272,51 +296,99 @@ impl Server {
     }
 }
 
-/// Opens the view, brings it up to the log's end and reads the state for memory. A view that
-/// claims more than a non-empty log holds belongs to another log: it is reported as unreadable.
-/// A view with events beside an empty log is refused instead: what is missing is far more
-/// likely the log (deleted, or a volume not mounted) than the view's history, and rebuilding
-/// from nothing would bring the server up with every user gone.
-async fn recover_view(
-    config: &Config,
-    log: &EventLog,
-) -> Result<(Arc<dyn ViewStore>, Seq, ViewState), StartError> {
-    let end = log.last_durable();
+/// Opens the view and reads its snapshot for memory, as of its checkpoint. A view that claims
+/// more than a non-empty log holds belongs to another log: it is reported as unreadable. A view
+/// with events beside an empty log is refused instead: what is missing is far more likely the
+/// log (deleted, or a volume not mounted) than the view's history, and rebuilding from nothing
+/// would bring the server up with every user gone.
+async fn open_view(config: &Config, end: Seq) -> Result<(SqliteView, ViewState), StartError> {
     if end == Seq(0) {
         refuse_a_view_beside_an_empty_log(config).await?;
     }
     let view = SqliteView::open(&config.view_path()).await?;
-    let checkpoint = view.checkpoint().await?;
-    if checkpoint > end {
-        view.close().await;
-        if end == Seq(0) {
-            // Reached only when the read-only look failed and this open did not.
-            return Err(log_empty_beside_view(config, checkpoint));
-        }
-        return Err(ViewError::Malformed(format!(
-            "its checkpoint {checkpoint} is past the end of the log ({end})"
-        ))
-        .into());
-    }
-    if checkpoint == Seq(0) && end > Seq(0) {
-        tracing::info!(
-            events = end.0,
-            "the SQL view is empty; rebuilding it from the log"
-        );
-    }
-    let outcome = async {
-        let caught_up = projector::catch_up(log, &view).await?;
+    let state = async {
         let state = view.load_state().await?;
-        Ok::<_, StartError>((caught_up, state))
+        if state.checkpoint > end {
+            if end == Seq(0) {
+                // Reached only when the read-only look failed and this open did not.
+                return Err(log_empty_beside_view(config, state.checkpoint));
+            }
+            return Err(ViewError::Malformed(format!(
+                "its checkpoint {} is past the end of the log ({end})",
+                state.checkpoint
+            ))
+            .into());
+        }
+        Ok(state)
     }
     .await;
-    match outcome {
-        Ok((caught_up, state)) => Ok((Arc::new(view), caught_up, state)),
+    match state {
+        Ok(state) => Ok((view, state)),
         Err(e) => {
             view.close().await;
             Err(e)
         }
     }
+}
+
+/// Hands the log's events after `snapshot` to the subscribers: memory, restored from the view's
+/// snapshot, reaches the log's end through the same path as every append.
+async fn publish_tail(
+    log: &EventLog,
+    subscribers: &Subscribers,
+    snapshot: Seq,
+) -> Result<(), StartError> {
+    let mut at = snapshot;
+    loop {
+        let reader = log.clone();
+        let batch = tokio::task::spawn_blocking(move || reader.read_after(at, projector::BATCH))
+            .await
+            .map_err(LogError::storage)??;
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        at = last.seq;
+        subscribers.publish(&batch);
+    }
+}
+
+/// Brings the view up to the log's end. A view found damaged on the way is set aside and built
+/// again from the log (memory does not depend on it any more).
+async fn catch_up_view(
+    config: &Config,
+    log: &EventLog,
+    view: SqliteView,
+) -> Result<Arc<dyn ViewStore>, StartError> {
+    let end = log.last_durable();
+    if view.checkpoint().await? == Seq(0) && end > Seq(0) {
+        tracing::info!(
+            events = end.0,
+            "the SQL view is empty; rebuilding it from the log"
+        );
+    }
+    match projector::catch_up(log, &view).await {
+        Ok(_) => Ok(Arc::new(view)),
+        Err(e) => {
+            view.close().await;
+            let e = view_damage(e.into(), config)?;
+            set_view_aside(config, &e)?;
+            let view = SqliteView::open(&config.view_path()).await?;
+            projector::catch_up(log, &view).await?;
+            Ok(Arc::new(view))
+        }
+    }
+}
+
+fn set_view_aside(config: &Config, e: &ViewError) -> Result<(), StartError> {
+    let path = config.view_path();
+    let aside = set_aside(&path)?;
+    tracing::warn!(
+        error = %e,
+        "the SQL view {} is unreadable; moved it to {} and rebuilding it from the log",
+        path.display(),
+        aside.display()
+    );
+    Ok(())
 }
 
 /// With an empty log, looks at the view's checkpoint read-only first, whatever its schema
@@ -399,14 +471,14 @@ fn lifetime_end(node_id: NodeId, boot_id: Uuid) -> NodeLifetime {
 }
 
 /// Records the close of every open session with `reason`; returns how many were closed.
-async fn close_all(service: &Arc<UserService>, reason: CloseReason) -> Result<usize, ServiceError> {
-    let open = service.presence().open_sessions();
+async fn close_all(write: &Arc<WritePath>, reason: CloseReason) -> Result<usize, WriteError> {
+    let open = write.presence().open_sessions();
     let n = open.len();
     let mut closes = tokio::task::JoinSet::new();
     for (uid, session) in open {
-        let service = service.clone();
+        let write = write.clone();
         closes.spawn(async move {
-            service
+            write
                 .execute(Command::Disconnect {
                     uid,
                     session_id: session.session_id,

@@ -1,12 +1,15 @@
 //! wkuser: the user subsystem of WuKongIM (tokens, device sessions, online status, system
 //! uids) as an event-sourced server.
 //!
-//! The data flows one way: a command (HTTP call, WebSocket connect or close, a kick) is decided
-//! against the in-memory state ([`domain`]), its events are appended durably to the log
-//! ([`log`]), then applied to the in-memory projection ([`presence`]) and, asynchronously, to the
-//! SQL view ([`view`]). [`http`] and [`gateway`] are the two edges; [`app`] wires them.
+//! The data flows one way: a command (an HTTP call, a WebSocket connect or close, the node's own
+//! lifetime) is decided against the in-memory state ([`domain`]) on the [`write`] path, its
+//! events are appended durably to the [`log`], and the log's writer hands each committed batch
+//! to the subscribers ([`apply`]): the in-memory projection ([`presence`]), the live sessions
+//! that carry kicks, and the projector of the SQL [`view`]. [`http`] and [`gateway`] are the two
+//! edges; [`app`] wires them and runs the node's lifetime; [`ops`] are the operator commands.
 
 pub mod app;
+pub mod apply;
 pub mod config;
 pub mod domain;
 pub mod gateway;
@@ -16,5 +19,5 @@ pub mod loadtest;
 pub mod log;
 pub mod ops;
 pub mod presence;
-pub mod service;
 pub mod view;
+pub mod write;

@@ -1,7 +1,8 @@
-//! `decide`: a command, judged against the current state of its user, becomes events.
+//! `decide`: a command, judged against the state of its subject, becomes events.
 //!
-//! Owns the rules of device levels and kicks (`protocol.md` 3.5) and of authentication: which
-//! sessions a token update, a device quit or a connect closes, and with which reason. Promises
+//! Owns the rules of device levels and kicks (`protocol.md` 3.5), of authentication (which
+//! sessions a token update, a device quit or a connect closes, and with which reason) and of
+//! system uids (only real changes are recorded, so adding and removing are idempotent). Promises
 //! purity: the same state and command always give the same events, so the write path can decide
 //! under a per-uid lock and the tests can state rules as given-events / when-command /
 //! then-events. Must never: touch a clock, a socket or the log; every id it needs (the new
@@ -9,50 +10,10 @@
 
 use std::collections::BTreeSet;
 
+use super::command::Command;
 use super::event::*;
 use super::ids::*;
-use super::state::{TokenSlot, UserState};
-
-/// A request to change a user's state, already parsed and typed.
-#[derive(Debug, Clone)]
-pub enum Command {
-    /// `/user/token`: set the token and level of uid + flag.
-    SetToken {
-        uid: Uid,
-        device_flag: DeviceFlag,
-        device_level: DeviceLevel,
-        token_hash: TokenHash,
-    },
-    /// `/user/device_quit`: clear the token(s) and kick the connections of those flags.
-    QuitDevice { uid: Uid, scope: QuitScope },
-    /// A WebSocket `connect` with the hash of the token it presented.
-    Connect {
-        session_id: SessionId,
-        uid: Uid,
-        device_flag: DeviceFlag,
-        device_id: DeviceId,
-        presented: TokenHash,
-        node_id: NodeId,
-        peer: String,
-    },
-    /// A session ends (the client left, the server closed it).
-    Disconnect {
-        uid: Uid,
-        session_id: SessionId,
-        reason: CloseReason,
-    },
-}
-
-impl Command {
-    pub fn uid(&self) -> &Uid {
-        match self {
-            Command::SetToken { uid, .. }
-            | Command::QuitDevice { uid, .. }
-            | Command::Connect { uid, .. }
-            | Command::Disconnect { uid, .. } => uid,
-        }
-    }
-}
+use super::state::{StateOf, TokenSlot, UserState};
 
 /// Why a connect is refused. Told to the server log, never to the client (it sees "auth fail").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -72,8 +33,21 @@ pub enum Rejection {
     Auth(#[from] AuthFailure),
 }
 
-/// Decides what a command means for one user. An empty vector: nothing changes.
-pub fn decide(state: &UserState, command: &Command) -> Result<Vec<Event>, Rejection> {
+/// Decides what a command means, against the state of its subject (see `Command::subject`).
+/// An empty vector: nothing changes.
+pub fn decide(state: StateOf<'_>, command: &Command) -> Result<Vec<Event>, Rejection> {
+    match command {
+        Command::AddSystemUids { uids } => Ok(change_system_uids(state.system_uids(), true, uids)),
+        Command::RemoveSystemUids { uids } => {
+            Ok(change_system_uids(state.system_uids(), false, uids))
+        }
+        Command::StartNode(start) => Ok(vec![Event::NodeStarted(start.clone())]),
+        Command::StopNode(stop) => Ok(vec![Event::NodeStopped(stop.clone())]),
+        user_command => decide_for_user(state.user(), user_command),
+    }
+}
+
+fn decide_for_user(state: &UserState, command: &Command) -> Result<Vec<Event>, Rejection> {
     match command {
         Command::SetToken {
             uid,
@@ -161,6 +135,10 @@ pub fn decide(state: &UserState, command: &Command) -> Result<Vec<Event>, Reject
             .session(*session_id)
             .map(|s| vec![disconnected(uid, s.session_id, s.device_flag, *reason)])
             .unwrap_or_default()),
+        Command::AddSystemUids { .. }
+        | Command::RemoveSystemUids { .. }
+        | Command::StartNode(_)
+        | Command::StopNode(_) => Ok(Vec::new()),
     }
 }
 
@@ -194,9 +172,9 @@ fn close_sessions(
     );
 }
 
-/// Decides an add (`adding`) or a remove of system uids against the current set: only real
-/// changes become events, so both operations are idempotent.
-pub fn decide_system_uids(current: &BTreeSet<Uid>, adding: bool, uids: &[Uid]) -> Vec<Event> {
+/// An add (`adding`) or a remove of system uids against the current set: only real changes
+/// become events.
+fn change_system_uids(current: &BTreeSet<Uid>, adding: bool, uids: &[Uid]) -> Vec<Event> {
     let mut changed: Vec<Uid> = uids
         .iter()
         .filter(|u| current.contains(*u) != adding)
@@ -215,22 +193,10 @@ pub fn decide_system_uids(current: &BTreeSet<Uid>, adding: bool, uids: &[Uid]) -
     }]
 }
 
-/// Applies system-uid events to the set (the global half of `evolve`).
-pub fn evolve_system_uids(set: &mut BTreeSet<Uid>, event: &Event) {
-    match event {
-        Event::SystemUidsAdded(e) => set.extend(e.uids.iter().cloned()),
-        Event::SystemUidsRemoved(e) => {
-            for u in &e.uids {
-                set.remove(u);
-            }
-        }
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::evolve::{evolve, Fold};
 
     fn uid() -> Uid {
         Uid::parse("u1").unwrap()
@@ -246,9 +212,9 @@ mod tests {
     fn given_when(given: &[Event], when: Command) -> Result<Vec<Event>, Rejection> {
         let mut state = UserState::default();
         for e in given {
-            state.evolve(e);
+            evolve(&mut state, e);
         }
-        decide(&state, &when)
+        decide(StateOf::User(&state), &when)
     }
 
     fn token(flag: u8, level: DeviceLevel, t: &str) -> Event {
@@ -449,19 +415,26 @@ mod tests {
     #[test]
     fn system_uids_add_and_remove_only_what_changes() {
         let u = |s: &str| Uid::parse(s).unwrap();
-        let mut set = BTreeSet::new();
-        let added = decide_system_uids(&set, true, &[u("b"), u("a"), u("b")]);
+        let add = |uids: &[&str]| Command::AddSystemUids {
+            uids: uids.iter().map(|s| u(s)).collect(),
+        };
+        let remove = |uids: &[&str]| Command::RemoveSystemUids {
+            uids: uids.iter().map(|s| u(s)).collect(),
+        };
+        let on = |fold: &Fold, c: &Command| decide(StateOf::SystemUids(&fold.system_uids), c).unwrap();
+        let mut fold = Fold::default();
+        let added = on(&fold, &add(&["b", "a", "b"]));
         assert_eq!(
             added,
             vec![Event::SystemUidsAdded(SystemUids {
                 uids: vec![u("a"), u("b")]
             })]
         );
-        evolve_system_uids(&mut set, &added[0]);
-        assert!(decide_system_uids(&set, true, &[u("a")]).is_empty());
-        assert!(decide_system_uids(&set, false, &[u("c")]).is_empty());
-        let removed = decide_system_uids(&set, false, &[u("a"), u("c")]);
-        evolve_system_uids(&mut set, &removed[0]);
-        assert_eq!(set.into_iter().collect::<Vec<_>>(), vec![u("b")]);
+        evolve(&mut fold, &added[0]);
+        assert!(on(&fold, &add(&["a"])).is_empty());
+        assert!(on(&fold, &remove(&["c"])).is_empty());
+        let removed = on(&fold, &remove(&["a", "c"]));
+        evolve(&mut fold, &removed[0]);
+        assert_eq!(fold.system_uids.into_iter().collect::<Vec<_>>(), vec![u("b")]);
     }
 }

@@ -1,11 +1,12 @@
-//! The state of one user, as far as deciding needs it, and `evolve`, which moves it by one event.
+//! The state of one user, as far as deciding needs it.
 //!
 //! Owns [`UserState`]: the token slot (hash and level, or cleared) of each device flag and the
-//! open sessions. Promises that `evolve` is pure, total and deterministic: the same events in the
-//! same order always give the same state, whatever process folds them. Must never: decide
-//! anything (that is `decide`'s job) or fail (an event is a fact; it is applied as it is).
+//! open sessions, with the distinct online flags kept beside them for the onlinestatus path.
+//! Promises: its changes are small, total steps that only `evolve` calls, so the state is
+//! always a fold of events. Must never: decide anything (that is `decide`'s job) or fail.
 
-use super::event::Event;
+use std::collections::BTreeSet;
+
 use super::ids::*;
 
 /// What a device flag of a user holds for authentication.
@@ -26,6 +27,34 @@ pub struct OpenSession {
     pub device_flag: DeviceFlag,
     pub device_level: DeviceLevel,
     pub device_id: DeviceId,
+}
+
+/// The part of the state a command is decided against (see `Command::subject`).
+#[derive(Debug, Clone, Copy)]
+pub enum StateOf<'a> {
+    User(&'a UserState),
+    SystemUids(&'a BTreeSet<Uid>),
+    Node,
+}
+
+impl<'a> StateOf<'a> {
+    /// The user's state; an empty one when the command is not about a user.
+    pub fn user(self) -> &'a UserState {
+        static EMPTY: UserState = UserState::EMPTY;
+        match self {
+            StateOf::User(u) => u,
+            _ => &EMPTY,
+        }
+    }
+
+    /// The system uids; an empty set when the command is not about them.
+    pub fn system_uids(self) -> &'a BTreeSet<Uid> {
+        static EMPTY: BTreeSet<Uid> = BTreeSet::new();
+        match self {
+            StateOf::SystemUids(s) => s,
+            _ => &EMPTY,
+        }
+    }
 }
 
 /// Everything known about one uid that commands are decided against.
@@ -91,6 +120,16 @@ impl OnlineFlags {
 }
 
 impl UserState {
+    /// A user nothing is known of.
+    pub const EMPTY: UserState = UserState {
+        tokens: Vec::new(),
+        sessions: Vec::new(),
+        online: OnlineFlags {
+            len: 0,
+            flags: [0; OnlineFlags::INLINE],
+        },
+    };
+
     pub fn token(&self, flag: DeviceFlag) -> Option<TokenSlot> {
         self.tokens
             .binary_search_by_key(&flag, |(f, _)| *f)
@@ -149,50 +188,33 @@ impl UserState {
         self.tokens.is_empty() && self.sessions.is_empty()
     }
 
-    fn set_token(&mut self, flag: DeviceFlag, slot: TokenSlot) {
+    pub(super) fn set_token(&mut self, flag: DeviceFlag, slot: TokenSlot) {
         match self.tokens.binary_search_by_key(&flag, |(f, _)| *f) {
             Ok(i) => self.tokens[i].1 = slot,
             Err(i) => self.tokens.insert(i, (flag, slot)),
         }
     }
 
-    /// Applies one event about this user. Events about other users or none are ignored.
-    pub fn evolve(&mut self, event: &Event) {
-        match event {
-            Event::TokenUpdated(e) => self.set_token(
-                e.device_flag,
-                TokenSlot::Active {
-                    hash: e.token_hash,
-                    level: e.device_level,
-                },
-            ),
-            Event::DeviceQuit(e) => {
-                for (flag, slot) in &mut self.tokens {
-                    if e.device_flag.covers(*flag) {
-                        *slot = TokenSlot::Cleared;
-                    }
-                }
+    /// Clears the active tokens of the flags `scope` covers.
+    pub(super) fn clear_tokens(&mut self, scope: QuitScope) {
+        for (flag, slot) in &mut self.tokens {
+            if scope.covers(*flag) {
+                *slot = TokenSlot::Cleared;
             }
-            Event::Connected(e) => {
-                if self.session(e.session_id).is_none() {
-                    self.sessions.push(OpenSession {
-                        session_id: e.session_id,
-                        device_flag: e.device_flag,
-                        device_level: e.device_level,
-                        device_id: e.device_id.clone(),
-                    });
-                    self.online = OnlineFlags::of(&self.sessions);
-                }
-            }
-            Event::Disconnected(e) => {
-                self.sessions.retain(|s| s.session_id != e.session_id);
-                self.online = OnlineFlags::of(&self.sessions);
-            }
-            Event::SystemUidsAdded(_)
-            | Event::SystemUidsRemoved(_)
-            | Event::NodeStarted(_)
-            | Event::NodeStopped(_) => {}
         }
+    }
+
+    /// Opens a session (once: a session already open is left as it is).
+    pub(super) fn open(&mut self, session: OpenSession) {
+        if self.session(session.session_id).is_none() {
+            self.sessions.push(session);
+            self.online = OnlineFlags::of(&self.sessions);
+        }
+    }
+
+    pub(super) fn close(&mut self, session_id: SessionId) {
+        self.sessions.retain(|s| s.session_id != session_id);
+        self.online = OnlineFlags::of(&self.sessions);
     }
 
     /// Rebuilds a state from rows of the SQL view (start-up): tokens then open sessions.
@@ -213,11 +235,12 @@ impl UserState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::event::{Connected, Disconnected};
+    use crate::domain::event::{Connected, Disconnected, Event};
+    use crate::domain::evolve::evolve;
 
     fn connect(state: &mut UserState, flag: u8) -> SessionId {
         let session_id = SessionId::new();
-        state.evolve(&Event::Connected(Connected {
+        evolve(state, &Event::Connected(Connected {
             session_id,
             uid: Uid::parse("u").unwrap(),
             device_flag: DeviceFlag(flag),
@@ -242,7 +265,7 @@ mod tests {
             assert_eq!(got, expected);
         }
         for (flag, id) in ids {
-            state.evolve(&Event::Disconnected(Disconnected {
+            evolve(&mut state, &Event::Disconnected(Disconnected {
                 session_id: id,
                 uid: Uid::parse("u").unwrap(),
                 device_flag: DeviceFlag(flag),

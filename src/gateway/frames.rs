@@ -10,13 +10,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::domain::{DeviceFlag, DeviceId, Uid};
+use crate::domain::{DeviceFlag, DeviceId, Token, TokenHash, Uid};
 
 /// What the connect frame asks for, parsed.
 #[derive(Debug)]
 pub struct ConnectParams {
     pub uid: Uid,
-    pub token: String,
+    /// The hash of the token the client presented: the token itself goes no further.
+    pub presented: TokenHash,
     pub device_flag: DeviceFlag,
     /// `None`: the client sent none (or an empty one); the server makes one.
     pub device_id: Option<DeviceId>,
@@ -148,9 +149,9 @@ fn connect_params(params: Option<&Value>) -> Result<ConnectParams, String> {
     let token = field("token")
         .and_then(Value::as_str)
         .ok_or("token missing or not a string")?;
-    if crate::domain::Token::parse(token).is_none() {
-        return Err("token must be 1 to 4096 bytes".into());
-    }
+    let presented = Token::parse(token)
+        .ok_or("token must be 1 to 4096 bytes")?
+        .hash();
     let device_flag = match field("deviceFlag") {
         None => DeviceFlag(0),
         Some(v) => v
@@ -168,7 +169,7 @@ fn connect_params(params: Option<&Value>) -> Result<ConnectParams, String> {
     };
     Ok(ConnectParams {
         uid,
-        token: token.to_owned(),
+        presented,
         device_flag,
         device_id,
         client_timestamp: field("clientTimestamp").and_then(Value::as_i64),

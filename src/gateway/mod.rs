@@ -2,11 +2,13 @@
 //!
 //! Owns accepting sockets and the limits on them: total open connections, connections not yet
 //! authenticated (in total and per peer address), and the per-session settings. Each socket
-//! runs [`session::run`]; every way a session ends becomes a `Disconnected` event through the
-//! write path. Promises: a socket over a limit is dropped at once, before any work is spent on
+//! is opened by [`connect`], lives in the [`session`] loop, and ends in [`close`]; every way a
+//! session ends becomes a `Disconnected` event through the write path. Promises: a socket over a limit is dropped at once, before any work is spent on
 //! it; at shutdown every socket is closed (1001) and accounted for. Must never: let one client
 //! slow the accept loop or another client's session.
 
+mod close;
+mod connect;
 mod frames;
 mod session;
 
@@ -22,8 +24,9 @@ use tokio_util::task::TaskTracker;
 
 pub use frames::{parse_first, parse_inbound, FirstFrame, Inbound};
 
+use crate::apply::live::LiveSessions;
 use crate::domain::NodeId;
-use crate::service::UserService;
+use crate::write::WritePath;
 
 /// The gateway's settings, from the config.
 #[derive(Debug, Clone)]
@@ -56,7 +59,7 @@ impl GatewaySettings {
 }
 
 pub struct Gateway {
-    service: Arc<UserService>,
+    write: Arc<WritePath>,
     settings: GatewaySettings,
     open: AtomicUsize,
     pending: AtomicUsize,
@@ -66,9 +69,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(service: Arc<UserService>, settings: GatewaySettings) -> Arc<Self> {
+    pub fn new(write: Arc<WritePath>, settings: GatewaySettings) -> Arc<Self> {
         Arc::new(Gateway {
-            service,
+            write,
             settings,
             open: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
@@ -105,7 +108,7 @@ impl Gateway {
             let _ = tcp.set_nodelay(true);
             let gw = self.clone();
             self.tracker
-                .spawn(session::run(gw, tcp, peer, open, pending));
+                .spawn(connect::run(gw, tcp, peer, open, pending));
         }
         drop(listener);
     }
@@ -121,6 +124,10 @@ impl Gateway {
         {
             tracing::warn!("some sessions did not close within {grace:?}");
         }
+    }
+
+    fn live(&self) -> &LiveSessions {
+        self.write.subscribers().live()
     }
 
     /// Open sockets (authenticated or not).

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::log::LogError;
-use crate::service::ServiceError;
+use crate::write::WriteError;
 use crate::view::ViewError;
 
 #[derive(Debug, thiserror::Error)]
@@ -84,11 +84,11 @@ impl From<LogError> for ApiError {
     }
 }
 
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
         match e {
-            ServiceError::Log(e) => e.into(),
-            ServiceError::Rejected(r) => ApiError::BadRequest(r.to_string()),
+            WriteError::Log(e) => e.into(),
+            WriteError::Rejected(r) => ApiError::BadRequest(r.to_string()),
         }
     }
 }

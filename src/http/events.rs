@@ -50,7 +50,7 @@ pub async fn events(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let EventsQuery { uid, after, limit } = parse_events_query(raw.as_deref())?;
-    let log = state.service.log().clone();
+    let log = state.write.log().clone();
     let last_seq = log.last_durable();
     let events = tokio::task::spawn_blocking(move || match &uid {
         Some(uid) => log.read_uid(uid.as_str(), after, limit),

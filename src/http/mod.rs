@@ -52,7 +52,7 @@ pub use sessions::{parse_sessions_query, SessionsQuery};
 pub use systemuids::parse_system_uids;
 pub use tokens::{parse_device_quit, parse_set_token};
 
-use crate::service::UserService;
+use crate::write::WritePath;
 use crate::view::ViewStore;
 
 /// The limits the API enforces.
@@ -67,7 +67,7 @@ pub struct ApiLimits {
 pub struct ApiState(Arc<ApiContext>);
 
 pub struct ApiContext {
-    pub service: Arc<UserService>,
+    pub write: Arc<WritePath>,
     pub view: Arc<dyn ViewStore>,
     pub limits: ApiLimits,
     pub manager_token: Option<ManagerToken>,

@@ -202,7 +202,7 @@ pub async fn routed(State(state): State<ApiState>, body: Body) -> Response {
 pub fn answer(context: &ApiContext, body: &[u8]) -> Response {
     let (max, presence) = (
         context.limits.max_uids_per_request,
-        context.service.presence(),
+        context.write.presence(),
     );
     // Nearly every request: a plain body of at most a chunk of uids, read into an array on
     // the stack (pushing to a vector alone was 2% of the server's time here, in a profile).

@@ -133,7 +133,7 @@ pub async fn sessions(
     let rows = state.view.sessions(&uid, before, limit + 1).await?;
     let mut online = Vec::new();
     state
-        .service
+        .write
         .presence()
         .for_each_online_flag(uid.as_str(), |f| online.push(OnlineFlag::from(f)));
     Ok(json_response(

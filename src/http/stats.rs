@@ -29,7 +29,7 @@ struct Stats {
 }
 
 pub async fn stats(State(state): State<ApiState>) -> Response {
-    let (known_users, online_sessions) = state.service.presence().counts();
+    let (known_users, online_sessions) = state.write.presence().counts();
     json_response(
         StatusCode::OK,
         &Stats {
@@ -37,7 +37,7 @@ pub async fn stats(State(state): State<ApiState>) -> Response {
             online_sessions,
             known_users,
             rss_bytes: rss_bytes(),
-            last_seq: state.service.log().last_durable().0,
+            last_seq: state.write.log().last_durable().0,
         },
     )
 }

@@ -11,7 +11,7 @@ use axum::response::Response;
 use super::body::{object, Body};
 use super::error::ApiError;
 use super::{json_response, ok, ApiState};
-use crate::domain::Uid;
+use crate::domain::{Command, Uid};
 
 /// Reads a `/user/systemuids_add` or `_remove` body (`{"uids":[...]}`, at most `max_uids`) into
 /// its uids, each validated, or the 400 naming the wrong one. Pure; the handlers serve exactly
@@ -21,7 +21,7 @@ pub fn parse_system_uids(body: &[u8], max_uids: usize) -> Result<Vec<Uid>, ApiEr
 }
 
 pub async fn list(State(state): State<ApiState>) -> Response {
-    json_response(StatusCode::OK, &state.service.presence().system_uids())
+    json_response(StatusCode::OK, &state.write.presence().system_uids())
 }
 
 pub async fn add(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
@@ -34,6 +34,11 @@ pub async fn remove(State(state): State<ApiState>, body: Body) -> Result<Respons
 
 async fn change(state: ApiState, body: Body, adding: bool) -> Result<Response, ApiError> {
     let uids = parse_system_uids(&body.0, state.limits.max_uids_per_request)?;
-    state.service.change_system_uids(adding, &uids).await?;
+    let command = if adding {
+        Command::AddSystemUids { uids }
+    } else {
+        Command::RemoveSystemUids { uids }
+    };
+    state.write.execute(command).await?;
     Ok(ok())
 }

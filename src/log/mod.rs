@@ -11,7 +11,7 @@ pub mod writer;
 
 use std::sync::Arc;
 
-use crate::domain::{DecodeError, Seq, Uid};
+use crate::domain::{DecodeError, RecordedEvent, Seq, Uid};
 
 pub use sled_store::SledStore;
 pub use writer::EventLog;
@@ -45,6 +45,17 @@ pub struct EncodedRecord {
     pub seq: Seq,
     pub bytes: Vec<u8>,
     pub uids: Vec<Uid>,
+}
+
+/// Told of every batch the writer made durable, in seq order, before the batch's appenders are
+/// answered. Runs on the writer's thread: it must not block.
+pub trait CommitListener: Send + Sync + 'static {
+    fn committed(&self, events: &[RecordedEvent]);
+}
+
+/// Nobody listening.
+impl CommitListener for () {
+    fn committed(&self, _events: &[RecordedEvent]) {}
 }
 
 /// Where events are kept. Synchronous on purpose: the writer runs on its own thread, so a flush

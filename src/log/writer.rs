@@ -3,7 +3,8 @@
 //!
 //! Callers hand their events to [`EventLog::append`] and await the acknowledgement. The writer
 //! takes every request waiting (up to [`MAX_BATCH`]), numbers the events, writes them in one
-//! atomic batch, flushes once, and only then acknowledges each caller. Promises: an
+//! atomic batch, flushes once, hands the batch to the commit listener (the subscribers), and
+//! only then acknowledges each caller. Promises: an
 //! acknowledged event is durable; a failed batch is acknowledged as failed to every caller in
 //! it, consumes no seq and leaves nothing behind (a batch written but not flushed is taken
 //! back, and the taking back flushed when the disk allows; if the taking back fails, the writer refuses appends until restart rather than guess);
@@ -18,7 +19,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use super::{EncodedRecord, LogError, LogStore};
+use super::{CommitListener, EncodedRecord, LogError, LogStore};
 use crate::domain::{Event, NodeId, RecordedEvent, Seq};
 
 /// The most append requests one batch takes.
@@ -48,15 +49,26 @@ struct Inner {
 }
 
 impl EventLog {
-    /// Starts the writer over `store`; events are stamped with `node_id`.
+    /// Starts the writer over `store`, for a log whose committed events nobody follows (the
+    /// operator commands, tests); events are stamped with `node_id`.
     pub fn start(store: Arc<dyn LogStore>, node_id: NodeId) -> Result<Self, LogError> {
+        Self::start_with(store, node_id, Arc::new(()))
+    }
+
+    /// Starts the writer over `store`; `listener` hears each committed batch, in seq order,
+    /// before its appenders are answered.
+    pub fn start_with(
+        store: Arc<dyn LogStore>,
+        node_id: NodeId,
+        listener: Arc<dyn CommitListener>,
+    ) -> Result<Self, LogError> {
         let last = store.last_seq()?;
         let (tx, rx) = mpsc::channel(64 * 1024);
         let (durable_tx, durable) = watch::channel(last);
         let writer_store = store.clone();
         let handle = thread::Builder::new()
             .name("wkuser-log-writer".into())
-            .spawn(move || run_writer(writer_store, rx, durable_tx, last, node_id))
+            .spawn(move || run_writer(writer_store, rx, durable_tx, listener, last, node_id))
             .map_err(LogError::storage)?;
         Ok(EventLog {
             inner: Arc::new(Inner {
@@ -147,6 +159,7 @@ fn run_writer(
     store: Arc<dyn LogStore>,
     mut rx: mpsc::Receiver<Request>,
     durable: watch::Sender<Seq>,
+    listener: Arc<dyn CommitListener>,
     mut last: Seq,
     node_id: NodeId,
 ) {
@@ -217,6 +230,11 @@ fn run_writer(
             Ok(()) => {
                 last = seq;
                 durable.send_replace(last);
+                // Here, not in each appender's task: an appender that stops waiting (a client
+                // gone) must not leave a durable event unapplied.
+                for (recorded, _) in &replies {
+                    listener.committed(recorded);
+                }
                 for (recorded, ack) in replies {
                     let _ = ack.send(Ok(recorded));
                 }

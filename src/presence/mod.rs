@@ -16,8 +16,9 @@ use std::collections::BTreeSet;
 use dashmap::DashMap;
 use parking_lot::RwLock;
 
-use crate::domain::decide::evolve_system_uids;
-use crate::domain::{DeviceFlag, Event, OpenSession, TokenSlot, Uid, UserState};
+use crate::domain::{
+    evolve, DeviceFlag, Event, OpenSession, State, StateOf, Subject, TokenSlot, Uid, UserState,
+};
 use online::OnlineIndex;
 
 type Users = DashMap<Uid, UserState, ahash::RandomState>;
@@ -64,6 +65,15 @@ impl Presence {
         }
     }
 
+    /// Runs `f` on the state `subject` is decided against.
+    pub fn with_state<R>(&self, subject: Subject<'_>, f: impl FnOnce(StateOf<'_>) -> R) -> R {
+        match subject {
+            Subject::User(uid) => self.with_user(uid.as_str(), |u| f(StateOf::User(u))),
+            Subject::SystemUids => f(StateOf::SystemUids(&self.system_uids.read())),
+            Subject::Node => f(StateOf::Node),
+        }
+    }
+
     /// Runs `f` on the user's state (an empty state for an unknown uid).
     pub fn with_user<R>(&self, uid: &str, f: impl FnOnce(&UserState) -> R) -> R {
         match self.users.get(uid) {
@@ -91,32 +101,13 @@ impl Presence {
             });
     }
 
-    /// Applies a durable event (`evolve`).
+    /// Applies a committed event: [`evolve`] on this projection.
     pub fn apply(&self, event: &Event) {
-        match event.uid() {
-            Some(uid) => {
-                let mut entry = self.users.entry(uid.clone()).or_default();
-                let was = entry.online();
-                entry.evolve(event);
-                let now = entry.online();
-                if now != was {
-                    self.online.set(uid, now);
-                }
-                if entry.is_empty() {
-                    drop(entry);
-                    self.users.remove_if(uid, |_, s| s.is_empty());
-                }
-            }
-            None => evolve_system_uids(&mut self.system_uids.write(), event),
-        }
+        evolve(&mut Writer(self), event)
     }
 
     pub fn system_uids(&self) -> Vec<Uid> {
         self.system_uids.read().iter().cloned().collect()
-    }
-
-    pub fn system_uid_set(&self) -> BTreeSet<Uid> {
-        self.system_uids.read().clone()
     }
 
     /// Every open session (start-up and shutdown close them all).
@@ -133,10 +124,47 @@ impl Presence {
         out
     }
 
+    /// The whole projection as a plain [`Fold`], to compare with a fold of the log.
+    pub fn snapshot(&self) -> crate::domain::Fold {
+        crate::domain::Fold {
+            users: self
+                .users
+                .iter()
+                .map(|e| (e.key().clone(), e.value().clone()))
+                .collect(),
+            system_uids: self.system_uids.read().clone(),
+        }
+    }
+
     /// Known users and open sessions, for logs and metrics.
     pub fn counts(&self) -> (usize, usize) {
         let sessions = self.users.iter().map(|e| e.sessions().len()).sum();
         (self.users.len(), sessions)
+    }
+}
+
+/// The projection as `evolve` sees it: one user's shard locked for the length of one change,
+/// the online index moved with it, and a user left with nothing dropped.
+struct Writer<'a>(&'a Presence);
+
+impl State for Writer<'_> {
+    fn user(&mut self, uid: &Uid, change: impl FnOnce(&mut UserState)) {
+        let presence = self.0;
+        let mut entry = presence.users.entry(uid.clone()).or_default();
+        let was = entry.online();
+        change(&mut entry);
+        let now = entry.online();
+        if now != was {
+            presence.online.set(uid, now);
+        }
+        if entry.is_empty() {
+            drop(entry);
+            presence.users.remove_if(uid, |_, s| s.is_empty());
+        }
+    }
+
+    fn system_uids(&mut self, change: impl FnOnce(&mut BTreeSet<Uid>)) {
+        change(&mut self.0.system_uids.write())
     }
 }
 

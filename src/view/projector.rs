@@ -1,6 +1,8 @@
 //! The projector: follows the log and writes the SQL view, in batches, behind the writer.
 //!
-//! Owns the view's progress. It reads only durable events (never past `EventLog::durable`),
+//! Owns the view's progress. It is woken by the subscribers' fan-out ([`crate::apply`]) when
+//! events are published, and reads them from the log: only durable ones (never past
+//! `EventLog::durable`),
 //! applies up to [`BATCH`] of them per transaction together with the checkpoint (while events
 //! pour in, one transaction per [`GATHER`] at most), and publishes how far it got, so shutdown
 //! and tests can wait for it. Promises: restartable at any moment (the checkpoint says where to
@@ -102,11 +104,17 @@ pub struct Projector {
 }
 
 impl Projector {
-    /// Follows `log` from `from` (the view's checkpoint) for as long as the server runs.
-    pub fn spawn(log: EventLog, view: Arc<dyn ViewStore>, from: Seq) -> Self {
+    /// Follows `log` from `from` (the view's checkpoint) for as long as the server runs, woken
+    /// each time `published` moves.
+    pub fn spawn(
+        log: EventLog,
+        view: Arc<dyn ViewStore>,
+        from: Seq,
+        published: watch::Receiver<Seq>,
+    ) -> Self {
         let (tx, projected) = watch::channel(from);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(follow(log, view, from, tx, stop.clone()));
+        let task = tokio::spawn(follow(log, view, from, published, tx, stop.clone()));
         Projector {
             task,
             projected,
@@ -130,17 +138,17 @@ async fn follow(
     log: EventLog,
     view: Arc<dyn ViewStore>,
     mut at: Seq,
+    mut published: watch::Receiver<Seq>,
     projected: watch::Sender<Seq>,
     stop: CancellationToken,
 ) {
-    let mut durable = log.durable();
     let mut stopping = false;
     let mut failures = 0u32;
     // When the last transaction ended: under a burst of writes, the next waits for more events
     // (see [`GATHER`]); the first event after a quiet spell is projected at once.
     let mut last_end: Option<Instant> = None;
     loop {
-        let target = *durable.borrow_and_update();
+        let target = *published.borrow_and_update();
         if target > at {
             let wait = last_end.and_then(|t| GATHER.checked_sub(t.elapsed()));
             if let Some(wait) = wait.filter(|_| !stopping && target.0 - at.0 < BATCH as u64) {
@@ -183,7 +191,7 @@ async fn follow(
             return;
         }
         tokio::select! {
-            changed = durable.changed() => if changed.is_err() { stopping = true },
+            changed = published.changed() => if changed.is_err() { stopping = true },
             _ = stop.cancelled() => stopping = true,
         }
     }

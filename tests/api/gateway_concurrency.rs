@@ -50,7 +50,7 @@ async fn concurrent_master_connects_leave_exactly_one_session() {
         .collect();
 
     // Every kicked socket gets the notification and a close; exactly one does not.
-    assert_eq!(app.server().service().presence().counts().1, 1);
+    assert_eq!(app.server().write_path().presence().counts().1, 1);
     let mut kicked = 0;
     let mut survivors = Vec::new();
     for (i, ws) in sockets.iter_mut().enumerate() {
@@ -73,7 +73,7 @@ async fn concurrent_master_connects_leave_exactly_one_session() {
     }
     assert_eq!((survivors.len(), kicked), (1, N - 1));
     // Only the survivor is still registered to receive a close order.
-    assert_eq!(app.server().service().live_count(), 1);
+    assert_eq!(app.server().write_path().subscribers().live().len(), 1);
     assert_eq!(
         app.online(&["m1"]).await,
         json!([{"uid": "m1", "device_flag": 1, "online": 1}])
@@ -161,7 +161,7 @@ async fn a_thousand_concurrent_connects_are_all_online_then_all_offline() {
     // Client-initiated: each close is recorded after its socket's end.
     app.wait_online(&refs, json!([])).await;
     assert_eq!(
-        app.server().service().live_count(),
+        app.server().write_path().subscribers().live().len(),
         0,
         "close orders still registered"
     );
@@ -236,7 +236,7 @@ async fn a_kick_racing_a_connect_is_seen_after_the_result_or_refuses_the_connect
     let refs: Vec<&str> = uids.iter().map(String::as_str).collect();
     assert_eq!(app.online(&refs).await, json!([]));
     assert_eq!(
-        app.server().service().live_count(),
+        app.server().write_path().subscribers().live().len(),
         0,
         "close orders still registered"
     );

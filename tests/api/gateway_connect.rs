@@ -45,7 +45,7 @@ async fn easysdk_connect_gets_the_exact_result_after_a_durable_connected() {
         .into_iter()
         .find(|r| matches!(r.event, Event::Connected(_)))
         .expect("a Connected event");
-    assert!(app.server().service().log().last_durable() >= recorded.seq);
+    assert!(app.server().write_path().log().last_durable() >= recorded.seq);
     assert_eq!(recorded.node_id.0, 7);
     let Event::Connected(c) = recorded.event else {
         unreachable!()
@@ -179,7 +179,7 @@ async fn bad_credentials_and_bad_params_answer_auth_fail_then_close_1008() {
         "a refused connect recorded a session"
     );
     assert_eq!(
-        app.server().service().live_count(),
+        app.server().write_path().subscribers().live().len(),
         0,
         "a refused connect stayed registered for close orders"
     );

@@ -223,7 +223,7 @@ async fn a_master_connect_replaces_the_other_connections_of_its_flag() {
             {"uid": "u1", "device_flag": 2, "online": 1}
         ])
     );
-    assert_eq!(app.server().service().presence().counts().1, 2);
+    assert_eq!(app.server().write_path().presence().counts().1, 2);
 }
 
 #[tokio::test]
@@ -233,7 +233,7 @@ async fn a_slave_connect_replaces_only_its_own_device() {
     let mut a = connected(&app, "u1", "t", 1, DEV_A).await;
     let mut b = connected(&app, "u1", "t", 1, DEV_B).await;
     let mut c = connected(&app, "u1", "t", 1, DEV_C).await;
-    assert_eq!(app.server().service().presence().counts().1, 3);
+    assert_eq!(app.server().write_path().presence().counts().1, 3);
 
     let mut b2 = connected(&app, "u1", "t", 1, DEV_B).await;
     timeout(KICK_BOUND, assert_closed_silently(&mut b))
@@ -243,7 +243,7 @@ async fn a_slave_connect_replaces_only_its_own_device() {
     for ws in [&mut a, &mut c, &mut b2] {
         assert_pings(ws).await;
     }
-    assert_eq!(app.server().service().presence().counts().1, 3);
+    assert_eq!(app.server().write_path().presence().counts().1, 3);
 }
 
 #[tokio::test]

@@ -434,7 +434,7 @@ async fn a_close_the_log_refused_is_recorded_once_the_log_recovers() {
     // to record its close); give that append a moment to fail.
     eventually(
         "the session to leave the registry of live connections",
-        async || app.server().service().live_count(),
+        async || app.server().write_path().subscribers().live().len(),
         |live| *live == 0,
     )
     .await;

@@ -22,7 +22,7 @@ async fn a_failing_log_answers_500_and_changes_nothing() {
             .await,
         (200, json!({"status": 200}))
     );
-    let last = app.server().service().log().last_durable();
+    let last = app.server().write_path().log().last_durable();
 
     failing.store(true, Ordering::SeqCst);
     let internal = (
@@ -67,7 +67,7 @@ async fn a_failing_log_answers_500_and_changes_nothing() {
     );
     assert_eq!(app.system_uids().await, json!(["s1"]));
     assert_eq!(app.get("/healthz").await, (200, json!({"status": 200})));
-    assert_eq!(app.server().service().log().last_durable(), last);
+    assert_eq!(app.server().write_path().log().last_durable(), last);
 
     // Recovered: the old token still admits, the refused ones never took effect, and the
     // next events follow the last acknowledged one.
@@ -78,7 +78,7 @@ async fn a_failing_log_answers_500_and_changes_nothing() {
     assert_eq!(answer, auth_fail("c-d3"));
     let (_ws4, answer) = app.ws_connect("u2", "t2", 2, "d4").await;
     assert_eq!(answer, auth_fail("c-d4"));
-    assert_eq!(app.server().service().log().last_durable(), Seq(last.0 + 1));
+    assert_eq!(app.server().write_path().log().last_durable(), Seq(last.0 + 1));
     app.set_token("u2", "t2", 2, 0).await;
     let events = app.events();
     let seqs: Vec<u64> = events.iter().map(|e| e.seq.0).collect();
@@ -90,7 +90,7 @@ async fn a_failing_log_answers_500_and_changes_nothing() {
 async fn a_batch_that_fails_to_flush_is_taken_back_and_never_comes_back() {
     let (mut app, _, failing_flush, store) = flaky_app_and_store().await;
     app.set_token("u1", "old", 1, 0).await;
-    let last = app.server().service().log().last_durable();
+    let last = app.server().write_path().log().last_durable();
 
     failing_flush.store(true, Ordering::SeqCst);
     for token in ["refused-1", "refused-2", "refused-3"] {
@@ -102,7 +102,7 @@ async fn a_batch_that_fails_to_flush_is_taken_back_and_never_comes_back() {
             .await;
         assert_eq!(status, 500, "an unflushed append is not acknowledged");
     }
-    assert_eq!(app.server().service().log().last_durable(), last);
+    assert_eq!(app.server().write_path().log().last_durable(), last);
     // In the store itself, not only behind the log's durable-only reads: taken back.
     assert!(
         store.read_after(last, 100).unwrap().is_empty(),
@@ -121,7 +121,7 @@ async fn a_batch_that_fails_to_flush_is_taken_back_and_never_comes_back() {
         .await,
         (200, json!({"status": 200}))
     );
-    assert_eq!(app.server().service().log().last_durable(), Seq(last.0 + 1));
+    assert_eq!(app.server().write_path().log().last_durable(), Seq(last.0 + 1));
 
     // After a restart (the store reopened without fault injection: plain sled), the refused
     // tokens admit nobody and the old one still works.

@@ -27,7 +27,7 @@ fn hash(token: &str) -> TokenHash {
 
 fn slot(app: &TestApp, uid: &str, flag: u8) -> Option<TokenSlot> {
     app.server()
-        .service()
+        .write_path()
         .presence()
         .with_user(uid, |s| s.token(DeviceFlag(flag)))
 }
@@ -148,7 +148,7 @@ async fn device_quit_clears_one_flag_or_every_flag_and_kicks() {
     assert_eq!(answer, auth_fail("c-d3"));
 
     // Idempotent: nothing left to clear answers 200 and records nothing.
-    let before = app.server().service().log().last_durable();
+    let before = app.server().write_path().log().last_durable();
     for body in [
         r#"{"uid":"q","device_flag":-1}"#,
         r#"{"uid":"q","device_flag":2}"#,
@@ -160,7 +160,7 @@ async fn device_quit_clears_one_flag_or_every_flag_and_kicks() {
             .await;
         assert_eq!(answer.pair(), ok200(), "{body}");
     }
-    assert_eq!(app.server().service().log().last_durable(), before);
+    assert_eq!(app.server().write_path().log().last_durable(), before);
 
     // A new token after a quit admits again.
     app.set_token("q", "t1-new", 1, 0).await;
@@ -256,7 +256,7 @@ async fn systemuids_are_listed_sorted_and_add_remove_are_idempotent() {
     );
 
     // Adding what is there, removing what is not: 200, and nothing recorded.
-    let log = app.server().service().log().clone();
+    let log = app.server().write_path().log().clone();
     let before = log.last_durable();
     for (path, body) in [
         ("/user/systemuids_add", r#"{"uids":["alpha","zeta"]}"#),

@@ -15,7 +15,7 @@ use crate::helpers::*;
 
 fn user_state(app: &TestApp, uid: &str) -> UserState {
     app.server()
-        .service()
+        .write_path()
         .presence()
         .with_user(uid, |s| s.clone())
 }
@@ -74,7 +74,7 @@ async fn a_restart_keeps_tokens_system_uids_and_the_seq() {
         .collect();
     app.view_caught_up().await;
     let view_before = app.server().view().dump().await.expect("dump");
-    let last_before = app.server().service().log().last_durable();
+    let last_before = app.server().write_path().log().last_durable();
     let events_before = app.events();
 
     tokio::time::timeout(Duration::from_secs(20), app.restart())
@@ -98,7 +98,7 @@ async fn a_restart_keeps_tokens_system_uids_and_the_seq() {
     // The seq: dense across the restart, which appended exactly the shutdown's close,
     // NodeStopped and NodeStarted.
     let events = app.events();
-    let last_after = app.server().service().log().last_durable();
+    let last_after = app.server().write_path().log().last_durable();
     assert_eq!(last_after, Seq(last_before.0 + 3));
     let seqs: Vec<u64> = events.iter().map(|e| e.seq.0).collect();
     assert_eq!(seqs, (1..=last_after.0).collect::<Vec<_>>());

@@ -122,7 +122,7 @@ impl TestApp {
     /// Every event in the log, read in-process.
     pub fn events(&self) -> Vec<RecordedEvent> {
         self.server()
-            .service()
+            .write_path()
             .log()
             .read_after(Seq(0), 100_000)
             .expect("log readable")

@@ -14,7 +14,7 @@ impl TestApp {
     /// Waits (at most 5 s) until the SQL view has applied everything durable so far.
     pub async fn view_caught_up(&self) {
         let server = self.server();
-        let last = server.service().log().last_durable();
+        let last = server.write_path().log().last_durable();
         tokio::time::timeout(Duration::from_secs(5), server.view_caught_up(last))
             .await
             .expect("the SQL view catches up within 5 s");

@@ -1,0 +1,77 @@
+//! The fan-out of committed events: the one path every event takes after it is durable.
+//!
+//! Owns [`Subscribers`], which hands each committed batch, in seq order, to: the in-memory
+//! projection ([`Presence`]), the registry of live sessions that carries kicks and replacements
+//! to their sockets ([`live::LiveSessions`]), and the watch that wakes the SQL projector. The
+//! source does not matter: this node's appends (the log writer calls [`Subscribers::publish`]
+//! after each flush), the log's tail at start-up, and later another node's appends read from a
+//! shared log. Promises: a subscriber sees every committed event once, in seq order for any one
+//! subject. Must never: block or do I/O (it runs on the log writer's thread), or see an event
+//! before it is durable.
+
+pub mod live;
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::domain::{RecordedEvent, Seq};
+use crate::log::CommitListener;
+use crate::presence::Presence;
+use live::LiveSessions;
+
+pub struct Subscribers {
+    memory: Arc<Presence>,
+    live: Arc<LiveSessions>,
+    published: watch::Sender<Seq>,
+}
+
+impl Subscribers {
+    /// Subscribers to a log whose events up to `published` are already in `memory`.
+    pub fn new(memory: Arc<Presence>, published: Seq) -> Self {
+        Subscribers {
+            memory,
+            live: Arc::new(LiveSessions::default()),
+            published: watch::channel(published).0,
+        }
+    }
+
+    /// Hands `events` (committed, consecutive) to every subscriber.
+    pub fn publish(&self, events: &[RecordedEvent]) {
+        let Some(last) = events.last() else {
+            return;
+        };
+        for r in events {
+            self.memory.apply(&r.event);
+        }
+        for r in events {
+            self.live.deliver(&r.event);
+        }
+        self.published.send_if_modified(|at| {
+            let moved = last.seq > *at;
+            if moved {
+                *at = last.seq;
+            }
+            moved
+        });
+    }
+
+    pub fn memory(&self) -> &Arc<Presence> {
+        &self.memory
+    }
+
+    pub fn live(&self) -> &Arc<LiveSessions> {
+        &self.live
+    }
+
+    /// The last seq published, and a way to wait for it to move (the projector's wake-up).
+    pub fn published(&self) -> watch::Receiver<Seq> {
+        self.published.subscribe()
+    }
+}
+
+impl CommitListener for Subscribers {
+    fn committed(&self, events: &[RecordedEvent]) {
+        self.publish(events)
+    }
+}

@@ -1,0 +1,134 @@
+//! The write path: command, decide, append; the log's writer then publishes the events.
+//!
+//! Owns the order of commands: commands of one subject (a uid, the system uids) are decided and
+//! appended one at a time (a striped async lock held from `decide` until the events are
+//! published), so two of them never decide against the same stale state; commands of different
+//! subjects run concurrently and meet only in the log's group commit. Owns, too, the retry of a
+//! session's close that the log refused ([`retry`]). Promises: the caller's answer comes after
+//! its events are durable and applied to every subscriber ([`crate::apply`]), so a read after
+//! the answer sees them. Must never: apply an event itself (the log's writer hands every
+//! committed event to the subscribers), or decide outside the subject's turn.
+
+mod retry;
+
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::apply::Subscribers;
+use crate::domain::{
+    decide, CloseReason, Command, RecordedEvent, Rejection, SessionId, Subject, Uid,
+};
+use crate::log::{EventLog, LogError};
+use crate::presence::Presence;
+
+const STRIPES: usize = 1024;
+
+/// Why a command was not carried out.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+pub struct WritePath {
+    log: EventLog,
+    subscribers: Arc<Subscribers>,
+    stripes: Box<[Mutex<()>]>,
+    stripe_hasher: ahash::RandomState,
+    system_uids_turn: Mutex<()>,
+    retries: TaskTracker,
+    stopping: CancellationToken,
+}
+
+impl WritePath {
+    /// A write path over `log`, whose writer publishes to `subscribers`.
+    pub fn new(log: EventLog, subscribers: Arc<Subscribers>) -> Self {
+        WritePath {
+            log,
+            subscribers,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripe_hasher: ahash::RandomState::new(),
+            system_uids_turn: Mutex::new(()),
+            retries: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+        }
+    }
+
+    pub fn presence(&self) -> &Arc<Presence> {
+        self.subscribers.memory()
+    }
+
+    pub fn subscribers(&self) -> &Arc<Subscribers> {
+        &self.subscribers
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    fn turn(&self, subject: Subject<'_>) -> Option<&Mutex<()>> {
+        match subject {
+            Subject::User(uid) => {
+                Some(&self.stripes[(self.stripe_hasher.hash_one(uid) as usize) % STRIPES])
+            }
+            Subject::SystemUids => Some(&self.system_uids_turn),
+            Subject::Node => None,
+        }
+    }
+
+    /// Decides and appends one command; returns the events it recorded (none when the command
+    /// changed nothing), once they are durable and published.
+    pub async fn execute(&self, command: Command) -> Result<Vec<RecordedEvent>, WriteError> {
+        let subject = command.subject();
+        let _turn = match self.turn(subject) {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
+        };
+        let events = self
+            .presence()
+            .with_state(subject, |state| decide(state, &command))?;
+        Ok(self.log.append(events).await?)
+    }
+
+    /// Records the end of a session. A close the log refuses (a failing disk) is retried in the
+    /// background until the log takes it, so that a closed session does not stay online; the
+    /// caller's socket closes now either way.
+    pub async fn close_session(
+        self: &Arc<Self>,
+        uid: Uid,
+        session_id: SessionId,
+        reason: CloseReason,
+    ) {
+        let command = Command::Disconnect {
+            uid: uid.clone(),
+            session_id,
+            reason,
+        };
+        match self.execute(command).await {
+            Ok(_) => {}
+            Err(WriteError::Log(e)) if !matches!(e, LogError::Closed) => {
+                tracing::error!(uid = %uid, session = %session_id, %reason, error = %e,
+                    "close not recorded; retrying until the event log takes it");
+                self.retries
+                    .spawn(retry::close_until_recorded(self.clone(), uid, session_id, reason));
+            }
+            Err(e) => {
+                tracing::error!(uid = %uid, session = %session_id, %reason, error = %e,
+                    "close not recorded; the next start closes it as server_restart");
+            }
+        }
+    }
+
+    /// Gives the closes being retried one last try and waits for them: what they could not
+    /// record, the stop records as `server_shutdown`, or the next start as `server_restart`.
+    pub async fn finish_retries(&self) {
+        self.stopping.cancel();
+        self.retries.close();
+        self.retries.wait().await;
+    }
+}
