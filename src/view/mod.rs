@@ -8,6 +8,7 @@
 //! sockets, no kicks) while projecting, so that replaying is always safe.
 
 pub mod projector;
+pub mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -1,0 +1,225 @@
+//! Reads of the SQLite view: the snapshot memory is restored from, a user's session history,
+//! and the dump that compares two views.
+//!
+//! Owns the queries that read and the parsing of each column into the domain's types.
+//! Promises: what is read together is read in one snapshot (one transaction); a row this build
+//! cannot read is reported as malformed, never guessed at. Must never: write.
+
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::Row;
+
+use super::super::{HistorySnapshot, SessionRecord, ViewDump, ViewError, ViewState};
+use super::{read_checkpoint, SqliteView};
+use crate::domain::*;
+
+/// Each table of the view with the query that dumps it in a canonical order.
+const DUMPS: &[(&str, &str)] = &[
+    (
+        "users",
+        "SELECT quote(uid)||','||created_seq||','||created_at FROM users ORDER BY uid",
+    ),
+    (
+        "tokens",
+        "SELECT quote(uid)||','||device_flag||','||device_level||','||quote(token_hash)||','||updated_seq||','||updated_at \
+         FROM tokens ORDER BY uid, device_flag",
+    ),
+    (
+        "device_sessions",
+        "SELECT quote(session_id)||','||quote(uid)||','||device_flag||','||device_level||','||quote(device_id)||','||node_id||','||quote(peer)\
+         ||','||connected_seq||','||connected_at||','||quote(disconnected_seq)||','||quote(disconnected_at)||','||quote(reason) \
+         FROM device_sessions ORDER BY session_id",
+    ),
+    (
+        "system_uids",
+        "SELECT quote(uid)||','||added_seq FROM system_uids ORDER BY uid",
+    ),
+    (
+        "node_lifetimes",
+        "SELECT quote(boot_id)||','||node_id||','||quote(version)||','||started_seq||','||started_at||','||quote(stopped_seq)||','||quote(stopped_at) \
+         FROM node_lifetimes ORDER BY boot_id",
+    ),
+    (
+        "projector_checkpoint",
+        "SELECT 'last_seq='||last_seq FROM projector_checkpoint",
+    ),
+];
+
+impl SqliteView {
+    /// The newest page of `uid`'s sessions (up to `limit`, as [`ViewStore::sessions`] gives
+    /// it), the flags the user has a session open on and the checkpoint, all read in one
+    /// snapshot of the view. Read one by one beside a server that keeps projecting, they could
+    /// each see a different moment: a session open on the page that the flags no longer have,
+    /// or a checkpoint older than the rows.
+    pub async fn history_snapshot(
+        &self,
+        uid: &Uid,
+        limit: u32,
+    ) -> Result<HistorySnapshot, ViewError> {
+        // One read transaction: in WAL mode its first SELECT fixes the snapshot that every
+        // later one reads, whatever the projector commits meanwhile. BEGIN (deferred) writes
+        // nothing, so it works on a read-only connection.
+        let mut tx = self.pool.begin().await?;
+        let checkpoint = read_checkpoint(&mut tx).await?;
+        let sessions = read_sessions(&mut tx, uid, None, limit).await?;
+        let open_flags = read_open_flags(&mut tx, uid).await?;
+        // Nothing to commit: ending it releases the snapshot (and lets the WAL be folded in).
+        tx.rollback().await?;
+        Ok(HistorySnapshot {
+            checkpoint,
+            sessions,
+            open_flags,
+        })
+    }
+}
+
+/// The flags `uid` has a session open on, as the view holds them, ascending: whatever the age
+/// of those sessions (a page of the history may not reach back to them).
+async fn read_open_flags(
+    conn: &mut SqliteConnection,
+    uid: &Uid,
+) -> Result<Vec<DeviceFlag>, ViewError> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT device_flag FROM device_sessions \
+         WHERE uid = ?1 AND disconnected_at IS NULL ORDER BY device_flag",
+    )
+    .bind(uid.as_str())
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|row| flag_col(row.try_get(0)?)).collect()
+}
+
+/// Up to `limit` of `uid`'s sessions, newest first, strictly older than `before` when given.
+pub(super) async fn read_sessions(
+    conn: &mut SqliteConnection,
+    uid: &Uid,
+    before: Option<SessionId>,
+    limit: u32,
+) -> Result<Vec<SessionRecord>, ViewError> {
+    let rows = sqlx::query(
+        "SELECT session_id, device_flag, device_level, device_id, node_id, peer, connected_at, disconnected_at, reason \
+         FROM device_sessions WHERE uid = ?1 AND (?2 IS NULL OR session_id < ?2) \
+         ORDER BY session_id DESC LIMIT ?3",
+    )
+    .bind(uid.as_str())
+    .bind(before.map(|s| s.to_string()))
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            let reason: Option<String> = row.try_get(8)?;
+            Ok(SessionRecord {
+                session_id: session_col(row.try_get(0)?)?,
+                uid: uid.clone(),
+                device_flag: flag_col(row.try_get(1)?)?,
+                device_level: level_col(row.try_get(2)?)?,
+                device_id: device_col(row.try_get(3)?)?,
+                node_id: NodeId(row.try_get::<i64, _>(4)? as u64),
+                peer: row.try_get(5)?,
+                connected_at: row.try_get(6)?,
+                disconnected_at: row.try_get(7)?,
+                reason: reason
+                    .map(|r| {
+                        CloseReason::parse(&r)
+                            .ok_or_else(|| malformed(format_args!("reason {r:?}")))
+                    })
+                    .transpose()?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn load_state(pool: &SqlitePool) -> Result<ViewState, ViewError> {
+        let mut conn = pool.begin().await?;
+        let checkpoint: i64 =
+            sqlx::query_scalar("SELECT last_seq FROM projector_checkpoint WHERE id = 1")
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(no_checkpoint)?;
+        let mut state = ViewState {
+            checkpoint: Seq(checkpoint as u64),
+            ..Default::default()
+        };
+        for row in sqlx::query("SELECT uid, device_flag, device_level, token_hash FROM tokens")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let hash: Option<String> = row.try_get(3)?;
+            let slot = match hash {
+                None => TokenSlot::Cleared,
+                Some(h) => TokenSlot::Active {
+                    hash: TokenHash::from_hex(&h).ok_or_else(|| malformed("token_hash"))?,
+                    level: level_col(row.try_get(2)?)?,
+                },
+            };
+            state
+                .tokens
+                .push((uid_col(row.try_get(0)?)?, flag_col(row.try_get(1)?)?, slot));
+        }
+        for row in sqlx::query(
+            "SELECT session_id, uid, device_flag, device_level, device_id FROM device_sessions \
+             WHERE disconnected_seq IS NULL ORDER BY connected_seq",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            state.open_sessions.push((
+                uid_col(row.try_get(1)?)?,
+                OpenSession {
+                    session_id: session_col(row.try_get(0)?)?,
+                    device_flag: flag_col(row.try_get(2)?)?,
+                    device_level: level_col(row.try_get(3)?)?,
+                    device_id: device_col(row.try_get(4)?)?,
+                },
+            ));
+        }
+        for row in sqlx::query("SELECT uid FROM system_uids ORDER BY uid")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            state.system_uids.push(uid_col(row.try_get(0)?)?);
+        }
+        conn.rollback().await?;
+        Ok(state)
+    }
+
+
+pub(super) async fn dump(pool: &SqlitePool) -> Result<ViewDump, ViewError> {
+        let mut dump = ViewDump::default();
+        for (table, query) in DUMPS {
+            let rows: Vec<String> = sqlx::query_scalar(query).fetch_all(pool).await?;
+            dump.tables.push((table.to_string(), rows));
+        }
+        Ok(dump)
+    }
+
+
+fn malformed(what: impl std::fmt::Display) -> ViewError {
+    ViewError::Malformed(what.to_string())
+}
+
+/// The migration writes the checkpoint's one row: a view without it is malformed, not empty.
+pub(super) fn no_checkpoint() -> ViewError {
+    malformed("projector_checkpoint has no row")
+}
+
+fn uid_col(s: &str) -> Result<Uid, ViewError> {
+    Uid::parse(s).map_err(|e| malformed(format_args!("uid {s:?}: {e}")))
+}
+
+fn flag_col(n: i64) -> Result<DeviceFlag, ViewError> {
+    DeviceFlag::parse(n).ok_or_else(|| malformed(format_args!("device_flag {n}")))
+}
+
+fn level_col(n: i64) -> Result<DeviceLevel, ViewError> {
+    DeviceLevel::parse(n).ok_or_else(|| malformed(format_args!("device_level {n}")))
+}
+
+fn session_col(s: &str) -> Result<SessionId, ViewError> {
+    SessionId::parse(s).ok_or_else(|| malformed(format_args!("session_id {s:?}")))
+}
+
+fn device_col(s: &str) -> Result<DeviceId, ViewError> {
+    DeviceId::parse(s).ok_or_else(|| malformed(format_args!("device_id {s:?}")))
+}
+
