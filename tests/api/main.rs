@@ -16,6 +16,7 @@ mod http_failures;
 mod http_routes;
 mod limits;
 mod persistence;
+mod properties;
 mod secrets;
 mod server_log;
 mod smoke;
