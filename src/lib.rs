@@ -15,7 +15,6 @@ pub mod domain;
 pub mod gateway;
 pub mod http;
 pub mod human;
-pub mod loadtest;
 pub mod log;
 pub mod ops;
 pub mod presence;

@@ -1,5 +1,5 @@
 //! The `wkuser` command: `serve` runs the server; `audit`, `events`, `replay` and `verify` are
-//! for operators; `loadtest` measures a running server.
+//! for operators. (The load tool is a binary of its own: `wkuser-loadtest`, in `loadtest/`.)
 //!
 //! Owns process concerns only: parsing the command line, the log subscriber (`RUST_LOG`), the
 //! signals that stop the server, exit codes. Everything else is in the library.
@@ -47,11 +47,6 @@ enum Cmd {
     /// Rebuild the view in a temporary database and compare it with the live one (stopped data
     /// dir); exit 1 when they differ.
     Verify(DataDirArg),
-    /// Load a running server over loopback and compare each figure with its ceiling.
-    Loadtest(wkuser::loadtest::LoadtestArgs),
-    /// The bare servers `loadtest` measures its ceilings on, in a process of their own.
-    #[command(hide = true)]
-    LoadtestCeiling(wkuser::loadtest::ceiling::CeilingArgs),
 }
 
 #[derive(Args)]
@@ -133,8 +128,6 @@ fn main() -> std::process::ExitCode {
             Cmd::Events(a) => events_cmd(a).await.map(|()| true),
             Cmd::Replay(a) => replay_cmd(a).await.map(|()| true),
             Cmd::Verify(a) => verify_cmd(a).await,
-            Cmd::Loadtest(a) => wkuser::loadtest::run(a).await.map(|()| true),
-            Cmd::LoadtestCeiling(a) => wkuser::loadtest::ceiling::serve(a).await.map(|()| true),
         }
     });
     match outcome {

@@ -1,4 +1,4 @@
-//! `GET /stats`: a few counters of the running server, for the load tool (`wkuser loadtest`)
+//! `GET /stats`: a few counters of the running server, for the load tool (`wkuser-loadtest`)
 //! and for a person with curl.
 //!
 //! Promises: `{"open_connections","online_sessions","known_users","rss_bytes","last_seq"}`, read

@@ -18,9 +18,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use super::http::HttpConn;
-use super::measure::{Errors, Latencies};
-use super::ws::{self, Expect, Frames, Ws};
+use crate::http::HttpConn;
+use crate::measure::{Errors, Latencies};
+use crate::ws::{self, Expect, Frames, Ws};
 
 /// The longest a single connect, close or request may take before it counts as failed.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
-use super::figures::Figures;
-use super::measure::{ms, rate, Summary};
-use super::{LoadtestArgs, ServerRun};
+use crate::figures::Figures;
+use crate::measure::{ms, rate, Summary};
+use crate::run::{LoadtestArgs, ServerRun};
 
 pub struct Report<'a> {
     pub args: &'a LoadtestArgs,
@@ -29,10 +29,10 @@ pub fn print(r: &Report<'_>) {
     let churn = format!("churn {}/s", a.churn_rate);
     println!();
     println!(
-        "== wkuser loadtest: {} users, {churn}, {} onlinestatus clients x {} uids, {:.0} s; api {} ws {} ==",
+        "== wkuser-loadtest: {} users, {churn}, {} onlinestatus clients x {} uids, {:.0} s; api {} ws {} ==",
         a.users,
         a.status_clients,
-        super::UIDS_PER_REQUEST,
+        crate::run::UIDS_PER_REQUEST,
         a.duration.as_secs_f64(),
         a.api,
         a.ws
@@ -40,7 +40,7 @@ pub fn print(r: &Report<'_>) {
     println!(
         "ceiling: a bare tokio-tungstenite accept + echo ({} sessions, {} KiB read buffer) and axum answering a constant {}-byte body,",
         c.sessions,
-        super::ceiling::READ_BUFFER_BYTES / 1024,
+        crate::ceiling::READ_BUFFER_BYTES / 1024,
         r.answer_size
     );
     println!(
@@ -48,7 +48,7 @@ pub fn print(r: &Report<'_>) {
     );
     println!(
         "         onlinestatus alone against a third one, in {} slices each alternating with the server's (server, ceiling, ceiling, server, ...)",
-        super::figures::PAIRS
+        crate::figures::PAIRS
     );
 
     println!();
@@ -80,7 +80,7 @@ pub fn print(r: &Report<'_>) {
             "(runs a minute before and after the server)",
         );
     }
-    let busy = |r: &super::figures::Rated| {
+    let busy = |r: &crate::figures::Rated| {
         r.cpu_busy
             .map_or("?".into(), |b| format!("{:.0}%", b * 100.0))
     };

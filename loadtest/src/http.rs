@@ -201,7 +201,7 @@ mod tests {
     async fn a_connection_the_server_closed_while_idle_is_replaced_without_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().display().to_string();
-        let config = crate::config::Config::from_args([
+        let config = wkuser::config::Config::from_args([
             "--data-dir",
             data.as_str(),
             "--api-addr",
@@ -212,7 +212,7 @@ mod tests {
             "300ms",
         ])
         .unwrap();
-        let server = crate::app::Server::start(config).await.unwrap();
+        let server = wkuser::app::Server::start(config).await.unwrap();
         let mut conn = HttpConn::new(server.api_addr(), None);
         assert_eq!(conn.get("/healthz").await.unwrap().0, 200);
         // Idle past the server's limit: it closes the connection.

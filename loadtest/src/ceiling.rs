@@ -5,10 +5,10 @@
 //!
 //! Both are built from the server's own stack (tokio, tokio-tungstenite with the gateway's
 //! message limits, axum 0.8 with its `http1` feature) and run in a process of their own (this
-//! binary, `wkuser loadtest-ceiling`), on the same default runtime as `wkuser serve`: the
-//! client then talks to the ceiling across a process boundary exactly as it talks to the
-//! server, and the two compete for the two cores the same way. (Served from a thread of the
-//! load tool itself, the ceiling paid no cross-process switches and looked about a third
+//! binary, `wkuser-loadtest ceiling`), on the same default runtime and allocator as
+//! `wkuser serve`: the client then talks to the ceiling across a process boundary exactly as it
+//! talks to the server, and the two compete for the machine's cores the same way. (Served from
+//! a thread of the load tool itself, the ceiling paid no cross-process switches and looked
 //! faster than any separate server could be.) The echo server reads through a 4 KiB buffer:
 //! tungstenite's default (128 KiB, zeroed in full at the first read) would put the cost of a
 //! needless 128 KiB into the ceiling and let a server that wastes it look close to "bare".
@@ -37,10 +37,12 @@ use tokio_tungstenite::tungstenite::Message;
 const MAX_MESSAGE_BYTES: usize = 65_536;
 /// The echo server's read buffer (see the module header).
 pub const READ_BUFFER_BYTES: usize = 4096;
+/// The hidden subcommand of this binary that runs the ceilings (see `main.rs`).
+pub const CEILING_SUBCOMMAND: &str = "ceiling";
 /// The line the child prints once both servers listen.
 const READY: &str = "ceiling-ready";
 
-/// Options of the hidden `wkuser loadtest-ceiling`, started by `wkuser loadtest` only.
+/// Options of the hidden `wkuser-loadtest ceiling`, started by the tool itself only.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CeilingArgs {
     /// The constant body to answer onlinestatus with.
@@ -62,14 +64,14 @@ impl Ceilings {
         let body = std::str::from_utf8(body).context("the answer is JSON, so UTF-8")?;
         let exe = std::env::current_exe().context("finding this binary")?;
         let mut child = Command::new(exe)
-            .arg("loadtest-ceiling")
+            .arg(CEILING_SUBCOMMAND)
             .arg("--answer")
             .arg(body)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .context("starting `wkuser loadtest-ceiling`")?;
+            .context("starting `wkuser-loadtest ceiling`")?;
         let stdout = child.stdout.take().expect("piped");
         let mut line = String::new();
         let read = tokio::time::timeout(

@@ -15,11 +15,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::cpu::CpuTimes;
-use super::drive::{self, OpenRun, Slots, StatusRun};
-use super::measure::{rate, Errors, Latencies, Summary};
-use super::ws::{Expect, Frames};
-use super::{Clock, LoadtestArgs};
+use crate::cpu::CpuTimes;
+use crate::drive::{self, OpenRun, Slots, StatusRun};
+use crate::measure::{rate, Errors, Latencies, Summary};
+use crate::run::{Clock, LoadtestArgs};
+use crate::ws::{Expect, Frames};
 
 /// A count, its rate, the latency of each, and how busy the machine's CPUs were meanwhile.
 #[derive(Debug, Clone, Copy, Default)]
@@ -198,7 +198,10 @@ pub async fn drive(
             alone_rated.per_sec / c.per_sec
         ));
     }
-    let keep_alive = tokio::spawn(drive::keep_alive(opened.slots.clone(), super::PING_EVERY));
+    let keep_alive = tokio::spawn(drive::keep_alive(
+        opened.slots.clone(),
+        crate::run::PING_EVERY,
+    ));
     let (churn, busy) = tokio::join!(
         drive::churn(
             target.ws,

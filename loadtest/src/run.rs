@@ -1,32 +1,23 @@
-//! `wkuser loadtest`: measures a running server over loopback, and the ceilings of the stack it
-//! is built on, in one run on one machine, and prints each figure as a ratio to its ceiling.
+//! One run of the load tool: measures a running server over loopback, and the ceilings of the
+//! stack it is built on, in one run on one machine, and prints each figure as a ratio to its
+//! ceiling.
 //!
 //! The phases, each bounded by a count and a deadline:
-//! 1. the ceilings ([`ceiling`]): a bare tokio-tungstenite accept + echo and an axum server
-//!    answering a constant body of the real answer's size, started in this process on their own
-//!    runtime, measured ([`figures`]), stopped;
+//! 1. the ceilings ([`crate::ceiling`]): a bare tokio-tungstenite accept + echo and an axum
+//!    server answering a constant body of the real answer's size, started in a process of their
+//!    own, measured ([`crate::figures`]), stopped;
 //! 2. the server: register the users' tokens through `/user/token`; open one WebSocket session
 //!    per user at full speed (durable connects), reading `/stats` before and after for the
 //!    server's memory per idle connection; `/user/onlinestatus` with 100 uids from K clients
-//!    alone, in slices alternating with a third ceiling server's ([`figures`]), then for
+//!    alone, in slices alternating with a third ceiling server's ([`crate::figures`]), then for
 //!    `--duration` while held sessions are closed and reopened at `--churn-rate`; drop every
 //!    session;
 //! 3. the ceilings again (the host's speed drifts: the better run is the ceiling);
-//! 4. the report ([`report`]).
+//! 4. the report ([`crate::report`]).
 //!
-//! Promises: traffic goes to loopback addresses only ([`target::loopback`]); the soft
+//! Promises: traffic goes to loopback addresses only ([`crate::target::loopback`]); the soft
 //! file-descriptor limit is raised first and a run that cannot fit in it is refused before it
 //! starts. Must never: run unbounded, or hide failures (every error kind is counted and shown).
-
-pub mod ceiling;
-mod cpu;
-mod drive;
-mod figures;
-mod http;
-mod measure;
-mod report;
-mod target;
-mod ws;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,12 +25,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::domain::Uid;
-use http::HttpConn;
-use measure::rate;
-use ws::{Expect, Frames};
+use wkuser::domain::Uid;
 
-/// Options of `wkuser loadtest`.
+use crate::http::HttpConn;
+use crate::measure::rate;
+use crate::ws::{Expect, Frames};
+use crate::{ceiling, drive, figures, report, target};
+
+/// Options of a run: where the server is, and the load's shape.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadtestArgs {
     /// The server's HTTP API (loopback only).
@@ -81,13 +74,13 @@ pub struct LoadtestArgs {
 }
 
 /// Uids per onlinestatus request, half of them online.
-const UIDS_PER_REQUEST: usize = 100;
+pub const UIDS_PER_REQUEST: usize = 100;
 /// Distinct request bodies each status client cycles through.
 const BODIES: usize = 256;
 /// The longest any phase may be asked to last.
 const MAX_PHASE: Duration = Duration::from_secs(24 * 3600);
 /// The EasySDK's ping interval.
-const PING_EVERY: Duration = Duration::from_secs(25);
+pub const PING_EVERY: Duration = Duration::from_secs(25);
 
 /// The answer of `GET /stats`.
 #[derive(Debug, Clone, Copy, Deserialize)]
