@@ -17,6 +17,7 @@ pub mod http;
 pub mod human;
 pub mod log;
 pub mod ops;
+pub mod postgres;
 pub mod presence;
 pub mod view;
 pub mod write;
