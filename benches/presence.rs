@@ -20,15 +20,15 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use dashmap::DashMap;
 use tower::ServiceExt;
 use uuid::Uuid;
+use wkuser::apply::Subscribers;
 use wkuser::domain::event::*;
 use wkuser::domain::*;
 use wkuser::gateway::{Gateway, GatewaySettings};
 use wkuser::http::{onlinestatus, ApiContext, ApiLimits, ApiState};
 use wkuser::log::{EventLog, SledStore};
 use wkuser::presence::Presence;
-use wkuser::apply::Subscribers;
-use wkuser::write::WritePath;
 use wkuser::view::SqliteView;
+use wkuser::write::WritePath;
 
 const USERS: u64 = 1_000_000;
 
@@ -185,12 +185,15 @@ fn write_path(c: &mut Criterion, presence: &Presence) {
     let user = uid(424_242);
     let hash = Token::parse(token).unwrap().hash();
     let mut state = UserState::default();
-    evolve(&mut state, &Event::TokenUpdated(TokenUpdated {
-        uid: user.clone(),
-        device_flag: DeviceFlag(1),
-        device_level: DeviceLevel::Master,
-        token_hash: hash,
-    }));
+    evolve(
+        &mut state,
+        &Event::TokenUpdated(TokenUpdated {
+            uid: user.clone(),
+            device_flag: DeviceFlag(1),
+            device_level: DeviceLevel::Master,
+            token_hash: hash,
+        }),
+    );
     let connect = |session_id| Command::Connect {
         session_id,
         uid: user.clone(),

@@ -20,8 +20,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::{Config, ConfigError};
 use crate::apply::Subscribers;
+use crate::config::{Config, ConfigError};
 use crate::domain::event::{NodeLifetime, NodeStart};
 use crate::domain::{CloseReason, Command, NodeId, Seq};
 use crate::gateway::{Gateway, GatewaySettings};

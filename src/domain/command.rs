@@ -64,9 +64,7 @@ impl Command {
             | Command::QuitDevice { uid, .. }
             | Command::Connect { uid, .. }
             | Command::Disconnect { uid, .. } => Subject::User(uid),
-            Command::AddSystemUids { .. } | Command::RemoveSystemUids { .. } => {
-                Subject::SystemUids
-            }
+            Command::AddSystemUids { .. } | Command::RemoveSystemUids { .. } => Subject::SystemUids,
             Command::StartNode(_) | Command::StopNode(_) => Subject::Node,
         }
     }

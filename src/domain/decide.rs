@@ -421,7 +421,8 @@ mod tests {
         let remove = |uids: &[&str]| Command::RemoveSystemUids {
             uids: uids.iter().map(|s| u(s)).collect(),
         };
-        let on = |fold: &Fold, c: &Command| decide(StateOf::SystemUids(&fold.system_uids), c).unwrap();
+        let on =
+            |fold: &Fold, c: &Command| decide(StateOf::SystemUids(&fold.system_uids), c).unwrap();
         let mut fold = Fold::default();
         let added = on(&fold, &add(&["b", "a", "b"]));
         assert_eq!(
@@ -435,6 +436,9 @@ mod tests {
         assert!(on(&fold, &remove(&["c"])).is_empty());
         let removed = on(&fold, &remove(&["a", "c"]));
         evolve(&mut fold, &removed[0]);
-        assert_eq!(fold.system_uids.into_iter().collect::<Vec<_>>(), vec![u("b")]);
+        assert_eq!(
+            fold.system_uids.into_iter().collect::<Vec<_>>(),
+            vec![u("b")]
+        );
     }
 }

@@ -19,6 +19,6 @@ mod properties;
 pub use command::{Command, Subject};
 pub use decide::{decide, AuthFailure, Rejection};
 pub use event::{DecodeError, Event, RecordedEvent};
-pub use ids::*;
 pub use evolve::{evolve, Fold, State};
+pub use ids::*;
 pub use state::{OnlineFlags, OpenSession, StateOf, TokenSlot, UserState};

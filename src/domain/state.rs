@@ -240,15 +240,18 @@ mod tests {
 
     fn connect(state: &mut UserState, flag: u8) -> SessionId {
         let session_id = SessionId::new();
-        evolve(state, &Event::Connected(Connected {
-            session_id,
-            uid: Uid::parse("u").unwrap(),
-            device_flag: DeviceFlag(flag),
-            device_level: DeviceLevel::Slave,
-            device_id: DeviceId::parse(&format!("d{flag}")).unwrap(),
-            node_id: NodeId(1),
-            peer: String::new(),
-        }));
+        evolve(
+            state,
+            &Event::Connected(Connected {
+                session_id,
+                uid: Uid::parse("u").unwrap(),
+                device_flag: DeviceFlag(flag),
+                device_level: DeviceLevel::Slave,
+                device_id: DeviceId::parse(&format!("d{flag}")).unwrap(),
+                node_id: NodeId(1),
+                peer: String::new(),
+            }),
+        );
         session_id
     }
 
@@ -265,12 +268,15 @@ mod tests {
             assert_eq!(got, expected);
         }
         for (flag, id) in ids {
-            evolve(&mut state, &Event::Disconnected(Disconnected {
-                session_id: id,
-                uid: Uid::parse("u").unwrap(),
-                device_flag: DeviceFlag(flag),
-                reason: CloseReason::ClientClosed,
-            }));
+            evolve(
+                &mut state,
+                &Event::Disconnected(Disconnected {
+                    session_id: id,
+                    uid: Uid::parse("u").unwrap(),
+                    device_flag: DeviceFlag(flag),
+                    reason: CloseReason::ClientClosed,
+                }),
+            );
         }
         assert_eq!(state.online_flags().count(), 0);
     }

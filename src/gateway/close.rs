@@ -114,7 +114,6 @@ impl Live {
     }
 }
 
-
 /// Closes an unsplit socket with `code` (or answers the client's close) and drains it.
 pub(super) async fn close(mut ws: Ws, code: CloseCode, reason: &'static str) {
     let frame = CloseFrame {

@@ -157,7 +157,6 @@ impl Live {
         // the server's RSS per idle connection from 8.0 to 6.2 KiB (`wkuser loadtest`).
         Box::pin(self.finish(end, out, writer, stream)).await;
     }
-
 }
 
 enum Answer {

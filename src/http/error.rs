@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::log::LogError;
-use crate::write::WriteError;
 use crate::view::ViewError;
+use crate::write::WriteError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

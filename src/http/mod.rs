@@ -52,8 +52,8 @@ pub use sessions::{parse_sessions_query, SessionsQuery};
 pub use systemuids::parse_system_uids;
 pub use tokens::{parse_device_quit, parse_set_token};
 
-use crate::write::WritePath;
 use crate::view::ViewStore;
+use crate::write::WritePath;
 
 /// The limits the API enforces.
 #[derive(Debug, Clone)]

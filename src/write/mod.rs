@@ -114,8 +114,12 @@ impl WritePath {
             Err(WriteError::Log(e)) if !matches!(e, LogError::Closed) => {
                 tracing::error!(uid = %uid, session = %session_id, %reason, error = %e,
                     "close not recorded; retrying until the event log takes it");
-                self.retries
-                    .spawn(retry::close_until_recorded(self.clone(), uid, session_id, reason));
+                self.retries.spawn(retry::close_until_recorded(
+                    self.clone(),
+                    uid,
+                    session_id,
+                    reason,
+                ));
             }
             Err(e) => {
                 tracing::error!(uid = %uid, session = %session_id, %reason, error = %e,

@@ -78,7 +78,10 @@ async fn a_failing_log_answers_500_and_changes_nothing() {
     assert_eq!(answer, auth_fail("c-d3"));
     let (_ws4, answer) = app.ws_connect("u2", "t2", 2, "d4").await;
     assert_eq!(answer, auth_fail("c-d4"));
-    assert_eq!(app.server().write_path().log().last_durable(), Seq(last.0 + 1));
+    assert_eq!(
+        app.server().write_path().log().last_durable(),
+        Seq(last.0 + 1)
+    );
     app.set_token("u2", "t2", 2, 0).await;
     let events = app.events();
     let seqs: Vec<u64> = events.iter().map(|e| e.seq.0).collect();
@@ -121,7 +124,10 @@ async fn a_batch_that_fails_to_flush_is_taken_back_and_never_comes_back() {
         .await,
         (200, json!({"status": 200}))
     );
-    assert_eq!(app.server().write_path().log().last_durable(), Seq(last.0 + 1));
+    assert_eq!(
+        app.server().write_path().log().last_durable(),
+        Seq(last.0 + 1)
+    );
 
     // After a restart (the store reopened without fault injection: plain sled), the refused
     // tokens admit nobody and the old one still works.

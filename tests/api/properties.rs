@@ -22,12 +22,32 @@ const UIDS: [&str; 4] = ["ann", "bob", "cy", "dee"];
 
 #[derive(Debug, Clone)]
 enum Step {
-    SetToken { uid: usize, flag: u8, master: bool, token: u8 },
-    Quit { uid: usize, scope: Option<u8> },
-    Connect { uid: usize, flag: u8, device: u8, token: u8 },
+    SetToken {
+        uid: usize,
+        flag: u8,
+        master: bool,
+        token: u8,
+    },
+    Quit {
+        uid: usize,
+        scope: Option<u8>,
+    },
+    Connect {
+        uid: usize,
+        flag: u8,
+        device: u8,
+        token: u8,
+    },
     /// Close the n-th open session of the uid, if it has any.
-    Close { uid: usize, nth: usize, reason: usize },
-    SystemUids { add: bool, uids: Vec<usize> },
+    Close {
+        uid: usize,
+        nth: usize,
+        reason: usize,
+    },
+    SystemUids {
+        add: bool,
+        uids: Vec<usize>,
+    },
     NodeLifetime,
 }
 
@@ -57,17 +77,31 @@ fn hash(token: u8) -> TokenHash {
 
 fn command(fold: &Fold, step: &Step) -> Option<Command> {
     Some(match step {
-        Step::SetToken { uid: u, flag, master, token } => Command::SetToken {
+        Step::SetToken {
+            uid: u,
+            flag,
+            master,
+            token,
+        } => Command::SetToken {
             uid: uid(*u),
             device_flag: DeviceFlag(*flag),
-            device_level: if *master { DeviceLevel::Master } else { DeviceLevel::Slave },
+            device_level: if *master {
+                DeviceLevel::Master
+            } else {
+                DeviceLevel::Slave
+            },
             token_hash: hash(*token),
         },
         Step::Quit { uid: u, scope } => Command::QuitDevice {
             uid: uid(*u),
             scope: scope.map_or(QuitScope::All, |f| QuitScope::One(DeviceFlag(f))),
         },
-        Step::Connect { uid: u, flag, device, token } => Command::Connect {
+        Step::Connect {
+            uid: u,
+            flag,
+            device,
+            token,
+        } => Command::Connect {
             session_id: SessionId::new(),
             uid: uid(*u),
             device_flag: DeviceFlag(*flag),
@@ -76,7 +110,11 @@ fn command(fold: &Fold, step: &Step) -> Option<Command> {
             node_id: NodeId(1),
             peer: "127.0.0.1:1".into(),
         },
-        Step::Close { uid: u, nth, reason } => {
+        Step::Close {
+            uid: u,
+            nth,
+            reason,
+        } => {
             let sessions = fold.users.get(&uid(*u))?.sessions();
             let session = sessions.get(nth % sessions.len().max(1))?;
             Command::Disconnect {

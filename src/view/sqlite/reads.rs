@@ -130,69 +130,67 @@ pub(super) async fn read_sessions(
 }
 
 pub(super) async fn load_state(pool: &SqlitePool) -> Result<ViewState, ViewError> {
-        let mut conn = pool.begin().await?;
-        let checkpoint: i64 =
-            sqlx::query_scalar("SELECT last_seq FROM projector_checkpoint WHERE id = 1")
-                .fetch_optional(&mut *conn)
-                .await?
-                .ok_or_else(no_checkpoint)?;
-        let mut state = ViewState {
-            checkpoint: Seq(checkpoint as u64),
-            ..Default::default()
-        };
-        for row in sqlx::query("SELECT uid, device_flag, device_level, token_hash FROM tokens")
-            .fetch_all(&mut *conn)
+    let mut conn = pool.begin().await?;
+    let checkpoint: i64 =
+        sqlx::query_scalar("SELECT last_seq FROM projector_checkpoint WHERE id = 1")
+            .fetch_optional(&mut *conn)
             .await?
-        {
-            let hash: Option<String> = row.try_get(3)?;
-            let slot = match hash {
-                None => TokenSlot::Cleared,
-                Some(h) => TokenSlot::Active {
-                    hash: TokenHash::from_hex(&h).ok_or_else(|| malformed("token_hash"))?,
-                    level: level_col(row.try_get(2)?)?,
-                },
-            };
-            state
-                .tokens
-                .push((uid_col(row.try_get(0)?)?, flag_col(row.try_get(1)?)?, slot));
-        }
-        for row in sqlx::query(
-            "SELECT session_id, uid, device_flag, device_level, device_id FROM device_sessions \
-             WHERE disconnected_seq IS NULL ORDER BY connected_seq",
-        )
+            .ok_or_else(no_checkpoint)?;
+    let mut state = ViewState {
+        checkpoint: Seq(checkpoint as u64),
+        ..Default::default()
+    };
+    for row in sqlx::query("SELECT uid, device_flag, device_level, token_hash FROM tokens")
         .fetch_all(&mut *conn)
         .await?
-        {
-            state.open_sessions.push((
-                uid_col(row.try_get(1)?)?,
-                OpenSession {
-                    session_id: session_col(row.try_get(0)?)?,
-                    device_flag: flag_col(row.try_get(2)?)?,
-                    device_level: level_col(row.try_get(3)?)?,
-                    device_id: device_col(row.try_get(4)?)?,
-                },
-            ));
-        }
-        for row in sqlx::query("SELECT uid FROM system_uids ORDER BY uid")
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            state.system_uids.push(uid_col(row.try_get(0)?)?);
-        }
-        conn.rollback().await?;
-        Ok(state)
+    {
+        let hash: Option<String> = row.try_get(3)?;
+        let slot = match hash {
+            None => TokenSlot::Cleared,
+            Some(h) => TokenSlot::Active {
+                hash: TokenHash::from_hex(&h).ok_or_else(|| malformed("token_hash"))?,
+                level: level_col(row.try_get(2)?)?,
+            },
+        };
+        state
+            .tokens
+            .push((uid_col(row.try_get(0)?)?, flag_col(row.try_get(1)?)?, slot));
     }
-
+    for row in sqlx::query(
+        "SELECT session_id, uid, device_flag, device_level, device_id FROM device_sessions \
+             WHERE disconnected_seq IS NULL ORDER BY connected_seq",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        state.open_sessions.push((
+            uid_col(row.try_get(1)?)?,
+            OpenSession {
+                session_id: session_col(row.try_get(0)?)?,
+                device_flag: flag_col(row.try_get(2)?)?,
+                device_level: level_col(row.try_get(3)?)?,
+                device_id: device_col(row.try_get(4)?)?,
+            },
+        ));
+    }
+    for row in sqlx::query("SELECT uid FROM system_uids ORDER BY uid")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        state.system_uids.push(uid_col(row.try_get(0)?)?);
+    }
+    conn.rollback().await?;
+    Ok(state)
+}
 
 pub(super) async fn dump(pool: &SqlitePool) -> Result<ViewDump, ViewError> {
-        let mut dump = ViewDump::default();
-        for (table, query) in DUMPS {
-            let rows: Vec<String> = sqlx::query_scalar(query).fetch_all(pool).await?;
-            dump.tables.push((table.to_string(), rows));
-        }
-        Ok(dump)
+    let mut dump = ViewDump::default();
+    for (table, query) in DUMPS {
+        let rows: Vec<String> = sqlx::query_scalar(query).fetch_all(pool).await?;
+        dump.tables.push((table.to_string(), rows));
     }
-
+    Ok(dump)
+}
 
 fn malformed(what: impl std::fmt::Display) -> ViewError {
     ViewError::Malformed(what.to_string())
@@ -222,4 +220,3 @@ fn session_col(s: &str) -> Result<SessionId, ViewError> {
 fn device_col(s: &str) -> Result<DeviceId, ViewError> {
     DeviceId::parse(s).ok_or_else(|| malformed(format_args!("device_id {s:?}")))
 }
-

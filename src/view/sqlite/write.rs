@@ -155,12 +155,14 @@ async fn write(tx: &mut Transaction<'_, Sqlite>, c: &RowChanges<'_>) -> Result<(
         .await?;
     }
     for (boot_id, stopped, at) in &c.lifetime_stops {
-        sqlx::query("UPDATE node_lifetimes SET stopped_seq = ?2, stopped_at = ?3 WHERE boot_id = ?1")
-            .bind(boot_id.to_string())
-            .bind(seq(*stopped))
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "UPDATE node_lifetimes SET stopped_seq = ?2, stopped_at = ?3 WHERE boot_id = ?1",
+        )
+        .bind(boot_id.to_string())
+        .bind(seq(*stopped))
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
