@@ -4,12 +4,13 @@
 //! Owns process concerns only: parsing the command line, the log subscriber (`RUST_LOG`), the
 //! signals that stop the server, exit codes. Everything else is in the library.
 
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde::Deserialize;
 use wkuser::app::Server;
 use wkuser::config::Config;
@@ -117,7 +118,7 @@ struct ReplayArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_command_line();
     init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -145,6 +146,14 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// Parses the command line, or exits with clap's error, which names the environment variable
+/// when the wrong value came from one (see [`wkuser::config::name_the_environment`]).
+fn parse_command_line() -> Cli {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    Cli::try_parse_from(&argv)
+        .unwrap_or_else(|e| wkuser::config::name_the_environment(e, &Cli::command(), &argv).exit())
 }
 
 /// Logs to stderr at `RUST_LOG` (default `info`), except the WebSocket library's trace level:
