@@ -142,7 +142,7 @@ fn main() -> std::process::ExitCode {
         Ok(true) => std::process::ExitCode::SUCCESS,
         Ok(false) => std::process::ExitCode::from(1),
         Err(e) => {
-            eprintln!("wkuser: {e:#}");
+            eprintln!("wkuser: {}", one_line(&e));
             std::process::ExitCode::from(2)
         }
     }
@@ -154,6 +154,24 @@ fn parse_command_line() -> Cli {
     let argv: Vec<OsString> = std::env::args_os().collect();
     Cli::try_parse_from(&argv)
         .unwrap_or_else(|e| wkuser::config::name_the_environment(e, &Cli::command(), &argv).exit())
+}
+
+/// An error and its causes on one line, each said once: most errors here write their cause
+/// into their own message (so that a log line of the error alone is complete) and also
+/// return it as their source, and printing every link of the chain would say it twice.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if line.contains(&said) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&said);
+    }
+    line
 }
 
 /// Logs to stderr at `RUST_LOG` (default `info`), except the WebSocket library's trace level:
@@ -186,9 +204,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Listening before starting: a SIGTERM that arrives while the server starts (a supervisor
     // stopping it early) must stop it gracefully once started, not kill it mid-start.
     let stop = stop_signal().context("cannot listen for stop signals")?;
-    let server = Server::start(config)
-        .await
-        .context("wkuser could not start")?;
+    // No context of its own: every start error says what could not be done, and the line
+    // already begins with `wkuser: `.
+    let server = Server::start(config).await?;
     stop.await;
     tracing::info!("stopping: closing sessions and flushing");
     server.shutdown().await;
@@ -252,6 +270,11 @@ struct EventsPage {
     events: Vec<serde_json::Value>,
 }
 
+/// What to do about a data directory a server holds, for each command that reads its log.
+const EVENTS_IN_USE: &str = "stop it first, or read through its API with --api ADDR";
+const REPLAY_IN_USE: &str = "stop it first, or replay a copy of the data directory";
+const VERIFY_IN_USE: &str = "stop it first, or verify a copy of the data directory";
+
 async fn events_cmd(a: EventsArgs) -> anyhow::Result<()> {
     let uid = a
         .uid
@@ -286,7 +309,10 @@ async fn events_cmd(a: EventsArgs) -> anyhow::Result<()> {
             if a.follow {
                 bail!("--follow needs --api: a stopped data directory does not grow");
             }
-            let log = open_stopped_log(&a.data.data_dir).await?;
+            let dir = &a.data.data_dir;
+            let log = open_stopped_log(dir)
+                .await
+                .map_err(|e| e.in_data_dir(dir, EVENTS_IN_USE))?;
             let mut after = Seq(a.after);
             loop {
                 let batch = match &uid {
@@ -315,7 +341,10 @@ async fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
         ),
         (None, None) => Until::End,
     };
-    let log = open_stopped_log(&a.data.data_dir).await?;
+    let dir = &a.data.data_dir;
+    let log = open_stopped_log(dir)
+        .await
+        .map_err(|e| e.in_data_dir(dir, REPLAY_IN_USE))?;
     let total = match until {
         Until::Seq(s) => s.0.min(log.last_durable().0),
         _ => log.last_durable().0,
@@ -355,7 +384,9 @@ async fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
 }
 
 async fn verify_cmd(a: DataDirArg) -> anyhow::Result<bool> {
-    let log = open_stopped_log(&a.data_dir).await?;
+    let log = open_stopped_log(&a.data_dir)
+        .await
+        .map_err(|e| e.in_data_dir(&a.data_dir, VERIFY_IN_USE))?;
     let verdict = replay::verify(&log, &a.data_dir.join("view.sqlite")).await;
     log.close().await;
     let verdict = verdict?;

@@ -386,7 +386,7 @@ async fn a_running_server_is_read_through_its_api() {
     let locked = wkuser(&["events", "--data-dir", &dir(&app)]).await;
     assert_eq!(locked.status.code(), Some(2));
     assert!(
-        stderr(&locked).contains("pass --api"),
+        stderr(&locked).contains("read through its API with --api ADDR"),
         "{}",
         stderr(&locked)
     );
