@@ -351,12 +351,12 @@ async fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
     };
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(total);
+        // Not indicatif's `{per_sec}`: it shows four decimals of events per second.
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} events  {per_sec}  eta {eta}",
-            )
-            .expect("a valid template"),
+            indicatif::ProgressStyle::with_template("{bar:40} {msg}  eta {eta}")
+                .expect("a valid template"),
         );
+        bar.set_message(wkuser::human::progress(0, total));
         Some(bar)
     } else {
         None
@@ -364,6 +364,7 @@ async fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
     let report = replay::replay_into_file(&log, &a.into, until, |seq| {
         if let Some(b) = &bar {
             b.set_position(seq.0);
+            b.set_message(wkuser::human::progress(seq.0, total));
         }
     })
     .await;
