@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use wkuser::app::Server;
 use wkuser::config::Config;
 use wkuser::domain::{Seq, Uid};
@@ -265,9 +266,16 @@ async fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A page of `/events`, its events kept as the server wrote them: printed as they are, they
+/// are the lines `events` prints from a data directory, keys in the same order.
 #[derive(Deserialize)]
 struct EventsPage {
-    events: Vec<serde_json::Value>,
+    events: Vec<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct EventSeq {
+    seq: u64,
 }
 
 /// What to do about a data directory a server holds, for each command that reads its log.
@@ -293,8 +301,10 @@ async fn events_cmd(a: EventsArgs) -> anyhow::Result<()> {
                 }
                 let page: EventsPage = client.get(&path).await?;
                 for e in &page.events {
-                    writeln!(out, "{e}")?;
-                    after = e["seq"].as_u64().unwrap_or(after).max(after);
+                    writeln!(out, "{}", e.get())?;
+                    let seq: EventSeq = serde_json::from_str(e.get())
+                        .context("an event of /events without a seq")?;
+                    after = seq.seq.max(after);
                 }
                 out.flush()?;
                 if page.events.is_empty() {

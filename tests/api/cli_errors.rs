@@ -1,6 +1,6 @@
 //! The errors a newcomer met at the command line, each as they meet it: the real binary, its
-//! whole stderr. A data directory a server holds, an error's causes, a wrong value from
-//! the environment, files left beside a replay or a verify, the replay's progress.
+//! whole stderr. A data directory a server holds, a wrong value from the environment, files
+//! left beside a replay or a verify, the replay's progress, and `events` read two ways.
 
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -210,6 +210,46 @@ async fn replay_leaves_its_file_alone_and_verify_leaves_nothing() {
     );
     assert_eq!(names_in(data.path()), ["log", "view.sqlite"]);
     assert_eq!(names_in(scratch.path()), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn events_through_the_api_print_the_lines_the_data_dir_prints() {
+    let mut app = spawn_app().await;
+    app.set_token("u1", "t1", 1, 0).await;
+    app.set_token("u2", "t2", 2, 1).await;
+    let (mut ws, answer) = app.ws_connect("u1", "t1", 1, "web_events").await;
+    assert_connected(&answer);
+    ws.close(None).await.unwrap();
+    let _ = close_code(&mut ws).await;
+    app.wait_offline("u1").await;
+    app.device_quit("u2", -1).await;
+
+    let api = app.api.trim_start_matches("http://").to_owned();
+    let through_api = wkuser(&["events", "--api", &api]).await;
+    assert_eq!(
+        through_api.status.code(),
+        Some(0),
+        "{}",
+        stderr(&through_api)
+    );
+    let of_u1_api = wkuser(&["events", "--api", &api, "--uid", "u1"]).await;
+    app.stop().await;
+    let from_dir = wkuser(&["events", "--data-dir", &dir(&app)]).await;
+    assert_eq!(from_dir.status.code(), Some(0), "{}", stderr(&from_dir));
+    let of_u1_dir = wkuser(&["events", "--data-dir", &dir(&app), "--uid", "u1"]).await;
+
+    let api_lines: Vec<String> = stdout(&through_api).lines().map(str::to_owned).collect();
+    let dir_lines: Vec<String> = stdout(&from_dir).lines().map(str::to_owned).collect();
+    // The stop recorded more after the API was read: what the API printed is where the
+    // data dir's lines begin, to the byte.
+    assert!(api_lines.len() >= 6, "{api_lines:?}");
+    assert_eq!(dir_lines[..api_lines.len()], api_lines[..]);
+    assert!(
+        api_lines.iter().all(|l| l.starts_with(r#"{"seq":"#)),
+        "{api_lines:?}"
+    );
+    assert_eq!(stdout(&of_u1_api), stdout(&of_u1_dir));
+    assert_eq!(stdout(&of_u1_api).lines().count(), 3);
 }
 
 /// Runs the binary with its stderr on a terminal (a pseudo-terminal of 120 columns), as an
