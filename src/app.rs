@@ -102,7 +102,8 @@ pub async fn open_log(config: &Config) -> Result<Arc<dyn LogStore>, StartError> 
     let dir = config.log_dir();
     let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
         .await
-        .map_err(LogError::storage)??;
+        .map_err(LogError::storage)?
+        .map_err(|e| e.in_data_dir(&config.data_dir, "stop it first"))?;
     Ok(Arc::new(store))
 }
 

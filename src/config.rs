@@ -2,14 +2,17 @@
 //! variable, with its default written once, here.
 //!
 //! Promises: `--help` explains each setting and shows its default; [`Config::check`] refuses a
-//! configuration that would expose the API without a manager token. Must never: print the
-//! manager token (its environment value is hidden from `--help`).
+//! configuration that would expose the API without a manager token; an error about a setting
+//! names its environment variable too, so that an operator who set `WK_IDLE_TIMEOUT` is not
+//! sent looking for an `--idle-timeout` they never passed. Must never: print the manager
+//! token (its environment value is hidden from `--help`).
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, CommandFactory, Parser};
 
 /// The longest any of the time limits may be (see [`Config::check`]).
 const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -124,16 +127,20 @@ impl Config {
     {
         let all = std::iter::once(std::ffi::OsString::from("wkuser"))
             .chain(args.into_iter().map(Into::into));
-        ConfigOnly::try_parse_from(all).map(|c| c.config)
+        let argv: Vec<OsString> = all.collect();
+        ConfigOnly::try_parse_from(&argv)
+            .map(|c| c.config)
+            .map_err(|e| name_the_environment(e, &ConfigOnly::command(), &argv))
     }
 
     /// Refuses settings that are unsafe or meaningless; returns warnings for the log.
     pub fn check(&self) -> Result<Vec<String>, ConfigError> {
         let mut warnings = Vec::new();
         if self.manager_token.as_deref() == Some("") {
-            return Err(ConfigError::Invalid(
-                "the manager token must not be empty".into(),
-            ));
+            return Err(ConfigError::Invalid(format!(
+                "{} must not be empty",
+                setting("manager-token")
+            )));
         }
         if !self.api_addr.ip().is_loopback() && self.manager_token.is_none() {
             if !self.allow_open_api {
@@ -154,14 +161,18 @@ impl Config {
             ("outbound-queue", self.outbound_queue),
         ] {
             if value == 0 {
-                return Err(ConfigError::Invalid(format!("--{name} must be at least 1")));
+                return Err(ConfigError::Invalid(format!(
+                    "{} must be at least 1",
+                    setting(name)
+                )));
             }
         }
         if self.outbound_queue > MAX_OUTBOUND_QUEUE {
             // The queue is allocated per session: past tokio's bound a channel cannot be made,
             // and the first connect would fail after its `Connected` was recorded.
             return Err(ConfigError::Invalid(format!(
-                "--outbound-queue must be at most {MAX_OUTBOUND_QUEUE} frames (it is {})",
+                "{} must be at most {MAX_OUTBOUND_QUEUE} frames (it is {})",
+                setting("outbound-queue"),
                 self.outbound_queue
             )));
         }
@@ -175,14 +186,16 @@ impl Config {
             // before its first frame or request (or every session whose queue ever fills).
             if value.is_zero() {
                 return Err(ConfigError::Invalid(format!(
-                    "--{name} must be longer than zero"
+                    "{} must be longer than zero",
+                    setting(name)
                 )));
             }
             // Deadlines are the time now plus these: beyond the clock's range they would
             // panic in the connections' tasks, and a year is a limit in name only anyway.
             if value > MAX_TIMEOUT {
                 return Err(ConfigError::Invalid(format!(
-                    "--{name} must be at most 365 days (it is {})",
+                    "{} must be at most 365 days (it is {})",
+                    setting(name),
                     humantime::format_duration(value)
                 )));
             }
@@ -209,6 +222,92 @@ impl Config {
     }
 }
 
+/// The setting whose flag is `--{long}`, named both ways it can be set:
+/// `--idle-timeout (WK_IDLE_TIMEOUT)`. [`Config::check`] sees only values, not where they came
+/// from, so its errors name both.
+fn setting(long: &str) -> String {
+    let command = ConfigOnly::command();
+    let env = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env());
+    match env {
+        Some(env) => format!("--{long} ({})", env.to_string_lossy()),
+        None => format!("--{long}"),
+    }
+}
+
+/// Rewrites clap's error about an invalid value so that it names the environment variable
+/// when the value came from there (`invalid value 'abc' for WK_IDLE_TIMEOUT
+/// (--idle-timeout): ...`): clap names only the flag, whatever the value's source. Any other
+/// error is returned as it is.
+///
+/// `command` is the command `argv` (program name first) was parsed by. clap reports no
+/// source with the error, so it is found as clap chose it: the command line wins over the
+/// environment, so the value came from the variable when it is set and the flag was not
+/// given.
+pub fn name_the_environment(
+    error: clap::Error,
+    command: &clap::Command,
+    argv: &[OsString],
+) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return error;
+    }
+    let Some(ContextValue::String(shown)) = error.get(ContextKind::InvalidArg) else {
+        return error;
+    };
+    // clap shows the argument as `--idle-timeout <IDLE_TIMEOUT>`, or `--allow-open-api`.
+    let Some(long) = shown
+        .strip_prefix("--")
+        .and_then(|rest| rest.split([' ', '=']).next())
+    else {
+        return error;
+    };
+    let env = subcommand_of(command, argv)
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env());
+    let Some(env) = env else {
+        return error;
+    };
+    let flag = format!("--{long}");
+    let flag_given = argv
+        .iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .filter_map(|a| a.to_str())
+        .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    if flag_given || std::env::var_os(env).is_none() {
+        return error;
+    }
+    let rendered = error.render().to_string();
+    let said = rendered
+        .strip_prefix("error: ")
+        .unwrap_or(&rendered)
+        .replacen(
+            &format!("'{shown}'"),
+            &format!("{} ({flag})", env.to_string_lossy()),
+            1,
+        );
+    clap::Error::raw(error.kind(), said)
+}
+
+/// The (sub)command `argv` runs: the deepest one whose names it gives in order.
+fn subcommand_of<'c>(command: &'c clap::Command, argv: &[OsString]) -> &'c clap::Command {
+    let mut current = command;
+    for word in argv.iter().skip(1).filter_map(|a| a.to_str()) {
+        if let Some(sub) = current.find_subcommand(word) {
+            current = sub;
+        }
+    }
+    current
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +322,32 @@ mod tests {
         assert_eq!(c.header_read_timeout, Duration::from_secs(120));
         assert_eq!(c.slow_reader_limit, Duration::from_secs(1));
         assert!(c.check().unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_setting_has_its_environment_variable_and_errors_name_it() {
+        let command = ConfigOnly::command();
+        let mut named = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let env = arg
+                .get_env()
+                .unwrap_or_else(|| panic!("--{long} has no environment variable"));
+            let expected = format!("WK_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(env.to_str(), Some(expected.as_str()), "--{long}");
+            assert_eq!(setting(long), format!("--{long} ({expected})"));
+            named += 1;
+        }
+        assert!(named >= 17, "only {named} settings seen");
+    }
+
+    #[test]
+    fn an_invalid_value_on_the_command_line_keeps_clap_s_words() {
+        let Err(e) = Config::from_args(["--node-id", "abc"]) else {
+            panic!("--node-id abc was accepted");
+        };
+        let said = e.to_string();
+        assert!(said.contains("for '--node-id <NODE_ID>'"), "{said}");
     }
 
     #[test]
@@ -267,7 +392,8 @@ mod tests {
             let Err(ConfigError::Invalid(why)) = zero.check() else {
                 panic!("{flag} 0s was accepted");
             };
-            assert_eq!(why, format!("{flag} must be longer than zero"));
+            let env = format!("WK_{}", flag[2..].to_uppercase().replace('-', "_"));
+            assert_eq!(why, format!("{flag} ({env}) must be longer than zero"));
             let least = Config::from_args([flag, "1ms"]).unwrap();
             assert!(least.check().is_ok(), "{flag}");
         }
@@ -295,6 +421,9 @@ mod tests {
         let Err(ConfigError::Invalid(why)) = more.check() else {
             panic!("an outbound queue past the bound was accepted");
         };
-        assert!(why.starts_with("--outbound-queue must be at most"), "{why}");
+        assert!(
+            why.starts_with("--outbound-queue (WK_OUTBOUND_QUEUE) must be at most"),
+            "{why}"
+        );
     }
 }

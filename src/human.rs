@@ -1,5 +1,6 @@
 //! How times are shown to people and parsed from them: RFC 3339, UTC, milliseconds
-//! (`2026-11-28T02:44:15.123Z`), on every surface (`/user/sessions`, the CLI).
+//! (`2026-11-28T02:44:15.123Z`), on every surface (`/user/sessions`, the CLI); and how far a
+//! long operation has come (`1200/5000 events (24%)`).
 
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -21,6 +22,16 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// How far a run over `total` events has come: `1200/5000 events (24%)`. The percent is whole
+/// and rounded down, so that 100% means done.
+pub fn progress(done: u64, total: u64) -> String {
+    let percent = match total {
+        0 => 100,
+        _ => u128::from(done.min(total)) * 100 / u128::from(total),
+    };
+    format!("{done}/{total} events ({percent}%)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +49,18 @@ mod tests {
             Some(1_700_000_000_123)
         );
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn progress_is_in_whole_percents_and_reaches_100_only_when_done() {
+        assert_eq!(progress(0, 5000), "0/5000 events (0%)");
+        assert_eq!(progress(1234, 5000), "1234/5000 events (24%)");
+        assert_eq!(progress(4999, 5000), "4999/5000 events (99%)");
+        assert_eq!(progress(5000, 5000), "5000/5000 events (100%)");
+        assert_eq!(progress(0, 0), "0/0 events (100%)");
+        assert_eq!(
+            progress(u64::MAX, u64::MAX),
+            format!("{0}/{0} events (100%)", u64::MAX)
+        );
     }
 }

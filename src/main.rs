@@ -4,13 +4,15 @@
 //! Owns process concerns only: parsing the command line, the log subscriber (`RUST_LOG`), the
 //! signals that stop the server, exit codes. Everything else is in the library.
 
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use wkuser::app::Server;
 use wkuser::config::Config;
 use wkuser::domain::{Seq, Uid};
@@ -112,7 +114,7 @@ struct ReplayArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_command_line();
     init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -134,10 +136,36 @@ fn main() -> std::process::ExitCode {
         Ok(true) => std::process::ExitCode::SUCCESS,
         Ok(false) => std::process::ExitCode::from(1),
         Err(e) => {
-            eprintln!("wkuser: {e:#}");
+            eprintln!("wkuser: {}", one_line(&e));
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// Parses the command line, or exits with clap's error, which names the environment variable
+/// when the wrong value came from one (see [`wkuser::config::name_the_environment`]).
+fn parse_command_line() -> Cli {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    Cli::try_parse_from(&argv)
+        .unwrap_or_else(|e| wkuser::config::name_the_environment(e, &Cli::command(), &argv).exit())
+}
+
+/// An error and its causes on one line, each said once: most errors here write their cause
+/// into their own message (so that a log line of the error alone is complete) and also
+/// return it as their source, and printing every link of the chain would say it twice.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if line.contains(&said) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&said);
+    }
+    line
 }
 
 /// Logs to stderr at `RUST_LOG` (default `info`), except the WebSocket library's trace level:
@@ -170,9 +198,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Listening before starting: a SIGTERM that arrives while the server starts (a supervisor
     // stopping it early) must stop it gracefully once started, not kill it mid-start.
     let stop = stop_signal().context("cannot listen for stop signals")?;
-    let server = Server::start(config)
-        .await
-        .context("wkuser could not start")?;
+    // No context of its own: every start error says what could not be done, and the line
+    // already begins with `wkuser: `.
+    let server = Server::start(config).await?;
     stop.await;
     tracing::info!("stopping: closing sessions and flushing");
     server.shutdown().await;
@@ -231,10 +259,22 @@ async fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A page of `/events`, its events kept as the server wrote them: printed as they are, they
+/// are the lines `events` prints from a data directory, keys in the same order.
 #[derive(Deserialize)]
 struct EventsPage {
-    events: Vec<serde_json::Value>,
+    events: Vec<Box<RawValue>>,
 }
+
+#[derive(Deserialize)]
+struct EventSeq {
+    seq: u64,
+}
+
+/// What to do about a data directory a server holds, for each command that reads its log.
+const EVENTS_IN_USE: &str = "stop it first, or read through its API with --api ADDR";
+const REPLAY_IN_USE: &str = "stop it first, or replay a copy of the data directory";
+const VERIFY_IN_USE: &str = "stop it first, or verify a copy of the data directory";
 
 async fn events_cmd(a: EventsArgs) -> anyhow::Result<()> {
     let uid = a
@@ -254,8 +294,10 @@ async fn events_cmd(a: EventsArgs) -> anyhow::Result<()> {
                 }
                 let page: EventsPage = client.get(&path).await?;
                 for e in &page.events {
-                    writeln!(out, "{e}")?;
-                    after = e["seq"].as_u64().unwrap_or(after).max(after);
+                    writeln!(out, "{}", e.get())?;
+                    let seq: EventSeq = serde_json::from_str(e.get())
+                        .context("an event of /events without a seq")?;
+                    after = seq.seq.max(after);
                 }
                 out.flush()?;
                 if page.events.is_empty() {
@@ -270,7 +312,10 @@ async fn events_cmd(a: EventsArgs) -> anyhow::Result<()> {
             if a.follow {
                 bail!("--follow needs --api: a stopped data directory does not grow");
             }
-            let log = open_stopped_log(&a.data.data_dir).await?;
+            let dir = &a.data.data_dir;
+            let log = open_stopped_log(dir)
+                .await
+                .map_err(|e| e.in_data_dir(dir, EVENTS_IN_USE))?;
             let mut after = Seq(a.after);
             loop {
                 let batch = match &uid {
@@ -299,19 +344,22 @@ async fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
         ),
         (None, None) => Until::End,
     };
-    let log = open_stopped_log(&a.data.data_dir).await?;
+    let dir = &a.data.data_dir;
+    let log = open_stopped_log(dir)
+        .await
+        .map_err(|e| e.in_data_dir(dir, REPLAY_IN_USE))?;
     let total = match until {
         Until::Seq(s) => s.0.min(log.last_durable().0),
         _ => log.last_durable().0,
     };
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(total);
+        // Not indicatif's `{per_sec}`: it shows four decimals of events per second.
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} events  {per_sec}  eta {eta}",
-            )
-            .expect("a valid template"),
+            indicatif::ProgressStyle::with_template("{bar:40} {msg}  eta {eta}")
+                .expect("a valid template"),
         );
+        bar.set_message(wkuser::human::progress(0, total));
         Some(bar)
     } else {
         None
@@ -319,6 +367,7 @@ async fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
     let report = replay::replay_into_file(&log, &a.into, until, |seq| {
         if let Some(b) = &bar {
             b.set_position(seq.0);
+            b.set_message(wkuser::human::progress(seq.0, total));
         }
     })
     .await;
@@ -339,7 +388,9 @@ async fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
 }
 
 async fn verify_cmd(a: DataDirArg) -> anyhow::Result<bool> {
-    let log = open_stopped_log(&a.data_dir).await?;
+    let log = open_stopped_log(&a.data_dir)
+        .await
+        .map_err(|e| e.in_data_dir(&a.data_dir, VERIFY_IN_USE))?;
     let verdict = replay::verify(&log, &a.data_dir.join("view.sqlite")).await;
     log.close().await;
     let verdict = verdict?;

@@ -10,6 +10,9 @@ use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// The request header that carries the manager token.
+pub const HEADER: &str = "token";
+
 /// The configured manager token, kept only as its digest.
 #[derive(Clone)]
 pub struct ManagerToken([u8; 32]);
@@ -41,6 +44,6 @@ pub fn admits(expected: Option<&ManagerToken>, headers: &HeaderMap) -> bool {
     let Some(expected) = expected else {
         return true;
     };
-    let presented = headers.get("token").map(|v| v.as_bytes());
+    let presented = headers.get(HEADER).map(|v| v.as_bytes());
     presented.is_some_and(|p| expected.admits(p))
 }

@@ -16,7 +16,12 @@ use crate::write::WriteError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("unauthorized")]
+    /// Says which header it wants: a caller who sent the token elsewhere (`Authorization`, a
+    /// query parameter) learns where it goes, and nothing about the token itself.
+    #[error(
+        "missing or wrong manager token: send it in the {:?} header",
+        super::auth::HEADER
+    )]
     Unauthorized,
     #[error("not found")]
     NotFound,

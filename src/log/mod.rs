@@ -9,6 +9,7 @@
 pub mod sled_store;
 pub mod writer;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::domain::{DecodeError, RecordedEvent, Seq, Uid};
@@ -25,11 +26,33 @@ pub enum LogError {
     Closed,
     #[error("event {seq} cannot be decoded: {reason}")]
     Corrupt { seq: Seq, reason: Arc<str> },
+    /// Another process holds the log: sled locks its directory, one process at a time.
+    /// `what` and `dir` name it (the event log, or the data directory it is in); `remedy`
+    /// says what the operator can do.
+    #[error("{what} {} is in use: another wkuser process holds it ({remedy})", .dir.display())]
+    InUse {
+        what: &'static str,
+        dir: PathBuf,
+        remedy: &'static str,
+    },
 }
 
 impl LogError {
     pub fn storage(e: impl std::fmt::Display) -> Self {
         LogError::Storage(e.to_string().into())
+    }
+
+    /// The same error, but a log in use is named by the data directory it is in, with what to
+    /// do about it: an operator knows the data directory, not the log inside it.
+    pub fn in_data_dir(self, data_dir: &Path, remedy: &'static str) -> Self {
+        match self {
+            LogError::InUse { .. } => LogError::InUse {
+                what: "data directory",
+                dir: data_dir.to_path_buf(),
+                remedy,
+            },
+            other => other,
+        }
     }
 
     pub fn corrupt(seq: Seq, e: DecodeError) -> Self {

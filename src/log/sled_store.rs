@@ -20,10 +20,17 @@ pub struct SledStore {
 
 impl SledStore {
     pub fn open(dir: &Path) -> Result<Self, LogError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|e| LogError::storage(format_args!("cannot open {}: {e}", dir.display())))?;
+        let db = sled::Config::new().path(dir).open().map_err(|e| {
+            if held_by_another_process(&e) {
+                LogError::InUse {
+                    what: "event log",
+                    dir: dir.to_path_buf(),
+                    remedy: "stop it first",
+                }
+            } else {
+                LogError::storage(format_args!("cannot open {}: {e}", dir.display()))
+            }
+        })?;
         let events = db.open_tree("events").map_err(LogError::storage)?;
         let by_uid = db.open_tree("by_uid").map_err(LogError::storage)?;
         Ok(SledStore { db, events, by_uid })
@@ -46,6 +53,19 @@ impl SledStore {
         k.push(0);
         k.extend_from_slice(&seq.to_key());
         k
+    }
+}
+
+/// Whether sled could not open its directory because another process holds its lock. sled 0.34
+/// says so only in words: an `Io` error of kind `Other`, "could not acquire lock on ...", with
+/// the OS error's `Debug` form inside (`WouldBlock` when the lock is taken).
+fn held_by_another_process(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::Other => {
+            let said = io.to_string();
+            said.starts_with("could not acquire lock on") && said.contains("WouldBlock")
+        }
+        _ => false,
     }
 }
 

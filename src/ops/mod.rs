@@ -16,7 +16,9 @@ use std::path::Path;
 use crate::domain::NodeId;
 use crate::log::{EventLog, LogError, SledStore};
 
-/// Opens the log of a stopped data directory, read-only in effect (nothing is appended).
+/// Opens the log of a stopped data directory, read-only in effect (nothing is appended). A
+/// data directory a server holds is refused with [`LogError::InUse`], naming it; callers with
+/// another way to what they want say so with [`LogError::in_data_dir`].
 pub async fn open_stopped_log(data_dir: &Path) -> Result<EventLog, LogError> {
     let dir = data_dir.join("log");
     if !dir.exists() {
@@ -29,11 +31,6 @@ pub async fn open_stopped_log(data_dir: &Path) -> Result<EventLog, LogError> {
     let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
         .await
         .map_err(LogError::storage)?
-        .map_err(|e| match e {
-            LogError::Storage(why) => LogError::storage(format_args!(
-                "{why}; is a server running on this data directory? Then pass --api to go through it"
-            )),
-            other => other,
-        })?;
+        .map_err(|e| e.in_data_dir(data_dir, "stop it first"))?;
     EventLog::start(std::sync::Arc::new(store), NodeId(0))
 }

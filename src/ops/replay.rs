@@ -2,12 +2,16 @@
 //! or a time ("what did the view look like then"), and verify: rebuild and compare with the
 //! live view.
 //!
-//! Promises: the rebuilt view is what the projector would have written after the same events;
-//! `verify` reports every differing row, and only reads the live view. Must never: write into an
+//! Promises: the rebuilt view is what the projector would have written after the same events,
+//! in one file and nothing beside it; `verify` reports every differing row, only reads the live
+//! view, and leaves the data directory's files as it found them. Must never: write into an
 //! existing database.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection};
 
 use crate::domain::Seq;
 use crate::log::{EventLog, LogError};
@@ -26,6 +30,8 @@ pub enum ReplayError {
     Exists(PathBuf),
     #[error("no SQL view at {0}: nothing to verify; start the server once to build it")]
     NoView(PathBuf),
+    #[error("{0} is not a UTF-8 path: replay cannot name it to SQLite")]
+    NotUtf8(PathBuf),
 }
 
 /// Where a replay stops.
@@ -77,7 +83,15 @@ pub async fn replay(
     })
 }
 
-/// Replays into a new SQLite file at `path` (refused if it exists).
+/// Replays into a new SQLite file at `path` (refused if it exists): one file, nothing beside
+/// it, and nothing at all when the replay fails.
+///
+/// The view is built in a scratch database beside `path`, then copied into `path` whole
+/// ([`copy_database`]), and the scratch removed. Built in place, the view would be a WAL
+/// database: its `-wal` and `-shm` go away only when the last connection to it closes, and
+/// sqlx's `Pool::close` can return while a connection is still on its way back to the pool
+/// (sqlx issue #3217), so the process could end first and leave them; so would every later
+/// read-only reader of the file.
 pub async fn replay_into_file(
     log: &EventLog,
     path: &Path,
@@ -87,10 +101,52 @@ pub async fn replay_into_file(
     if path.exists() {
         return Err(ReplayError::Exists(path.to_path_buf()));
     }
-    let view = SqliteView::open(path).await?;
-    let report = replay(log, &view, until, progress).await;
-    view.close().await;
-    report
+    let Some(target) = path.to_str() else {
+        return Err(ReplayError::NotUtf8(path.to_path_buf()));
+    };
+    let scratch = PathBuf::from(format!(
+        "{}.replaying-{}",
+        path.display(),
+        uuid::Uuid::now_v7()
+    ));
+    let outcome = async {
+        let view = SqliteView::open(&scratch).await?;
+        let report = replay(log, &view, until, progress).await;
+        view.close().await;
+        let report = report?;
+        copy_database(&scratch, target).await?;
+        Ok(report)
+    }
+    .await;
+    remove_database(&scratch);
+    outcome
+}
+
+/// Writes the database at `from` into the new file `to` (`VACUUM INTO`): one file, in
+/// SQLite's rollback-journal mode, which no reader needs a `-wal` or `-shm` for. Made the live
+/// view, it is put back in WAL mode by [`SqliteView::open`].
+async fn copy_database(from: &Path, to: &str) -> Result<(), ViewError> {
+    let mut conn = SqliteConnectOptions::new().filename(from).connect().await?;
+    let copied = sqlx::query("VACUUM INTO ?1")
+        .bind(to)
+        .execute(&mut conn)
+        .await;
+    conn.close().await?;
+    copied?;
+    Ok(())
+}
+
+/// Removes the database at `path` with whatever SQLite kept beside it. A connection sqlx has
+/// not closed yet keeps the files it has open, and nothing else ever sees them.
+fn remove_database(path: &Path) {
+    for file in std::iter::once(path.to_path_buf()).chain(sidecars(path)) {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+/// The files SQLite keeps beside the WAL database at `path`.
+fn sidecars(path: &Path) -> [PathBuf; 2] {
+    ["-wal", "-shm"].map(|suffix| PathBuf::from(format!("{}{suffix}", path.display())))
 }
 
 /// The outcome of comparing a rebuilt view with the live one.
@@ -106,16 +162,24 @@ pub struct Verdict {
 /// Rebuilds the view up to the live view's checkpoint in a temporary file and compares. The
 /// live view is only read: it must exist (an empty one made here would match an empty
 /// rebuild) and be of this build's schema (see [`SqliteView::open_existing_read_only`]).
+///
+/// A reader of a WAL database makes its `-wal` and `-shm` when they are not there, and a
+/// read-only one cannot remove them when it closes: those this read made are removed after it.
+/// Safe because the caller holds the log, so no server is writing the view meanwhile; and the
+/// `-wal` is removed only while empty, so that nothing written into it could be lost.
 pub async fn verify(log: &EventLog, live_view: &Path) -> Result<Verdict, ReplayError> {
-    let live = SqliteView::open_existing_read_only(live_view)
-        .await
-        .map_err(|e| match e {
-            ViewError::Missing(path) => ReplayError::NoView(path),
-            other => other.into(),
-        })?;
-    let checkpoint = live.checkpoint().await?;
-    let live_dump = live.dump().await?;
-    live.close().await;
+    let absent: Vec<PathBuf> = sidecars(live_view)
+        .into_iter()
+        .filter(|p| !p.exists())
+        .collect();
+    let read = read_live(live_view).await;
+    let wal_empty = std::fs::metadata(&sidecars(live_view)[0]).map_or(true, |m| m.len() == 0);
+    if wal_empty {
+        for made in &absent {
+            let _ = std::fs::remove_file(made);
+        }
+    }
+    let (checkpoint, live_dump) = read?;
     let scratch =
         std::env::temp_dir().join(format!("wkuser-verify-{}.sqlite", uuid::Uuid::now_v7()));
     let rebuilt = SqliteView::open(&scratch).await?;
@@ -125,13 +189,24 @@ pub async fn verify(log: &EventLog, live_view: &Path) -> Result<Verdict, ReplayE
     }
     .await;
     rebuilt.close().await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));
-    }
+    remove_database(&scratch);
     let rebuilt_dump = outcome?;
     Ok(Verdict {
         checkpoint,
         behind: log.last_durable().0.saturating_sub(checkpoint.0),
         differences: live_dump.differences(&rebuilt_dump, usize::MAX),
     })
+}
+
+/// The live view's checkpoint and contents, read in one go and closed.
+async fn read_live(path: &Path) -> Result<(Seq, ViewDump), ReplayError> {
+    let live = SqliteView::open_existing_read_only(path)
+        .await
+        .map_err(|e| match e {
+            ViewError::Missing(path) => ReplayError::NoView(path),
+            other => other.into(),
+        })?;
+    let read = async { Ok::<_, ReplayError>((live.checkpoint().await?, live.dump().await?)) }.await;
+    live.close().await;
+    read
 }

@@ -13,11 +13,17 @@ use crate::process::serve_refused;
 
 /// Runs the binary to its end, within a minute: past that, the test fails with the stacks of
 /// the binary's threads, and the binary is killed.
-async fn wkuser(args: &[&str]) -> Output {
+pub(crate) async fn wkuser(args: &[&str]) -> Output {
+    wkuser_with_env(args, &[]).await
+}
+
+/// [`wkuser`] with these environment variables set too.
+pub(crate) async fn wkuser_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     crate::watchdog::arm();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wkuser"))
         .args(args)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -37,17 +43,17 @@ async fn wkuser(args: &[&str]) -> Output {
     }
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A stopped data directory with a little history: u1 has a token on flag 1 (iOS) and one
 /// closed session; u2 has a token.
-async fn history() -> TestApp {
+pub(crate) async fn history() -> TestApp {
     let mut app = spawn_app().await;
     app.set_token("u1", "cli-secret-1", 1, 0).await;
     app.set_token("u2", "cli-secret-2", 2, 0).await;
@@ -61,7 +67,7 @@ async fn history() -> TestApp {
     app
 }
 
-fn dir(app: &TestApp) -> String {
+pub(crate) fn dir(app: &TestApp) -> String {
     app.data_dir.display().to_string()
 }
 
@@ -380,7 +386,7 @@ async fn a_running_server_is_read_through_its_api() {
     let locked = wkuser(&["events", "--data-dir", &dir(&app)]).await;
     assert_eq!(locked.status.code(), Some(2));
     assert!(
-        stderr(&locked).contains("pass --api"),
+        stderr(&locked).contains("read through its API with --api ADDR"),
         "{}",
         stderr(&locked)
     );
@@ -498,7 +504,7 @@ async fn serve_refuses_a_zero_idle_limit_instead_of_closing_every_session_at_onc
     let run = serve_refused(dir.path(), &["--idle-timeout", "0s"]).await;
     assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
     assert!(
-        stderr(&run).contains("--idle-timeout must be longer than zero"),
+        stderr(&run).contains("--idle-timeout (WK_IDLE_TIMEOUT) must be longer than zero"),
         "{}",
         stderr(&run)
     );
@@ -515,7 +521,7 @@ async fn serve_refuses_a_time_limit_past_a_year_instead_of_panicking_on_every_co
     .await;
     assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
     assert!(
-        stderr(&run).contains("--first-frame-timeout must be at most 365 days"),
+        stderr(&run).contains("--first-frame-timeout (WK_FIRST_FRAME_TIMEOUT) must be at most"),
         "{}",
         stderr(&run)
     );

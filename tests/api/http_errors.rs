@@ -711,10 +711,49 @@ fn api_routes() -> Vec<(Method, &'static str, Option<&'static str>, Value)> {
     ]
 }
 
+/// The 401's message: it names the header the token goes in.
+const UNAUTHORIZED: &str = r#"missing or wrong manager token: send it in the "token" header"#;
+
+#[tokio::test]
+async fn a_401_names_the_header_the_manager_token_goes_in() {
+    let app = spawn_app_with(&["--manager-token", "m4nager-secret"]).await;
+    let expected = format!(
+        r#"{{"msg":{},"status":401}}"#,
+        serde_json::to_string(UNAUTHORIZED).unwrap()
+    );
+    // The hot path answers its 401 itself, every other path through the front door: both
+    // say the same, in the contract's envelope, its keys in the contract's order.
+    for (method, path, body) in [
+        (Method::POST, ONLINE, Some(br#"["u1"]"#.to_vec())),
+        (Method::GET, "/user/sessions?uid=u1", None),
+        (Method::POST, TOKEN, Some(b"{}".to_vec())),
+    ] {
+        for headers in [
+            &[][..],
+            &[("Authorization", "Bearer m4nager-secret")][..],
+            &[("token", "wrong")][..],
+        ] {
+            let resp = app
+                .http
+                .request(method.clone(), app.url(path))
+                .body(body.clone().unwrap_or_default());
+            let resp = headers
+                .iter()
+                .fold(resp, |r, (k, v)| r.header(*k, *v))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 401, "{method} {path} {headers:?}");
+            let text = resp.text().await.unwrap();
+            assert_eq!(text, expected, "{method} {path} {headers:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_manager_token_guards_every_api_route_but_not_the_probes() {
     let app = spawn_app_with(&["--manager-token", "m4nager-secret"]).await;
-    let unauthorized = (401, json!({"msg": "unauthorized", "status": 401}));
+    let unauthorized = (401, envelope(401, UNAUTHORIZED));
     // (HTTP strips a header value's surrounding whitespace, so "m4nager-secret " is no test.)
     let wrong: [&[(&str, &str)]; 6] = [
         &[],

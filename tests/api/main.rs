@@ -4,6 +4,7 @@
 //! tests talk to it with; each other module covers one surface of the contract. `watchdog` turns a hung test into a fast failure with stacks.
 
 mod cli;
+mod cli_errors;
 mod crash;
 mod gateway_concurrency;
 mod gateway_connect;
