@@ -336,3 +336,34 @@ async fn replay_shows_its_progress_in_events_and_whole_percents() {
     );
     assert!(!has_four_decimals(&said), "{said:?}");
 }
+
+/// A port another process holds is found before anything is opened: the start is refused in
+/// one line naming the address, and the data directory it would have created is not there.
+#[tokio::test]
+async fn a_taken_port_is_refused_before_the_data_dir_is_made() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let data_arg = data.display().to_string();
+    for (api, ws) in [(port.as_str(), "127.0.0.1:0"), ("127.0.0.1:0", port.as_str())] {
+        let run = wkuser(&[
+            "serve",
+            "--data-dir",
+            &data_arg,
+            "--api-addr",
+            api,
+            "--ws-addr",
+            ws,
+        ])
+        .await;
+        let err = stderr(&run);
+        assert!(!run.status.success(), "{err}");
+        assert!(
+            err.contains(&format!("cannot bind {port}")),
+            "names the taken address: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(!data.exists(), "no data directory was made: {err}");
+    }
+}
