@@ -180,8 +180,8 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // A closure filter gives no level hint of its own, and without one the process-wide
     // maximum is TRACE: every `log` record of sled and tungstenite (a trace line per frame)
-    // was then built and offered to the filter, 2% of the server's time while sessions open
-    // (in a profile). With this hint the maximum is what `RUST_LOG` asks for, and a record
+    // was then built and offered to the filter, a cost that showed in profiles while
+    // sessions open. With this hint the maximum is what `RUST_LOG` asks for, and a record
     // below it costs one comparison.
     let no_payloads = filter_fn(|meta| {
         !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("tungstenite"))

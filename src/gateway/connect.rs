@@ -53,8 +53,8 @@ pub(super) async fn run(
 }
 
 /// A connection whose connect is recorded, ready for the session loop. Its socket is already
-/// split in two halves: the whole socket (304 bytes) would otherwise be kept, moved from but
-/// not reclaimed, in the session's future for its whole life.
+/// split in two halves: the whole socket would otherwise be kept, moved from but not
+/// reclaimed, in the session's future for its whole life.
 struct Established {
     live: Live,
     socket: (SplitSink<Ws, Message>, SplitStream<Ws>),

@@ -3,8 +3,8 @@
 //!
 //! hyper can bound the time a connection takes to send each request head itself, but it arms a
 //! tokio timer for every request: a boxed sleep, an insert into the timer wheel and a removal,
-//! each under the wheel's lock, and a clock read. On the onlinestatus path that was 2% of the
-//! server's samples in a profile, more than the hashing of the 100 uids. Here a connection
+//! each under the wheel's lock, and a clock read: on the onlinestatus path, more than the
+//! hashing of the request's uids. Here a connection
 //! instead counts the requests it starts (hyper calls the service once a head is whole) and
 //! finishes ([`Activity`]); a [`QuietWatch`] looks at the counts every quarter of the limit,
 //! and a connection whose counts stood still, with no request in hand, for four looks in a row

@@ -7,9 +7,7 @@
 //! routes still get axum's `Body`). It adds what `axum::serve` lacks: a time limit on the head
 //! of every request (`--header-read-timeout`, kept by [`super::quiet`] with a timer per
 //! connection rather than hyper's per request; it also closes a keep-alive connection idle for
-//! that long, and one that does not read its answer), and a bound on the stop. Load-tool
-//! rounds against `axum::serve`: 65.1k / 63.1k / 66.8k / 64.8k onlinestatus requests/s vs
-//! 64.4k / 65.2k / 61.5k / 65.4k (within the noise).
+//! that long, and one that does not read its answer), and a bound on the stop.
 //!
 //! Promises: once `stop` is cancelled nothing more is accepted, idle connections close, and
 //! each busy one finishes the request in hand; whatever is still open [`ApiConnections::grace`]

@@ -4,10 +4,9 @@
 //! behind its own reader-writer lock. A request's uids are read shard by shard: each uid is
 //! hashed once, the uids are grouped by shard, and each shard's read lock is taken once for
 //! all of its uids. Taking a lock is an atomic write to a line of memory that the other core's
-//! readers write too; per uid, that bouncing was a third of the cost of a lookup in a profile
-//! of the server (a map locked per lookup, 100 locks per request), per request it is at most
-//! one per shard (from two threads at once, 100 lookups went from 3.5 us to 0.7 us a request
-//! in `benches/presence.rs`). A uid asked twice is answered once: within a chunk a bitmap of
+//! readers write too: locked per uid, that bouncing is paid a hundred times per request of a
+//! hundred uids; locked per shard, at most once per shard (`benches/presence.rs` compares the
+//! two from two threads). A uid asked twice is answered once: within a chunk a bitmap of
 //! hash bits finds the candidates for a repeat, with no allocation. Promises: a reader waits
 //! only for a writer of the same shard, for the length of one insert or removal; only online
 //! uids are held (flags never empty). Must never: call out while holding a lock, or allocate

@@ -24,9 +24,9 @@ use crate::log::{EventLog, LogError};
 /// Events per view transaction.
 pub const BATCH: usize = 2048;
 /// The least time between the end of one view transaction and the start of the next, unless a
-/// whole batch is waiting. While connects arrive by the thousand per second, a transaction per
-/// group commit carried a few dozen events and the view took a tenth of the CPU that the
-/// connects needed; gathered, each transaction carries hundreds. The view lags the log by
+/// whole batch is waiting. While connects pour in, a transaction per group commit carries few
+/// events, and the view's fixed cost per transaction is paid over and over; gathered, each
+/// transaction carries many. The view lags the log by
 /// this much more at most (readers that need it current wait for it, as they always did).
 pub const GATHER: Duration = Duration::from_millis(25);
 

@@ -346,7 +346,10 @@ async fn a_taken_port_is_refused_before_the_data_dir_is_made() {
     let parent = tempfile::tempdir().unwrap();
     let data = parent.path().join("data");
     let data_arg = data.display().to_string();
-    for (api, ws) in [(port.as_str(), "127.0.0.1:0"), ("127.0.0.1:0", port.as_str())] {
+    for (api, ws) in [
+        (port.as_str(), "127.0.0.1:0"),
+        ("127.0.0.1:0", port.as_str()),
+    ] {
         let run = wkuser(&[
             "serve",
             "--data-dir",
