@@ -9,6 +9,7 @@
 //! event is never rewritten. Must never: acknowledge an event that a crash could lose, or leave
 //! a gap in `seq` when a write fails.
 
+pub mod postgres_store;
 pub mod sled_store;
 pub mod writer;
 
@@ -18,6 +19,7 @@ use uuid::Uuid;
 
 use crate::domain::{DecodeError, RecordedEvent, Seq, Uid};
 
+pub use postgres_store::PostgresStore;
 pub use sled_store::SledStore;
 pub use writer::EventLog;
 
@@ -82,7 +84,7 @@ pub enum AppendError {
 
 /// Where events are kept. Synchronous on purpose: the writer runs on its own thread, so a flush
 /// that blocks does not block the async runtime. Implementations: [`SledStore`] (the log's only
-/// writer), `PostgresStore` (one log that several nodes append to), and test doubles that fail
+/// writer), [`PostgresStore`] (one log that several nodes append to), and test doubles that fail
 /// on demand.
 pub trait LogStore: Send + Sync + 'static {
     /// The highest seq stored, `Seq(0)` for an empty log.
