@@ -1,19 +1,26 @@
 //! The event log: the one durable truth, everything else is a projection of it.
 //!
-//! Owns the storage of events (a [`LogStore`], sled by default: [`sled_store`]) and the one
-//! writer that assigns `seq` numbers and makes appends durable in groups ([`writer`]). Promises:
-//! `seq` is dense from 1 and survives restarts; an append is acknowledged only after the flush
-//! that made it durable; an event is never rewritten. Must never: acknowledge an event that a
-//! crash could lose, or leave a gap in `seq` when a write fails.
+//! Owns the storage of events (a [`LogStore`]: sled by default, [`sled_store`]; PostgreSQL
+//! when several nodes share one log, [`postgres_store`]) and each node's one writer that makes
+//! appends durable in groups ([`writer`]). The store gives a batch its seqs: the writer's own
+//! count for a store that is its log's only writer, the shared log's last seq for a store that
+//! several nodes append to. Promises: `seq` is dense from 1, in commit order, and survives
+//! restarts; an append is acknowledged only after the flush or commit that made it durable; an
+//! event is never rewritten. Must never: acknowledge an event that a crash could lose, or leave
+//! a gap in `seq` when a write fails.
 
+pub mod postgres_store;
 pub mod sled_store;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use uuid::Uuid;
+
 use crate::domain::{DecodeError, RecordedEvent, Seq, Uid};
 
+pub use postgres_store::PostgresStore;
 pub use sled_store::SledStore;
 pub use writer::EventLog;
 
@@ -64,6 +71,8 @@ impl LogError {
 }
 
 /// One event ready to be written: its seq, its encoded bytes and the uids it is indexed under.
+/// The encoding does not hold the seq, so a store may renumber a record without encoding it
+/// again.
 pub struct EncodedRecord {
     pub seq: Seq,
     pub bytes: Vec<u8>,
@@ -81,19 +90,61 @@ impl CommitListener for () {
     fn committed(&self, _events: &[RecordedEvent]) {}
 }
 
+/// Why [`LogStore::append`] did not record a batch, by what the log holds afterwards.
+#[derive(Debug, Clone)]
+pub enum AppendError {
+    /// Nothing of the batch is in the log; the next batch may follow.
+    Failed(LogError),
+    /// The batch was written, could not be made durable, and could not be taken back either: the
+    /// store's state is unknown, so the writer refuses every later batch until a restart. The
+    /// error is why the batch failed.
+    Poisoned(LogError),
+    /// The store could not learn whether the batch was recorded (a commit's answer was lost and
+    /// the database stayed out of reach): the batch is in the log once or not at all. The next
+    /// batch may follow.
+    InDoubt(LogError),
+}
+
 /// Where events are kept. Synchronous on purpose: the writer runs on its own thread, so a flush
-/// that blocks does not block the async runtime. Implementations: [`SledStore`], and test
-/// doubles that fail on demand.
+/// that blocks does not block the async runtime. Implementations: [`SledStore`] (the log's only
+/// writer), [`PostgresStore`] (one log that several nodes append to), and test doubles that fail
+/// on demand.
 pub trait LogStore: Send + Sync + 'static {
     /// The highest seq stored, `Seq(0)` for an empty log.
     fn last_seq(&self) -> Result<Seq, LogError>;
-    /// Writes a batch atomically (all or none of it), not yet durable.
-    fn write(&self, batch: &[EncodedRecord]) -> Result<(), LogError>;
+
+    /// Records `batch` as the log's next events, atomically and durably, and leaves each
+    /// record's final seq in it. The batch arrives numbered from the writer's own count (the
+    /// last seq it recorded, plus one): a store that is its log's only writer keeps those seqs;
+    /// a store that several writers share numbers the batch from the log's last seq at the
+    /// moment it appends. `batch_id` names the batch across the store's retries (the first
+    /// event's `event_id`, unique in the log): an append retried after a lost answer must find
+    /// the batch recorded rather than record it twice.
+    ///
+    /// The default is the only writer's: [`LogStore::write`], then [`LogStore::flush`], and a
+    /// batch written but not made durable taken back with [`LogStore::discard`].
+    fn append(&self, batch_id: Uuid, batch: &mut [EncodedRecord]) -> Result<(), AppendError> {
+        let _ = batch_id;
+        append_as_only_writer(self, batch)
+    }
+
+    /// Writes a batch atomically (all or none of it), not yet durable. One of the only writer's
+    /// steps of [`LogStore::append`]; a store that numbers batches itself leaves it out.
+    fn write(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
+        let _ = batch;
+        Err(numbers_its_own_batches())
+    }
     /// Makes everything written so far durable.
-    fn flush(&self) -> Result<(), LogError>;
+    fn flush(&self) -> Result<(), LogError> {
+        Err(numbers_its_own_batches())
+    }
     /// Removes a batch that was written but could not be made durable, so that it is neither
     /// read nor made durable by a later flush (its seqs will be given to other events).
-    fn discard(&self, batch: &[EncodedRecord]) -> Result<(), LogError>;
+    fn discard(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
+        let _ = batch;
+        Err(numbers_its_own_batches())
+    }
+
     /// Up to `limit` events with seq greater than `after`, in seq order.
     fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<(Seq, Vec<u8>)>, LogError>;
     /// Up to `limit` events indexed under `uid` with seq greater than `after`, in seq order.
@@ -103,4 +154,33 @@ pub trait LogStore: Send + Sync + 'static {
         after: Seq,
         limit: usize,
     ) -> Result<Vec<(Seq, Vec<u8>)>, LogError>;
+}
+
+fn numbers_its_own_batches() -> LogError {
+    LogError::storage("this store numbers its own batches: append through LogStore::append")
+}
+
+/// The append of a store that is its log's only writer: the writer's seqs are final. A batch
+/// written but not flushed is taken back, or a later flush would make durable what the
+/// appenders were told failed; if it cannot be taken back, the store is poisoned.
+fn append_as_only_writer<S: LogStore + ?Sized>(
+    store: &S,
+    batch: &[EncodedRecord],
+) -> Result<(), AppendError> {
+    store.write(batch).map_err(AppendError::Failed)?;
+    let Err(failed) = store.flush() else {
+        return Ok(());
+    };
+    if let Err(e) = store.discard(batch) {
+        tracing::error!(error = %e, "cannot take back a batch that failed to flush; refusing appends until restart");
+        return Err(AppendError::Poisoned(failed));
+    }
+    if let Err(e) = store.flush() {
+        // The store's own background flush may have made the batch durable meanwhile, and a
+        // crash before the next flush would bring it back. A disk that just failed a flush may
+        // fail this one too: the next batch's flush, before anything is acknowledged, tries
+        // again.
+        tracing::warn!(error = %e, "the taking back of a failed batch is not durable yet");
+    }
+    Err(AppendError::Failed(failed))
 }

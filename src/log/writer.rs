@@ -2,14 +2,17 @@
 //! flush.
 //!
 //! Callers hand their events to [`EventLog::append`] and await the acknowledgement. The writer
-//! takes every request waiting (up to [`MAX_BATCH`]), numbers the events, writes them in one
-//! atomic batch, flushes once, hands the batch to the commit listener (the subscribers), and
-//! only then acknowledges each caller. Promises: an
-//! acknowledged event is durable; a failed batch is acknowledged as failed to every caller in
-//! it, consumes no seq and leaves nothing behind (a batch written but not flushed is taken
-//! back, and the taking back flushed when the disk allows; if the taking back fails, the writer refuses appends until restart rather than guess);
-//! `durable()` never runs ahead of the disk, and reads show durable events only (never a batch
-//! still being flushed). Must never: run a flush on the async runtime's threads.
+//! takes every request waiting (up to [`MAX_BATCH`]), stamps the events, hands them to the
+//! store as one batch that the store numbers and makes durable at once ([`LogStore::append`]:
+//! one write and one flush, or one transaction), hands the batch to the commit listener (the
+//! subscribers), and only then acknowledges each caller. Promises: an acknowledged event is
+//! durable; a failed batch is acknowledged as failed to every caller in it, consumes no seq and
+//! leaves nothing behind (a batch written but not flushed is taken back, and the taking back
+//! flushed when the disk allows; if the taking back fails, the writer refuses appends until
+//! restart rather than guess), except a batch whose outcome a shared store could not learn
+//! ([`AppendError::InDoubt`]: it is in the log once or not at all); `durable()` never runs ahead
+//! of the disk, and reads show durable events only (never a batch still being flushed). Must
+//! never: run a flush or a commit on the async runtime's threads.
 
 use std::sync::Arc;
 use std::thread;
@@ -19,7 +22,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use super::{CommitListener, EncodedRecord, LogError, LogStore};
+use super::{AppendError, CommitListener, EncodedRecord, LogError, LogStore};
 use crate::domain::{Event, NodeId, RecordedEvent, Seq};
 
 /// The most append requests one batch takes.
@@ -206,25 +209,38 @@ fn run_writer(
             }));
             replies.push((recorded, ack));
         }
+        // The first event's id names the batch across the store's retries: it is unique in the
+        // log, and the same in every retry because the events are stamped once, here.
+        let batch_id = replies
+            .first()
+            .and_then(|(recorded, _)| recorded.first())
+            .map(|r| r.event_id)
+            .unwrap_or_else(Uuid::now_v7);
         let outcome = if let Some(why) = &poisoned {
             Err(LogError::Storage(why.clone()))
         } else {
-            store.write(&encoded).and_then(|()| {
-                store.flush().inspect_err(|_| {
-                    // Written but not durable: take it back, or a later flush would make
-                    // durable what the callers were told failed.
-                    if let Err(e) = store.discard(&encoded) {
-                        tracing::error!(error = %e, "cannot take back a batch that failed to flush; refusing appends until restart");
-                        poisoned = Some("the event log is in an unknown state after a failed flush; restart the server".into());
-                    } else if let Err(e) = store.flush() {
-                        // The store's own background flush may have made the batch durable
-                        // meanwhile, and a crash before the next flush would bring it back.
-                        // A disk that just failed a flush may fail this one too: the next
-                        // batch's flush, before anything is acknowledged, tries again.
-                        tracing::warn!(error = %e, "the taking back of a failed batch is not durable yet");
+            match store.append(batch_id, &mut encoded) {
+                Ok(()) => {
+                    // The store may have numbered the batch from a log that other nodes append
+                    // to: its seqs are the ones recorded.
+                    let mut recorded_seqs = encoded.iter().map(|r| r.seq);
+                    for r in replies
+                        .iter_mut()
+                        .flat_map(|(recorded, _)| recorded.iter_mut())
+                    {
+                        r.seq = recorded_seqs
+                            .next()
+                            .expect("the store keeps the batch's length");
                     }
-                })
-            })
+                    seq = encoded.last().map_or(last, |r| r.seq);
+                    Ok(())
+                }
+                Err(AppendError::Failed(e) | AppendError::InDoubt(e)) => Err(e),
+                Err(AppendError::Poisoned(e)) => {
+                    poisoned = Some("the event log is in an unknown state after a failed flush; restart the server".into());
+                    Err(e)
+                }
+            }
         };
         match outcome {
             Ok(()) => {
@@ -253,5 +269,146 @@ fn run_writer(
         if let Request::Append { ack, .. } = req {
             let _ = ack.send(Err(LogError::Closed));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The writer's side of the store contract, over a store double: the only writer's take-back
+    //! and poisoning, and a shared store's numbering adopted.
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::event::SystemUids;
+    use crate::log::AppendError;
+
+    /// A store in memory that fails its flushes or its take-backs on demand, or numbers batches
+    /// itself from `shared_last` (another writer's appends).
+    #[derive(Default)]
+    struct Double {
+        events: Mutex<BTreeMap<Seq, Vec<u8>>>,
+        calls: Mutex<Vec<&'static str>>,
+        failing_flush: Mutex<bool>,
+        failing_discard: Mutex<bool>,
+        shared_last: Mutex<Option<u64>>,
+    }
+
+    impl LogStore for Double {
+        fn last_seq(&self) -> Result<Seq, LogError> {
+            Ok(self.events.lock().keys().last().copied().unwrap_or(Seq(0)))
+        }
+        fn append(&self, batch_id: Uuid, batch: &mut [EncodedRecord]) -> Result<(), AppendError> {
+            let Some(last) = *self.shared_last.lock() else {
+                return crate::log::append_as_only_writer(self, batch);
+            };
+            let _ = batch_id;
+            for (r, seq) in batch.iter_mut().zip(last + 1..) {
+                r.seq = Seq(seq);
+            }
+            self.write(batch).map_err(AppendError::Failed)
+        }
+        fn write(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
+            self.calls.lock().push("write");
+            let mut events = self.events.lock();
+            for r in batch {
+                events.insert(r.seq, r.bytes.clone());
+            }
+            Ok(())
+        }
+        fn flush(&self) -> Result<(), LogError> {
+            self.calls.lock().push("flush");
+            if *self.failing_flush.lock() {
+                return Err(LogError::storage("flush failed (test)"));
+            }
+            Ok(())
+        }
+        fn discard(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
+            self.calls.lock().push("discard");
+            if *self.failing_discard.lock() {
+                return Err(LogError::storage("discard failed (test)"));
+            }
+            let mut events = self.events.lock();
+            for r in batch {
+                events.remove(&r.seq);
+            }
+            Ok(())
+        }
+        fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<(Seq, Vec<u8>)>, LogError> {
+            let events = self.events.lock();
+            let after = events.range(after.next()..).take(limit);
+            Ok(after.map(|(s, b)| (*s, b.clone())).collect())
+        }
+        fn read_uid(&self, _: &str, _: Seq, _: usize) -> Result<Vec<(Seq, Vec<u8>)>, LogError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn event() -> Event {
+        Event::SystemUidsAdded(SystemUids { uids: Vec::new() })
+    }
+
+    fn seqs(recorded: &[RecordedEvent]) -> Vec<u64> {
+        recorded.iter().map(|r| r.seq.0).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_fails_to_flush_is_taken_back_and_consumes_no_seq() {
+        let store = Arc::new(Double::default());
+        let log = EventLog::start(store.clone(), NodeId(1)).unwrap();
+        assert_eq!(seqs(&log.append(vec![event()]).await.unwrap()), [1]);
+        *store.failing_flush.lock() = true;
+        let failed = log.append(vec![event(), event()]).await.unwrap_err();
+        assert_eq!(
+            failed.to_string(),
+            "event log storage failed: flush failed (test)"
+        );
+        assert_eq!(store.events.lock().len(), 1, "taken back");
+        *store.failing_flush.lock() = false;
+        assert_eq!(seqs(&log.append(vec![event()]).await.unwrap()), [2]);
+        assert_eq!(
+            *store.calls.lock(),
+            ["write", "flush", "write", "flush", "discard", "flush", "write", "flush"]
+        );
+        log.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_cannot_be_taken_back_poisons_the_writer_until_restart() {
+        let store = Arc::new(Double::default());
+        let log = EventLog::start(store.clone(), NodeId(1)).unwrap();
+        *store.failing_flush.lock() = true;
+        *store.failing_discard.lock() = true;
+        let failed = log.append(vec![event()]).await.unwrap_err();
+        assert_eq!(
+            failed.to_string(),
+            "event log storage failed: flush failed (test)"
+        );
+        *store.failing_flush.lock() = false;
+        *store.failing_discard.lock() = false;
+        let refused = log.append(vec![event()]).await.unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "event log storage failed: the event log is in an unknown state after a failed \
+             flush; restart the server"
+        );
+        assert_eq!(*store.calls.lock(), ["write", "flush", "discard"]);
+        log.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_writer_takes_the_seqs_a_shared_store_gave_its_batch() {
+        let store = Arc::new(Double::default());
+        let log = EventLog::start(store.clone(), NodeId(1)).unwrap();
+        assert_eq!(seqs(&log.append(vec![event()]).await.unwrap()), [1]);
+        // Other nodes appended seqs 2 to 40 meanwhile.
+        *store.shared_last.lock() = Some(40);
+        let recorded = log.append(vec![event(), event()]).await.unwrap();
+        assert_eq!(seqs(&recorded), [41, 42]);
+        assert_eq!(log.last_durable(), Seq(42));
+        let read = log.read_after(Seq(1), 10).unwrap();
+        assert_eq!(seqs(&read), [41, 42]);
+        assert_eq!(read[0].event_id, recorded[0].event_id);
+        log.close().await;
     }
 }

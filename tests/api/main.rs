@@ -16,6 +16,7 @@ mod http_errors;
 mod http_failures;
 mod http_routes;
 mod limits;
+mod log_postgres;
 mod persistence;
 mod properties;
 mod secrets;
