@@ -8,9 +8,9 @@
 use sqlx::sqlite::SqlitePool;
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
-use super::reads::no_checkpoint;
 use super::seq;
 use crate::domain::*;
+use crate::view::columns::no_checkpoint;
 use crate::view::rows::RowChanges;
 use crate::view::ViewError;
 
