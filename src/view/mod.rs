@@ -1,12 +1,15 @@
 //! The SQL view: users, tokens (hashes only), device sessions, system uids and node lifetimes,
 //! projected from the log.
 //!
-//! Owns the [`ViewStore`] trait (one implementation per engine: [`sqlite`] now, PostgreSQL
-//! next) and the [`projector`] that feeds it. Promises: a batch of events and the checkpoint
+//! Owns the [`ViewStore`] trait (one implementation per engine: [`sqlite`], the embedded
+//! default, and [`postgres`], the view several nodes share) and the [`projector`] that feeds
+//! it. Promises: a batch of events and the checkpoint
 //! that accounts for them are written in one transaction, so the view is exactly-once in effect
 //! and always equals a replay of the log up to its checkpoint. Must never: call out (no
 //! sockets, no kicks) while projecting, so that replaying is always safe.
 
+mod columns;
+pub mod postgres;
 pub mod projector;
 pub mod rows;
 pub mod sqlite;
@@ -18,12 +21,17 @@ use crate::domain::{
     SessionId, TokenSlot, Uid,
 };
 
+pub use postgres::PostgresView;
 pub use sqlite::SqliteView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {
     #[error("SQL view: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(sqlx::Error),
+    /// The view's database cannot be reached right now (refused, cut, restarting, or no
+    /// connection free in time): nothing was changed, and the same call may succeed later.
+    #[error("SQL view: storage unavailable: {0}")]
+    Unavailable(sqlx::Error),
     #[error("SQL view migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("SQL view holds a row this build cannot read: {0}")]
@@ -61,7 +69,10 @@ impl ViewError {
     /// log is the cure: SQLite says the file is not a database or is corrupt, or it holds a row
     /// this build cannot read. Any other error (a lock held past the busy timeout, a permission
     /// refused, a full disk, a schema from a newer build) says nothing against the view, and a
-    /// rebuild would throw away a good one.
+    /// rebuild would throw away a good one. No error PostgreSQL reports counts: a shared view
+    /// is never set aside by one node; only a row this build cannot read (`Malformed`, or a
+    /// value of another type than the schema's) says the view itself is wrong, on either
+    /// engine.
     pub fn is_damage(&self) -> bool {
         match self {
             ViewError::Malformed(_) => true,
@@ -71,10 +82,46 @@ impl ViewError {
                 | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
             ) => sql_is_damage(e),
             ViewError::Migrate(_)
+            | ViewError::Unavailable(_)
             | ViewError::Missing(_)
             | ViewError::SchemaOlder { .. }
             | ViewError::SchemaNewer { .. } => false,
         }
+    }
+}
+
+/// Errors are sorted as they are made, so that every `?` in every engine gives the same kind
+/// for the same cause.
+impl From<sqlx::Error> for ViewError {
+    fn from(e: sqlx::Error) -> Self {
+        if sql_is_unavailable(&e) {
+            ViewError::Unavailable(e)
+        } else {
+            ViewError::Sql(e)
+        }
+    }
+}
+
+/// PostgreSQL's SQLSTATEs for a server that is going away or not there yet: class 08
+/// (connection exception), and of class 57 the shutdowns and a server still starting.
+fn pg_state_is_unavailable(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
+/// Whether `e` says the database cannot be reached, rather than that it refused the request:
+/// the socket failed or was cut, no connection was free in time (sqlx keeps trying to connect
+/// until the acquire limit), or PostgreSQL says it is shutting down or starting.
+fn sql_is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|e| pg_state_is_unavailable(e.code())),
+        _ => false,
     }
 }
 
@@ -117,7 +164,7 @@ pub struct SessionRecord {
 }
 
 /// A page of one user's session history with what it is read against, all from one snapshot
-/// of the view (see [`SqliteView::history_snapshot`]).
+/// of the view (see [`SqliteView::history_snapshot`], [`PostgresView::history_snapshot`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistorySnapshot {
     /// The last seq the snapshot accounts for.
@@ -128,8 +175,10 @@ pub struct HistorySnapshot {
     pub open_flags: Vec<DeviceFlag>,
 }
 
-/// Every row of the view in a canonical order and text form: two views are equal exactly when
-/// their dumps are.
+/// Every row of the view in a canonical order and text form, the same on every engine: two
+/// views, of either engine, are equal exactly when their dumps are. A row is its columns joined
+/// by `,`, each as SQLite's `quote()` writes it: an integer in decimal, text in single quotes
+/// with each quote doubled, `NULL`; rows are ordered by their key, text compared bytewise.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ViewDump {
     pub tables: Vec<(String, Vec<String>)>,

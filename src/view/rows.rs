@@ -62,7 +62,7 @@ pub struct SystemUidChange {
     pub added: Option<Seq>,
 }
 
-/// A node lifetime started in this batch, already stopped when it also stops in it.
+/// A node lifetime started in this batch, already stopped when it also stops in it after that.
 pub struct NewLifetime<'a> {
     pub start: &'a NodeStart,
     pub seq: Seq,
@@ -73,7 +73,9 @@ pub struct NewLifetime<'a> {
 /// The row changes of one batch, to be written in this order: new users; token clears (they
 /// touch only rows of earlier batches, since the batch's own token rows are written after
 /// them, already cleared where a quit followed); token rows; new sessions; ends of sessions
-/// of earlier batches; system uids; new lifetimes; stops of lifetimes of earlier batches.
+/// of earlier batches; system uids; stops of lifetimes, the last one per lifetime winning
+/// (they touch only rows of earlier batches, since the new lifetimes are written after them,
+/// already stopped where a stop followed their start); new lifetimes.
 #[derive(Default)]
 pub struct RowChanges<'a> {
     pub users: Vec<NewUser<'a>>,
@@ -204,10 +206,16 @@ impl<'a> RowChanges<'a> {
                     stopped: None,
                 });
             }
-            Event::NodeStopped(e) => match self.lifetime_at.get(&e.boot_id) {
-                Some(&i) => self.lifetimes[i].stopped = Some((seq, at)),
-                None => self.lifetime_stops.push((e.boot_id, seq, at)),
-            },
+            Event::NodeStopped(e) => {
+                // Every stop goes to the rows of earlier batches too: when the lifetime started
+                // in an earlier batch, its start here inserts nothing and only the update
+                // stops it; when it did not, the update finds no row, as a stop before its
+                // start would, one at a time.
+                self.lifetime_stops.push((e.boot_id, seq, at));
+                if let Some(&i) = self.lifetime_at.get(&e.boot_id) {
+                    self.lifetimes[i].stopped = Some((seq, at));
+                }
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ mod secrets;
 mod server_log;
 mod smoke;
 mod stats;
+mod view_engines;
 mod view_recovery;
 mod watchdog;
 

@@ -21,9 +21,9 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
+use super::columns::no_checkpoint;
 use super::{SessionRecord, ViewDump, ViewError, ViewState, ViewStore};
 use crate::domain::*;
-use reads::no_checkpoint;
 
 pub struct SqliteView {
     pool: SqlitePool,

@@ -8,6 +8,7 @@
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::Row;
 
+use super::super::columns::*;
 use super::super::{HistorySnapshot, SessionRecord, ViewDump, ViewError, ViewState};
 use super::{read_checkpoint, SqliteView};
 use crate::domain::*;
@@ -107,7 +108,6 @@ pub(super) async fn read_sessions(
     .await?;
     rows.into_iter()
         .map(|row| {
-            let reason: Option<String> = row.try_get(8)?;
             Ok(SessionRecord {
                 session_id: session_col(row.try_get(0)?)?,
                 uid: uid.clone(),
@@ -118,12 +118,7 @@ pub(super) async fn read_sessions(
                 peer: row.try_get(5)?,
                 connected_at: row.try_get(6)?,
                 disconnected_at: row.try_get(7)?,
-                reason: reason
-                    .map(|r| {
-                        CloseReason::parse(&r)
-                            .ok_or_else(|| malformed(format_args!("reason {r:?}")))
-                    })
-                    .transpose()?,
+                reason: reason_col(row.try_get(8)?)?,
             })
         })
         .collect()
@@ -144,14 +139,7 @@ pub(super) async fn load_state(pool: &SqlitePool) -> Result<ViewState, ViewError
         .fetch_all(&mut *conn)
         .await?
     {
-        let hash: Option<String> = row.try_get(3)?;
-        let slot = match hash {
-            None => TokenSlot::Cleared,
-            Some(h) => TokenSlot::Active {
-                hash: TokenHash::from_hex(&h).ok_or_else(|| malformed("token_hash"))?,
-                level: level_col(row.try_get(2)?)?,
-            },
-        };
+        let slot = token_slot(row.try_get(3)?, row.try_get(2)?)?;
         state
             .tokens
             .push((uid_col(row.try_get(0)?)?, flag_col(row.try_get(1)?)?, slot));
@@ -190,33 +178,4 @@ pub(super) async fn dump(pool: &SqlitePool) -> Result<ViewDump, ViewError> {
         dump.tables.push((table.to_string(), rows));
     }
     Ok(dump)
-}
-
-fn malformed(what: impl std::fmt::Display) -> ViewError {
-    ViewError::Malformed(what.to_string())
-}
-
-/// The migration writes the checkpoint's one row: a view without it is malformed, not empty.
-pub(super) fn no_checkpoint() -> ViewError {
-    malformed("projector_checkpoint has no row")
-}
-
-fn uid_col(s: &str) -> Result<Uid, ViewError> {
-    Uid::parse(s).map_err(|e| malformed(format_args!("uid {s:?}: {e}")))
-}
-
-fn flag_col(n: i64) -> Result<DeviceFlag, ViewError> {
-    DeviceFlag::parse(n).ok_or_else(|| malformed(format_args!("device_flag {n}")))
-}
-
-fn level_col(n: i64) -> Result<DeviceLevel, ViewError> {
-    DeviceLevel::parse(n).ok_or_else(|| malformed(format_args!("device_level {n}")))
-}
-
-fn session_col(s: &str) -> Result<SessionId, ViewError> {
-    SessionId::parse(s).ok_or_else(|| malformed(format_args!("session_id {s:?}")))
-}
-
-fn device_col(s: &str) -> Result<DeviceId, ViewError> {
-    DeviceId::parse(s).ok_or_else(|| malformed(format_args!("device_id {s:?}")))
 }

@@ -8,9 +8,9 @@
 use sqlx::sqlite::SqlitePool;
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
-use super::reads::no_checkpoint;
 use super::seq;
 use crate::domain::*;
+use crate::view::columns::no_checkpoint;
 use crate::view::rows::RowChanges;
 use crate::view::ViewError;
 
@@ -138,6 +138,16 @@ async fn write(tx: &mut Transaction<'_, Sqlite>, c: &RowChanges<'_>) -> Result<(
             .await?;
         }
     }
+    for (boot_id, stopped, at) in &c.lifetime_stops {
+        sqlx::query(
+            "UPDATE node_lifetimes SET stopped_seq = ?2, stopped_at = ?3 WHERE boot_id = ?1",
+        )
+        .bind(boot_id.to_string())
+        .bind(seq(*stopped))
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    }
     for l in &c.lifetimes {
         let e = l.start;
         sqlx::query(
@@ -151,16 +161,6 @@ async fn write(tx: &mut Transaction<'_, Sqlite>, c: &RowChanges<'_>) -> Result<(
         .bind(l.at)
         .bind(l.stopped.map(|(s, _)| seq(s)))
         .bind(l.stopped.map(|(_, at)| at))
-        .execute(&mut **tx)
-        .await?;
-    }
-    for (boot_id, stopped, at) in &c.lifetime_stops {
-        sqlx::query(
-            "UPDATE node_lifetimes SET stopped_seq = ?2, stopped_at = ?3 WHERE boot_id = ?1",
-        )
-        .bind(boot_id.to_string())
-        .bind(seq(*stopped))
-        .bind(at)
         .execute(&mut **tx)
         .await?;
     }
