@@ -22,9 +22,15 @@ const MAX_OUTBOUND_QUEUE: usize = 1 << 20;
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Directory of the event log (`log/`, sled) and the SQL view (`view.sqlite`).
+    /// Directory of the event log (`log/`, sled) and the SQL view (`view.sqlite`); unused
+    /// with --database-url.
     #[arg(long, env = "WK_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// Keep the event log and the SQL view in this PostgreSQL database (postgres://...),
+    /// shared by every node started on it, instead of sled and SQLite in --data-dir.
+    #[arg(long, env = "WK_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 
     /// Address of the HTTP API. Port 0 binds a free port (logged at start).
     #[arg(long, env = "WK_API_ADDR", default_value = "127.0.0.1:5001")]

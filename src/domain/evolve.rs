@@ -41,6 +41,7 @@ pub fn evolve(state: &mut impl State, event: &Event) {
                 device_flag: e.device_flag,
                 device_level: e.device_level,
                 device_id: e.device_id.clone(),
+                node_id: e.node_id,
             })
         }),
         Event::Disconnected(e) => state.user(&e.uid, |u| u.close(e.session_id)),

@@ -27,6 +27,8 @@ pub struct OpenSession {
     pub device_flag: DeviceFlag,
     pub device_level: DeviceLevel,
     pub device_id: DeviceId,
+    /// The node that holds the session's socket.
+    pub node_id: NodeId,
 }
 
 /// The part of the state a command is decided against (see `Command::subject`).

@@ -110,6 +110,13 @@ pub enum AppendError {
 /// writer), [`PostgresStore`] (one log that several nodes append to), and test doubles that fail
 /// on demand.
 pub trait LogStore: Send + Sync + 'static {
+    /// Whether a read may show events that are not durable yet (the only writer's batch written
+    /// and not yet flushed): the log then shows only what its writer knows to be durable. A
+    /// store whose reads see committed events only, several writers' included, says `false`.
+    fn reads_may_run_ahead(&self) -> bool {
+        true
+    }
+
     /// The highest seq stored, `Seq(0)` for an empty log.
     fn last_seq(&self) -> Result<Seq, LogError>;
 

@@ -251,6 +251,11 @@ fn rows_to_events(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<(Seq, Vec<u8>)
 }
 
 impl LogStore for PostgresStore {
+    /// A read sees committed events only, and a committed event is durable.
+    fn reads_may_run_ahead(&self) -> bool {
+        false
+    }
+
     fn last_seq(&self) -> Result<Seq, LogError> {
         let last: i64 = self
             .wait(

@@ -111,10 +111,23 @@ impl EventLog {
     }
 
     /// Up to `limit` durable events after `after`, decoded. A batch still being flushed is not
-    /// shown: it may yet be taken back.
+    /// shown: it may yet be taken back. (In a log several nodes share, every committed event
+    /// is shown, the other nodes' included.)
     pub fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
         let durable = self.last_durable();
-        decode_durable(self.store()?.read_after(after, limit)?, durable)
+        let store = self.store()?;
+        let raw = store.read_after(after, limit)?;
+        decode_durable(raw, self.read_limit(&*store, durable))
+    }
+
+    /// How far a read may show: everything the store shows, unless its reads may run ahead
+    /// of what the writer knows to be durable.
+    fn read_limit(&self, store: &dyn LogStore, durable: Seq) -> Seq {
+        if store.reads_may_run_ahead() {
+            durable
+        } else {
+            Seq(u64::MAX)
+        }
     }
 
     /// Up to `limit` durable events of one uid after `after`, decoded.
@@ -125,7 +138,9 @@ impl EventLog {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
         let durable = self.last_durable();
-        decode_durable(self.store()?.read_uid(uid, after, limit)?, durable)
+        let store = self.store()?;
+        let raw = store.read_uid(uid, after, limit)?;
+        decode_durable(raw, self.read_limit(&*store, durable))
     }
 
     /// Stops the writer after everything queued before this call, waits for it, and releases

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::apply::Subscribers;
+use crate::cluster::Follower;
 use crate::domain::{
     decide, CloseReason, Command, RecordedEvent, Rejection, SessionId, Subject, Uid,
 };
@@ -43,6 +44,9 @@ pub struct WritePath {
     system_uids_turn: Mutex<()>,
     retries: TaskTracker,
     stopping: CancellationToken,
+    /// With a log several nodes share: caught up before each decision, so that a command is
+    /// decided against every event committed before it arrived, whichever node wrote it.
+    follower: Option<Arc<Follower>>,
 }
 
 impl WritePath {
@@ -56,6 +60,15 @@ impl WritePath {
             system_uids_turn: Mutex::new(()),
             retries: TaskTracker::new(),
             stopping: CancellationToken::new(),
+            follower: None,
+        }
+    }
+
+    /// A write path over a log several nodes share, followed by `follower`.
+    pub fn shared(log: EventLog, subscribers: Arc<Subscribers>, follower: Arc<Follower>) -> Self {
+        WritePath {
+            follower: Some(follower),
+            ..WritePath::new(log, subscribers)
         }
     }
 
@@ -89,6 +102,12 @@ impl WritePath {
             Some(turn) => Some(turn.lock().await),
             None => None,
         };
+        if let Some(follower) = &self.follower {
+            let follower = follower.clone();
+            tokio::task::spawn_blocking(move || follower.catch_up())
+                .await
+                .map_err(LogError::storage)??;
+        }
         let events = self
             .presence()
             .with_state(subject, |state| decide(state, &command))?;

@@ -5,6 +5,7 @@
 
 mod cli;
 mod cli_errors;
+mod cluster;
 mod crash;
 mod gateway_concurrency;
 mod gateway_connect;

@@ -198,7 +198,7 @@ pub(super) async fn load_state(pool: &PgPool) -> Result<ViewState, ViewError> {
             .push((uid_col(row.try_get(0)?)?, flag_col(row.try_get(1)?)?, slot));
     }
     for row in sqlx::query(
-        "SELECT session_id::text, uid, device_flag, device_level, device_id FROM device_sessions \
+        "SELECT session_id::text, uid, device_flag, device_level, device_id, node_id FROM device_sessions \
          WHERE disconnected_seq IS NULL ORDER BY connected_seq",
     )
     .fetch_all(&mut *tx)
@@ -211,6 +211,7 @@ pub(super) async fn load_state(pool: &PgPool) -> Result<ViewState, ViewError> {
                 device_flag: flag_col(row.try_get(2)?)?,
                 device_level: level_col(row.try_get(3)?)?,
                 device_id: device_col(row.try_get(4)?)?,
+                node_id: NodeId(row.try_get::<i64, _>(5)? as u64),
             },
         ));
     }

@@ -29,8 +29,15 @@ pub async fn start_node(data_dir: &Path) -> Node {
 
 /// Starts the binary with `RUST_LOG` set to `log_level`.
 pub async fn start_node_logging(data_dir: &Path, log_level: &str) -> Node {
+    start_node_with(data_dir, log_level, &[]).await
+}
+
+/// Starts the binary with `RUST_LOG` set to `log_level` and the `extra` flags (a shared
+/// database, a node id).
+pub async fn start_node_with(data_dir: &Path, log_level: &str, extra: &[&str]) -> Node {
     crate::watchdog::arm();
     let mut child = serve_command(data_dir)
+        .args(extra)
         .env("RUST_LOG", log_level)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -20,17 +20,18 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::apply::Subscribers;
+mod embedded;
+mod shared;
+
 use crate::config::{Config, ConfigError};
 use crate::domain::event::{NodeLifetime, NodeStart};
 use crate::domain::{CloseReason, Command, NodeId, Seq};
 use crate::gateway::{Gateway, GatewaySettings};
 use crate::http::serve::ApiConnections;
 use crate::http::{self, ApiContext, ApiLimits, ApiState, ManagerToken};
-use crate::log::{EventLog, LogError, LogStore, SledStore};
-use crate::presence::Presence;
-use crate::view::projector::{self, Projector, ProjectorError};
-use crate::view::{SqliteView, ViewError, ViewState, ViewStore};
+use crate::log::{EventLog, LogError, LogStore};
+use crate::view::projector::{Projector, ProjectorError};
+use crate::view::{ViewError, ViewStore};
 use crate::write::{WriteError, WritePath};
 
 /// How long the stop waits for sessions to close themselves, and then for HTTP requests in
@@ -89,6 +90,10 @@ pub struct Server {
     boot_id: Uuid,
     write: Arc<WritePath>,
     view: Arc<dyn ViewStore>,
+    /// With a shared log: the task that brings the other nodes' events.
+    tail: Option<Tail>,
+    /// With a shared log, the open sessions of other nodes are theirs to close.
+    sessions_of_this_node_only: bool,
     projector: Projector,
     gateway: Arc<Gateway>,
     ready: Arc<AtomicBool>,
@@ -97,14 +102,29 @@ pub struct Server {
     gateway_task: JoinHandle<()>,
 }
 
-/// Opens the log in `config`'s data directory (sled locks it: one process at a time).
-pub async fn open_log(config: &Config) -> Result<Arc<dyn LogStore>, StartError> {
-    let dir = config.log_dir();
-    let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
-        .await
-        .map_err(LogError::storage)?
-        .map_err(|e| e.in_data_dir(&config.data_dir, "stop it first"))?;
-    Ok(Arc::new(store))
+/// What a recovery hands to the serving node: the log and the view caught up, memory restored
+/// behind the write path.
+struct Recovered {
+    log: EventLog,
+    view: Arc<dyn ViewStore>,
+    /// The last seq the view holds: the log's end when recovery ended.
+    projected: Seq,
+    write: Arc<WritePath>,
+    tail: Option<Tail>,
+    sessions_of_this_node_only: bool,
+}
+
+/// The tail of a shared log, running.
+struct Tail {
+    task: JoinHandle<()>,
+    stop: CancellationToken,
+}
+
+impl Tail {
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
 }
 
 /// The two listeners, bound before anything else is done.
@@ -123,64 +143,64 @@ impl Listeners {
 }
 
 impl Server {
-    /// Recovers the state in `config.data_dir` and starts serving.
+    /// Recovers the state (in `config.data_dir`, or in the shared database of
+    /// `config.database_url`) and starts serving.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         for warning in config.check()? {
             tracing::warn!("{warning}");
         }
         let listeners = Listeners::bind(&config).await?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-            path: config.data_dir.display().to_string(),
-            source,
-        })?;
-        let store = open_log(&config).await?;
-        Self::start_on(config, store, listeners).await
+        let recovered = match &config.database_url {
+            Some(url) => shared::recover(&config, url).await?,
+            None => {
+                std::fs::create_dir_all(&config.data_dir).map_err(|source| {
+                    StartError::DataDir {
+                        path: config.data_dir.display().to_string(),
+                        source,
+                    }
+                })?;
+                let store = embedded::open_log(&config).await?;
+                embedded::recover(&config, store).await?
+            }
+        };
+        Self::serve(config, recovered, listeners).await
     }
 
-    /// Like [`Server::start`], over a log store the caller opened (tests use failing stores).
+    /// Like [`Server::start`] on the embedded storage, over a log store the caller opened
+    /// (tests use failing stores).
     pub async fn start_with_log(
         config: Config,
         store: Arc<dyn LogStore>,
     ) -> Result<Server, StartError> {
         let listeners = Listeners::bind(&config).await?;
-        Self::start_on(config, store, listeners).await
+        let recovered = embedded::recover(&config, store).await?;
+        Self::serve(config, recovered, listeners).await
     }
 
-    async fn start_on(
+    async fn serve(
         config: Config,
-        store: Arc<dyn LogStore>,
+        recovered: Recovered,
         listeners: Listeners,
     ) -> Result<Server, StartError> {
         let node_id = NodeId(config.node_id);
-        let end = store.last_seq()?;
-        let (view, state) = match open_view(&config, end).await {
-            Ok(opened) => opened,
-            Err(e) => {
-                let e = view_damage(e, &config)?;
-                set_view_aside(&config, &e)?;
-                open_view(&config, end).await?
-            }
-        };
-        let snapshot = state.checkpoint;
-        let presence = Arc::new(Presence::load(
-            state.tokens,
-            state.open_sessions,
-            state.system_uids,
-        ));
-        let subscribers = Arc::new(Subscribers::new(presence, snapshot));
-        let log = EventLog::start_with(store, node_id, subscribers.clone())?;
-        publish_tail(&log, &subscribers, snapshot).await?;
-        let view = catch_up_view(&config, &log, view).await?;
-        let write = Arc::new(WritePath::new(log.clone(), subscribers.clone()));
+        let Recovered {
+            log,
+            view,
+            write,
+            projected,
+            tail,
+            sessions_of_this_node_only,
+        } = recovered;
         let projector = Projector::spawn(
             log.clone(),
             view.clone(),
-            log.last_durable(),
-            subscribers.published(),
+            projected,
+            write.subscribers().published(),
         );
-        tracing::info!(last_seq = %log.last_durable(), "recovered the event log and the view");
+        tracing::info!(last_seq = %projected, "recovered the event log and the view");
 
-        let left_open = close_all(&write, CloseReason::ServerRestart).await?;
+        let mine = sessions_of_this_node_only.then_some(node_id);
+        let left_open = close_all(&write, CloseReason::ServerRestart, mine).await?;
         if left_open > 0 {
             tracing::info!(
                 sessions = left_open,
@@ -242,6 +262,8 @@ impl Server {
             write,
             view,
             projector,
+            tail,
+            sessions_of_this_node_only,
             gateway,
             ready,
             stop_api,
@@ -279,7 +301,8 @@ impl Server {
         let _ = self.gateway_task.await;
         self.write.finish_retries().await;
         // Sessions that could not close themselves in time are closed here.
-        if let Err(e) = close_all(&self.write, CloseReason::ServerShutdown).await {
+        let mine = self.sessions_of_this_node_only.then_some(self.node_id);
+        if let Err(e) = close_all(&self.write, CloseReason::ServerShutdown, mine).await {
             tracing::error!(error = %e, "could not record every session's close");
         }
         // Returns within STOP_GRACE: what is still busy then is closed.
@@ -290,171 +313,14 @@ impl Server {
             tracing::error!(error = %e, "could not record NodeStopped");
         }
         let log = self.write.log().clone();
+        if let Some(tail) = self.tail {
+            tail.stop().await;
+        }
         self.projector.stop().await;
         self.view.close().await;
         log.close().await;
         tracing::info!("stopped");
     }
-}
-
-/// Opens the view and reads its snapshot for memory, as of its checkpoint. A view that claims
-/// more than a non-empty log holds belongs to another log: it is reported as unreadable. A view
-/// with events beside an empty log is refused instead: what is missing is far more likely the
-/// log (deleted, or a volume not mounted) than the view's history, and rebuilding from nothing
-/// would bring the server up with every user gone.
-async fn open_view(config: &Config, end: Seq) -> Result<(SqliteView, ViewState), StartError> {
-    if end == Seq(0) {
-        refuse_a_view_beside_an_empty_log(config).await?;
-    }
-    let view = SqliteView::open(&config.view_path()).await?;
-    let state = async {
-        let state = view.load_state().await?;
-        if state.checkpoint > end {
-            if end == Seq(0) {
-                // Reached only when the read-only look failed and this open did not.
-                return Err(log_empty_beside_view(config, state.checkpoint));
-            }
-            return Err(ViewError::Malformed(format!(
-                "its checkpoint {} is past the end of the log ({end})",
-                state.checkpoint
-            ))
-            .into());
-        }
-        Ok(state)
-    }
-    .await;
-    match state {
-        Ok(state) => Ok((view, state)),
-        Err(e) => {
-            view.close().await;
-            Err(e)
-        }
-    }
-}
-
-/// Hands the log's events after `snapshot` to the subscribers: memory, restored from the view's
-/// snapshot, reaches the log's end through the same path as every append.
-async fn publish_tail(
-    log: &EventLog,
-    subscribers: &Subscribers,
-    snapshot: Seq,
-) -> Result<(), StartError> {
-    let mut at = snapshot;
-    loop {
-        let reader = log.clone();
-        let batch = tokio::task::spawn_blocking(move || reader.read_after(at, projector::BATCH))
-            .await
-            .map_err(LogError::storage)??;
-        let Some(last) = batch.last() else {
-            return Ok(());
-        };
-        at = last.seq;
-        subscribers.publish(&batch);
-    }
-}
-
-/// Brings the view up to the log's end. A view found damaged on the way is set aside and built
-/// again from the log (memory does not depend on it any more).
-async fn catch_up_view(
-    config: &Config,
-    log: &EventLog,
-    view: SqliteView,
-) -> Result<Arc<dyn ViewStore>, StartError> {
-    let end = log.last_durable();
-    if view.checkpoint().await? == Seq(0) && end > Seq(0) {
-        tracing::info!(
-            events = end.0,
-            "the SQL view is empty; rebuilding it from the log"
-        );
-    }
-    match projector::catch_up(log, &view).await {
-        Ok(_) => Ok(Arc::new(view)),
-        Err(e) => {
-            view.close().await;
-            let e = view_damage(e.into(), config)?;
-            set_view_aside(config, &e)?;
-            let view = SqliteView::open(&config.view_path()).await?;
-            projector::catch_up(log, &view).await?;
-            Ok(Arc::new(view))
-        }
-    }
-}
-
-fn set_view_aside(config: &Config, e: &ViewError) -> Result<(), StartError> {
-    let path = config.view_path();
-    let aside = set_aside(&path)?;
-    tracing::warn!(
-        error = %e,
-        "the SQL view {} is unreadable; moved it to {} and rebuilding it from the log",
-        path.display(),
-        aside.display()
-    );
-    Ok(())
-}
-
-/// With an empty log, looks at the view's checkpoint read-only first, whatever its schema
-/// version, so that a refused start leaves the file exactly as it was: a read-write open could
-/// fold its write-ahead log into it, and would migrate a view of an older schema before its
-/// checkpoint could be read. A view that cannot be read this way is left to the full recovery
-/// to judge.
-async fn refuse_a_view_beside_an_empty_log(config: &Config) -> Result<(), StartError> {
-    let path = config.view_path();
-    if !path.exists() {
-        return Ok(());
-    }
-    match SqliteView::peek_checkpoint(&path).await {
-        Ok(checkpoint) if checkpoint > Seq(0) => Err(log_empty_beside_view(config, checkpoint)),
-        _ => Ok(()),
-    }
-}
-
-fn log_empty_beside_view(config: &Config, checkpoint: Seq) -> StartError {
-    StartError::LogEmptyBesideView {
-        log: config.log_dir().display().to_string(),
-        view: config.view_path().display().to_string(),
-        checkpoint,
-    }
-}
-
-/// Sorts an error of the view's recovery by its cause, not by the step it showed at (open,
-/// checkpoint, catch-up, load): `Ok` with the view's error when the view is damaged (see
-/// [`ViewError::is_damage`]) and is to be set aside and rebuilt; `Err` with the error to refuse
-/// the start with otherwise, the view left as it is.
-fn view_damage(e: StartError, config: &Config) -> Result<ViewError, StartError> {
-    match e {
-        StartError::View(v) | StartError::Projector(ProjectorError::View(v)) => {
-            if v.is_damage() {
-                Ok(v)
-            } else {
-                Err(StartError::ViewUnusable {
-                    path: config.view_path().display().to_string(),
-                    error: v,
-                })
-            }
-        }
-        other => Err(other),
-    }
-}
-
-/// Renames an unreadable view (and its WAL files) out of the way; returns the new name.
-fn set_aside(path: &std::path::Path) -> Result<std::path::PathBuf, StartError> {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let aside = path.with_extension(format!("sqlite.corrupt-{stamp}"));
-    let io = |source| StartError::DataDir {
-        path: path.display().to_string(),
-        source,
-    };
-    std::fs::rename(path, &aside).map_err(io)?;
-    for suffix in ["-wal", "-shm"] {
-        let side = format!("{}{suffix}", path.display());
-        if std::path::Path::new(&side).exists() {
-            std::fs::rename(&side, format!("{}{suffix}", aside.display())).map_err(io)?;
-        }
-    }
-    Ok(aside)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -471,9 +337,17 @@ fn lifetime_end(node_id: NodeId, boot_id: Uuid) -> NodeLifetime {
     }
 }
 
-/// Records the close of every open session with `reason`; returns how many were closed.
-async fn close_all(write: &Arc<WritePath>, reason: CloseReason) -> Result<usize, WriteError> {
-    let open = write.presence().open_sessions();
+/// Records the close of every open session (of node `only`, when given) with `reason`; returns
+/// how many were closed.
+async fn close_all(
+    write: &Arc<WritePath>,
+    reason: CloseReason,
+    only: Option<NodeId>,
+) -> Result<usize, WriteError> {
+    let mut open = write.presence().open_sessions();
+    if let Some(node) = only {
+        open.retain(|(_, s)| s.node_id == node);
+    }
     let n = open.len();
     let mut closes = tokio::task::JoinSet::new();
     for (uid, session) in open {

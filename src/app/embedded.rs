@@ -1,0 +1,225 @@
+//! Recovery on the embedded storage: the sled log and the SQLite view in the data directory.
+//!
+//! Owns the start-up of a single node: restore memory from the view's snapshot, publish the
+//! log's tail, catch the view up; a damaged view is set aside and rebuilt from the log, a view
+//! beside an empty log is refused. Promises: memory and the view both reach the log's end
+//! before anything is served. Must never: rebuild a view that nothing says is damaged (a lock,
+//! permissions, a full disk, a newer schema refuse the start instead), or change a view whose
+//! start is refused.
+
+use std::sync::Arc;
+
+use super::{Recovered, StartError};
+use crate::apply::Subscribers;
+use crate::config::Config;
+use crate::domain::{NodeId, Seq};
+use crate::log::{EventLog, LogError, LogStore, SledStore};
+use crate::presence::Presence;
+use crate::view::projector::{self, ProjectorError};
+use crate::view::{SqliteView, ViewError, ViewState, ViewStore};
+use crate::write::WritePath;
+
+/// Opens the log, the view and memory on `store`, and brings them to the log's end.
+pub(super) async fn recover(
+    config: &Config,
+    store: Arc<dyn LogStore>,
+) -> Result<Recovered, StartError> {
+    let end = store.last_seq()?;
+    let (view, state) = match open_view(config, end).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            let e = view_damage(e, config)?;
+            set_view_aside(config, &e)?;
+            open_view(config, end).await?
+        }
+    };
+    let snapshot = state.checkpoint;
+    let presence = Arc::new(Presence::load(
+        state.tokens,
+        state.open_sessions,
+        state.system_uids,
+    ));
+    let subscribers = Arc::new(Subscribers::new(presence, snapshot));
+    let log = EventLog::start_with(store, NodeId(config.node_id), subscribers.clone())?;
+    publish_tail(&log, &subscribers, snapshot).await?;
+    let view = catch_up_view(config, &log, view).await?;
+    let write = Arc::new(WritePath::new(log.clone(), subscribers));
+    Ok(Recovered {
+        projected: log.last_durable(),
+        log,
+        view,
+        write,
+        tail: None,
+        sessions_of_this_node_only: false,
+    })
+}
+
+/// Opens the log in `config`'s data directory (sled locks it: one process at a time).
+pub(super) async fn open_log(config: &Config) -> Result<Arc<dyn LogStore>, StartError> {
+    let dir = config.log_dir();
+    let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
+        .await
+        .map_err(LogError::storage)?
+        .map_err(|e| e.in_data_dir(&config.data_dir, "stop it first"))?;
+    Ok(Arc::new(store))
+}
+
+/// Opens the view and reads its snapshot for memory, as of its checkpoint. A view that claims
+/// more than a non-empty log holds belongs to another log: it is reported as unreadable. A view
+/// with events beside an empty log is refused instead: what is missing is far more likely the
+/// log (deleted, or a volume not mounted) than the view's history, and rebuilding from nothing
+/// would bring the server up with every user gone.
+async fn open_view(config: &Config, end: Seq) -> Result<(SqliteView, ViewState), StartError> {
+    if end == Seq(0) {
+        refuse_a_view_beside_an_empty_log(config).await?;
+    }
+    let view = SqliteView::open(&config.view_path()).await?;
+    let state = async {
+        let state = view.load_state().await?;
+        if state.checkpoint > end {
+            if end == Seq(0) {
+                // Reached only when the read-only look failed and this open did not.
+                return Err(log_empty_beside_view(config, state.checkpoint));
+            }
+            return Err(ViewError::Malformed(format!(
+                "its checkpoint {} is past the end of the log ({end})",
+                state.checkpoint
+            ))
+            .into());
+        }
+        Ok(state)
+    }
+    .await;
+    match state {
+        Ok(state) => Ok((view, state)),
+        Err(e) => {
+            view.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// Hands the log's events after `snapshot` to the subscribers: memory, restored from the view's
+/// snapshot, reaches the log's end through the same path as every append.
+async fn publish_tail(
+    log: &EventLog,
+    subscribers: &Subscribers,
+    snapshot: Seq,
+) -> Result<(), StartError> {
+    let mut at = snapshot;
+    loop {
+        let reader = log.clone();
+        let batch = tokio::task::spawn_blocking(move || reader.read_after(at, projector::BATCH))
+            .await
+            .map_err(LogError::storage)??;
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        at = last.seq;
+        subscribers.publish(&batch);
+    }
+}
+
+/// Brings the view up to the log's end. A view found damaged on the way is set aside and built
+/// again from the log (memory does not depend on it any more).
+async fn catch_up_view(
+    config: &Config,
+    log: &EventLog,
+    view: SqliteView,
+) -> Result<Arc<dyn ViewStore>, StartError> {
+    let end = log.last_durable();
+    if view.checkpoint().await? == Seq(0) && end > Seq(0) {
+        tracing::info!(
+            events = end.0,
+            "the SQL view is empty; rebuilding it from the log"
+        );
+    }
+    match projector::catch_up(log, &view).await {
+        Ok(_) => Ok(Arc::new(view)),
+        Err(e) => {
+            view.close().await;
+            let e = view_damage(e.into(), config)?;
+            set_view_aside(config, &e)?;
+            let view = SqliteView::open(&config.view_path()).await?;
+            projector::catch_up(log, &view).await?;
+            Ok(Arc::new(view))
+        }
+    }
+}
+
+fn set_view_aside(config: &Config, e: &ViewError) -> Result<(), StartError> {
+    let path = config.view_path();
+    let aside = set_aside(&path)?;
+    tracing::warn!(
+        error = %e,
+        "the SQL view {} is unreadable; moved it to {} and rebuilding it from the log",
+        path.display(),
+        aside.display()
+    );
+    Ok(())
+}
+
+/// With an empty log, looks at the view's checkpoint read-only first, whatever its schema
+/// version, so that a refused start leaves the file exactly as it was: a read-write open could
+/// fold its write-ahead log into it, and would migrate a view of an older schema before its
+/// checkpoint could be read. A view that cannot be read this way is left to the full recovery
+/// to judge.
+async fn refuse_a_view_beside_an_empty_log(config: &Config) -> Result<(), StartError> {
+    let path = config.view_path();
+    if !path.exists() {
+        return Ok(());
+    }
+    match SqliteView::peek_checkpoint(&path).await {
+        Ok(checkpoint) if checkpoint > Seq(0) => Err(log_empty_beside_view(config, checkpoint)),
+        _ => Ok(()),
+    }
+}
+
+fn log_empty_beside_view(config: &Config, checkpoint: Seq) -> StartError {
+    StartError::LogEmptyBesideView {
+        log: config.log_dir().display().to_string(),
+        view: config.view_path().display().to_string(),
+        checkpoint,
+    }
+}
+
+/// Sorts an error of the view's recovery by its cause, not by the step it showed at (open,
+/// checkpoint, catch-up, load): `Ok` with the view's error when the view is damaged (see
+/// [`ViewError::is_damage`]) and is to be set aside and rebuilt; `Err` with the error to refuse
+/// the start with otherwise, the view left as it is.
+fn view_damage(e: StartError, config: &Config) -> Result<ViewError, StartError> {
+    match e {
+        StartError::View(v) | StartError::Projector(ProjectorError::View(v)) => {
+            if v.is_damage() {
+                Ok(v)
+            } else {
+                Err(StartError::ViewUnusable {
+                    path: config.view_path().display().to_string(),
+                    error: v,
+                })
+            }
+        }
+        other => Err(other),
+    }
+}
+
+/// Renames an unreadable view (and its WAL files) out of the way; returns the new name.
+fn set_aside(path: &std::path::Path) -> Result<std::path::PathBuf, StartError> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let aside = path.with_extension(format!("sqlite.corrupt-{stamp}"));
+    let io = |source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::rename(path, &aside).map_err(io)?;
+    for suffix in ["-wal", "-shm"] {
+        let side = format!("{}{suffix}", path.display());
+        if std::path::Path::new(&side).exists() {
+            std::fs::rename(&side, format!("{}{suffix}", aside.display())).map_err(io)?;
+        }
+    }
+    Ok(aside)
+}
