@@ -32,6 +32,11 @@ pub struct Config {
     #[arg(long, env = "WK_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// With --database-url: how long this node's lease lasts. It is renewed every fifth of
+    /// this; a node whose lease runs out is lost, and a peer closes its sessions (`node_lost`).
+    #[arg(long, env = "WK_NODE_LEASE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub node_lease: Duration,
+
     /// Address of the HTTP API. Port 0 binds a free port (logged at start).
     #[arg(long, env = "WK_API_ADDR", default_value = "127.0.0.1:5001")]
     pub api_addr: SocketAddr,
@@ -187,6 +192,7 @@ impl Config {
             ("first-frame-timeout", self.first_frame_timeout),
             ("header-read-timeout", self.header_read_timeout),
             ("slow-reader-limit", self.slow_reader_limit),
+            ("node-lease", self.node_lease),
         ] {
             // Zero would cut every session, every new WebSocket, or every API connection
             // before its first frame or request (or every session whose queue ever fills).

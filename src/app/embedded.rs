@@ -50,6 +50,7 @@ pub(super) async fn recover(
         view,
         write,
         tail: None,
+        lease: None,
         sessions_of_this_node_only: false,
     })
 }

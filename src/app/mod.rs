@@ -23,6 +23,7 @@ use uuid::Uuid;
 mod embedded;
 mod shared;
 
+use crate::cluster::lease::{self, Lease, LeaseError, LeaseState};
 use crate::config::{Config, ConfigError};
 use crate::domain::event::{NodeLifetime, NodeStart};
 use crate::domain::{CloseReason, Command, NodeId, Seq};
@@ -43,6 +44,8 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     #[error("data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -92,6 +95,8 @@ pub struct Server {
     view: Arc<dyn ViewStore>,
     /// With a shared log: the task that brings the other nodes' events.
     tail: Option<Tail>,
+    /// With a shared log: the lease and the tasks that keep it.
+    lease: Option<Leased>,
     /// With a shared log, the open sessions of other nodes are theirs to close.
     sessions_of_this_node_only: bool,
     projector: Projector,
@@ -111,6 +116,8 @@ struct Recovered {
     projected: Seq,
     write: Arc<WritePath>,
     tail: Option<Tail>,
+    /// With a shared log: this node's lease.
+    lease: Option<Arc<Lease>>,
     sessions_of_this_node_only: bool,
 }
 
@@ -125,6 +132,28 @@ impl Tail {
         self.stop.cancel();
         let _ = self.task.await;
     }
+}
+
+/// A node's lease while it serves: the task that renews it (and closes lost peers' sessions),
+/// and the one that carries out a fencing.
+struct Leased {
+    lease: Arc<Lease>,
+    renewing: JoinHandle<()>,
+    stop: CancellationToken,
+}
+
+/// What the lease says, carried out: fenced, the node refuses connects, reads as not ready and
+/// closes its sockets without recording anything (the peer that declares it lost records the
+/// ends); holding a new lease, it serves again.
+fn lease_followed_by(write: Arc<WritePath>, ready: Arc<AtomicBool>) -> lease::OnLeaseChange {
+    Arc::new(move |state| {
+        let fenced = state == LeaseState::Fenced;
+        write.set_fenced(fenced);
+        ready.store(!fenced, Ordering::Release);
+        if fenced {
+            write.subscribers().live().close_all(CloseReason::NodeLost);
+        }
+    })
 }
 
 /// The two listeners, bound before anything else is done.
@@ -189,6 +218,7 @@ impl Server {
             write,
             projected,
             tail,
+            lease,
             sessions_of_this_node_only,
         } = recovered;
         let projector = Projector::spawn(
@@ -213,7 +243,7 @@ impl Server {
         };
         let api_addr = local(&listeners.api, config.api_addr)?;
         let ws_addr = local(&listeners.ws, config.ws_addr)?;
-        let boot_id = Uuid::now_v7();
+        let boot_id = lease.as_ref().map_or_else(Uuid::now_v7, |l| l.boot_id());
         // Bound, not yet served: the lifetime's first event names its addresses, and no
         // request is answered before it is recorded.
         write
@@ -238,6 +268,13 @@ impl Server {
             manager_token: config.manager_token.as_deref().map(ManagerToken::new),
             ready: ready.clone(),
             gateway: gateway.clone(),
+            lease: lease.clone(),
+            node_id,
+            started_at: crate::human::format_ms(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64),
+            ),
         });
         let stop_api = CancellationToken::new();
         let api = http::service(api_state);
@@ -252,6 +289,16 @@ impl Server {
         ));
         let gateway_task = tokio::spawn(gateway.clone().serve(listeners.ws));
         ready.store(true, Ordering::Release);
+        let lease = lease.map(|lease| {
+            let stop = CancellationToken::new();
+            let on_change = lease_followed_by(write.clone(), ready.clone());
+            let renewing = lease::spawn(lease.clone(), write.clone(), on_change, stop.clone());
+            Leased {
+                lease,
+                renewing,
+                stop,
+            }
+        });
         tracing::info!(node_id = %node_id, "listening api={api_addr} ws={ws_addr}");
 
         Ok(Server {
@@ -263,6 +310,7 @@ impl Server {
             view,
             projector,
             tail,
+            lease,
             sessions_of_this_node_only,
             gateway,
             ready,
@@ -311,6 +359,11 @@ impl Server {
         let stopped = Command::StopNode(lifetime_end(self.node_id, self.boot_id));
         if let Err(e) = self.write.execute(stopped).await {
             tracing::error!(error = %e, "could not record NodeStopped");
+        }
+        if let Some(leased) = self.lease {
+            leased.stop.cancel();
+            let _ = leased.renewing.await;
+            leased.lease.give_up().await;
         }
         let log = self.write.log().clone();
         if let Some(tail) = self.tail {

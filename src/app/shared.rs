@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Recovered, StartError, Tail};
 use crate::apply::Subscribers;
+use crate::cluster::lease::Lease;
 use crate::cluster::{self, Follower};
 use crate::config::Config;
 use crate::domain::NodeId;
@@ -31,6 +32,14 @@ pub(super) async fn recover(config: &Config, url: &str) -> Result<Recovered, Sta
     let store: Arc<dyn LogStore> =
         Arc::new(blocking(move || PostgresStore::connect(&opening)).await?);
     let view = PostgresView::connect(url, VIEW_CONNECTIONS).await?;
+    // Before anything of this node's previous lifetime is touched: a live node holding the
+    // same id refuses this start.
+    let lease = Lease::take(
+        view.pool().clone(),
+        NodeId(config.node_id),
+        config.node_lease,
+    )
+    .await?;
     let state = view.load_state().await?;
     let snapshot = state.checkpoint;
     let reader = store.clone();
@@ -65,6 +74,7 @@ pub(super) async fn recover(config: &Config, url: &str) -> Result<Recovered, Sta
         projected,
         write,
         tail: Some(tail),
+        lease: Some(Arc::new(lease)),
         sessions_of_this_node_only: true,
     })
 }

@@ -45,6 +45,17 @@ impl LiveSessions {
         self.sessions.is_empty()
     }
 
+    /// Orders every live session to close for `reason`, recording nothing: a node fenced from
+    /// its lease leaves the record to the peer that declares it lost.
+    pub fn close_all(&self, reason: CloseReason) {
+        let ids: Vec<SessionId> = self.sessions.iter().map(|e| *e.key()).collect();
+        for id in ids {
+            if let Some((_, tx)) = self.sessions.remove(&id) {
+                let _ = tx.send(CloseOrder { reason });
+            }
+        }
+    }
+
     /// Carries a committed event's close order to its socket, if it is one of ours.
     pub fn deliver(&self, event: &Event) {
         if let Event::Disconnected(d) = event {

@@ -64,6 +64,12 @@ impl Subscribers {
         &self.live
     }
 
+    /// The last seq published: every event up to it is committed and applied, whichever node
+    /// wrote it.
+    pub fn last_published(&self) -> Seq {
+        *self.published.borrow()
+    }
+
     /// The last seq published, and a way to wait for it to move (the projector's wake-up).
     pub fn published(&self) -> watch::Receiver<Seq> {
         self.published.subscribe()

@@ -10,6 +10,7 @@
 //! across nodes). Must never: publish an event twice, skip one, or publish on an async
 //! worker thread (catching up reads the database).
 
+pub mod lease;
 pub mod tail;
 
 use std::sync::Arc;

@@ -410,10 +410,12 @@ pub enum CloseReason {
     ProtocolError,
     ServerShutdown,
     ServerRestart,
+    /// The node holding the session stopped renewing its lease; a peer closed it.
+    NodeLost,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::ClientClosed,
         CloseReason::DeviceQuit,
         CloseReason::MasterLogin,
@@ -424,6 +426,7 @@ impl CloseReason {
         CloseReason::ProtocolError,
         CloseReason::ServerShutdown,
         CloseReason::ServerRestart,
+        CloseReason::NodeLost,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -438,6 +441,7 @@ impl CloseReason {
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::ServerRestart => "server_restart",
+            CloseReason::NodeLost => "node_lost",
         }
     }
 

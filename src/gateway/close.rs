@@ -51,7 +51,9 @@ impl Live {
                 (CloseReason::ClientClosed, Some((None, Out::AnswerClose)))
             }
             End::Ordered(reason) => {
-                let code = if reason == CloseReason::ServerShutdown {
+                // A node fenced from its lease closes its sockets as going away, like a stop.
+                let code = if matches!(reason, CloseReason::ServerShutdown | CloseReason::NodeLost)
+                {
                     CloseCode::Away
                 } else {
                     CloseCode::Normal

@@ -162,7 +162,8 @@ async fn establish(
             }
             // Not the client's fault: a system error (reason code 15) and 1011, so that the
             // client retries later instead of treating its credentials as wrong.
-            WriteError::Log(err) => {
+            WriteError::Log(_) | WriteError::Fenced => {
+                let err = &e;
                 tracing::error!(%peer, uid = %uid, error = %err, "connect not recorded");
                 let reply = frames::error(
                     &id.clone().into(),

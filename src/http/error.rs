@@ -94,6 +94,7 @@ impl From<WriteError> for ApiError {
         match e {
             WriteError::Log(e) => e.into(),
             WriteError::Rejected(r) => ApiError::BadRequest(r.to_string()),
+            WriteError::Fenced => ApiError::Unavailable("storage unavailable, retry later"),
         }
     }
 }

@@ -51,7 +51,8 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let EventsQuery { uid, after, limit } = parse_events_query(raw.as_deref())?;
     let log = state.write.log().clone();
-    let last_seq = log.last_durable();
+    // Everything up to it is committed, the other nodes' events too when the log is shared.
+    let last_seq = state.write.subscribers().last_published();
     let events = tokio::task::spawn_blocking(move || match &uid {
         Some(uid) => log.read_uid(uid.as_str(), after, limit),
         None => log.read_after(after, limit),

@@ -12,6 +12,7 @@
 
 mod auth;
 mod body;
+mod cluster;
 pub mod error;
 mod events;
 mod front;
@@ -74,6 +75,11 @@ pub struct ApiContext {
     pub ready: Arc<AtomicBool>,
     /// For `/stats`: the gateway's count of open sockets.
     pub gateway: Arc<Gateway>,
+    /// With a shared database: this node's lease, for `/cluster/nodes`.
+    pub lease: Option<Arc<crate::cluster::lease::Lease>>,
+    pub node_id: crate::domain::NodeId,
+    /// When this node started serving (RFC 3339, UTC).
+    pub started_at: String,
 }
 
 impl ApiState {
@@ -128,6 +134,7 @@ fn router(state: ApiState) -> Router {
         .route("/user/sessions", get(sessions::sessions))
         .route("/events", get(events::events))
         .route("/stats", get(stats::stats))
+        .route("/cluster/nodes", get(cluster::nodes))
         // `auth::PROBES`: the two paths that need no token.
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

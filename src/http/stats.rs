@@ -37,7 +37,7 @@ pub async fn stats(State(state): State<ApiState>) -> Response {
             online_sessions,
             known_users,
             rss_bytes: rss_bytes(),
-            last_seq: state.write.log().last_durable().0,
+            last_seq: state.write.subscribers().last_published().0,
         },
     )
 }

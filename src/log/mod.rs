@@ -42,6 +42,9 @@ pub enum LogError {
         dir: PathBuf,
         remedy: &'static str,
     },
+    /// Another node recorded an event of a uid since this node decided for it: decide again.
+    #[error("another node changed uid {0} meanwhile")]
+    Conflict(Uid),
 }
 
 impl LogError {
@@ -90,6 +93,15 @@ impl CommitListener for () {
     fn committed(&self, _events: &[RecordedEvent]) {}
 }
 
+/// A decision's premise, checked when its events are appended: no event of `uid` was recorded
+/// after `after` (the last seq the deciding node had seen). Several nodes decide against their
+/// own memory; this keeps two of them from deciding for one uid against the same stale state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    pub uid: Uid,
+    pub after: Seq,
+}
+
 /// Why [`LogStore::append`] did not record a batch, by what the log holds afterwards.
 #[derive(Debug, Clone)]
 pub enum AppendError {
@@ -103,6 +115,9 @@ pub enum AppendError {
     /// the database stayed out of reach): the batch is in the log once or not at all. The next
     /// batch may follow.
     InDoubt(LogError),
+    /// A guard of the batch did not hold: another writer recorded an event of its uid since.
+    /// Nothing of the batch is in the log; its commands are to be decided again.
+    Conflict(Uid),
 }
 
 /// Where events are kept. Synchronous on purpose: the writer runs on its own thread, so a flush
@@ -133,6 +148,18 @@ pub trait LogStore: Send + Sync + 'static {
     fn append(&self, batch_id: Uuid, batch: &mut [EncodedRecord]) -> Result<(), AppendError> {
         let _ = batch_id;
         append_as_only_writer(self, batch)
+    }
+
+    /// [`LogStore::append`], holding only if every guard holds. A log's only writer decides
+    /// against everything recorded, so its guards always hold: the default ignores them.
+    fn append_guarded(
+        &self,
+        batch_id: Uuid,
+        batch: &mut [EncodedRecord],
+        guards: &[Guard],
+    ) -> Result<(), AppendError> {
+        let _ = guards;
+        self.append(batch_id, batch)
     }
 
     /// Writes a batch atomically (all or none of it), not yet durable. One of the only writer's

@@ -28,7 +28,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{AppendError, EncodedRecord, LogError, LogStore};
+use super::{AppendError, EncodedRecord, Guard, LogError, LogStore};
 use crate::domain::Seq;
 
 /// The advisory lock every append holds from the read of the last seq to its commit, in every
@@ -75,6 +75,11 @@ const INSERT_BATCH: &str = "WITH events AS ( \
      ) \
      INSERT INTO log_batches (batch_id, first_seq, last_seq) VALUES ($5::uuid, $6, $7)";
 
+/// The first guard that does not hold: a uid with an event recorded after the seq its decision
+/// was made at.
+const BROKEN_GUARD: &str = "SELECT g.uid FROM unnest($1::text[], $2::int8[]) AS g(uid, after) \
+     WHERE EXISTS (SELECT 1 FROM log_uids l WHERE l.uid = g.uid AND l.seq > g.after) LIMIT 1";
+
 pub struct PostgresStore {
     /// Taken out at drop, to be shut down without blocking (a store may be dropped on the async
     /// runtime, where a blocking shutdown is refused).
@@ -87,6 +92,9 @@ pub struct PostgresStore {
 enum TryError {
     /// The transaction did not commit: nothing of the batch is in the log.
     NotRecorded(sqlx::Error),
+    /// A guard did not hold (another node recorded an event of this uid since): nothing of
+    /// the batch is in the log.
+    Conflict(crate::domain::Uid),
     /// The commit was sent and its answer lost: the batch may be in the log.
     Unknown(sqlx::Error),
 }
@@ -125,6 +133,7 @@ impl PostgresStore {
         pool: &PgPool,
         batch_id: Uuid,
         batch: &[EncodedRecord],
+        guards: &[Guard],
     ) -> Result<i64, TryError> {
         let mut tx = pool
             .begin_with(begin_and_lock())
@@ -138,6 +147,21 @@ impl PostgresStore {
         let recorded: Option<i64> = head.get(0);
         if let Some(first) = recorded {
             return Ok(first);
+        }
+        if !guards.is_empty() {
+            let uids: Vec<&str> = guards.iter().map(|g| g.uid.as_str()).collect();
+            let after: Vec<i64> = guards.iter().map(|g| g.after.0 as i64).collect();
+            let broken: Option<String> = sqlx::query_scalar(BROKEN_GUARD)
+                .bind(&uids)
+                .bind(&after)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(TryError::NotRecorded)?;
+            if let Some(uid) = broken {
+                let uid = crate::domain::Uid::parse(&uid)
+                    .map_err(|e| TryError::NotRecorded(sqlx::Error::Decode(Box::new(e))))?;
+                return Err(TryError::Conflict(uid));
+            }
         }
         let last: i64 = head.get(1);
         let first = last + 1;
@@ -178,11 +202,12 @@ impl PostgresStore {
         pool: &PgPool,
         batch_id: Uuid,
         batch: &[EncodedRecord],
+        guards: &[Guard],
     ) -> Result<i64, AppendError> {
         let mut in_doubt_since: Option<Instant> = None;
         let mut pause = FIRST_PAUSE;
         loop {
-            let why = match Self::try_append(pool, batch_id, batch).await {
+            let why = match Self::try_append(pool, batch_id, batch, guards).await {
                 Ok(first) => {
                     if in_doubt_since.is_some() {
                         tracing::info!(batch = %batch_id, first_seq = first,
@@ -193,6 +218,9 @@ impl PostgresStore {
                 Err(TryError::NotRecorded(e)) if in_doubt_since.is_none() => {
                     return Err(AppendError::Failed(LogError::storage(e)));
                 }
+                // Checked after the lookup by batch id: a batch found recorded is not in
+                // conflict with itself.
+                Err(TryError::Conflict(uid)) => return Err(AppendError::Conflict(uid)),
                 Err(TryError::NotRecorded(e) | TryError::Unknown(e)) => e,
             };
             let since = *in_doubt_since.get_or_insert_with(Instant::now);
@@ -267,10 +295,19 @@ impl LogStore for PostgresStore {
     }
 
     fn append(&self, batch_id: Uuid, batch: &mut [EncodedRecord]) -> Result<(), AppendError> {
+        self.append_guarded(batch_id, batch, &[])
+    }
+
+    fn append_guarded(
+        &self,
+        batch_id: Uuid,
+        batch: &mut [EncodedRecord],
+        guards: &[Guard],
+    ) -> Result<(), AppendError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let first = self.wait(Self::append_batch(&self.pool, batch_id, batch))?;
+        let first = self.wait(Self::append_batch(&self.pool, batch_id, batch, guards))?;
         let first = to_seq(first).map_err(AppendError::Failed)?;
         for (r, seq) in batch.iter_mut().zip(first.0..) {
             r.seq = Seq(seq);

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use super::{AppendError, CommitListener, EncodedRecord, LogError, LogStore};
+use super::{AppendError, CommitListener, EncodedRecord, Guard, LogError, LogStore};
 use crate::domain::{Event, NodeId, RecordedEvent, Seq};
 
 /// The most append requests one batch takes.
@@ -31,6 +31,7 @@ pub const MAX_BATCH: usize = 1024;
 enum Request {
     Append {
         events: Vec<Event>,
+        guard: Option<Guard>,
         ack: oneshot::Sender<Result<Vec<RecordedEvent>, LogError>>,
     },
     Stop,
@@ -85,13 +86,23 @@ impl EventLog {
 
     /// Appends `events` as one unit and returns them as recorded, once they are durable.
     pub async fn append(&self, events: Vec<Event>) -> Result<Vec<RecordedEvent>, LogError> {
+        self.append_guarded(events, None).await
+    }
+
+    /// [`EventLog::append`], recorded only if `guard` holds ([`LogError::Conflict`] otherwise:
+    /// nothing is recorded, and the command is to be decided again).
+    pub async fn append_guarded(
+        &self,
+        events: Vec<Event>,
+        guard: Option<Guard>,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let (ack, done) = oneshot::channel();
         self.inner
             .tx
-            .send(Request::Append { events, ack })
+            .send(Request::Append { events, guard, ack })
             .await
             .map_err(|_| LogError::Closed)?;
         done.await.map_err(|_| LogError::Closed)?
@@ -187,11 +198,11 @@ fn run_writer(
     while !stop {
         match rx.blocking_recv() {
             None | Some(Request::Stop) => break,
-            Some(Request::Append { events, ack }) => pending.push((events, ack)),
+            Some(Request::Append { events, guard, ack }) => pending.push((events, guard, ack)),
         }
         while pending.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(Request::Append { events, ack }) => pending.push((events, ack)),
+                Ok(Request::Append { events, guard, ack }) => pending.push((events, guard, ack)),
                 Ok(Request::Stop) => {
                     stop = true;
                     break;
@@ -203,7 +214,9 @@ fn run_writer(
         let mut seq = last;
         let mut encoded = Vec::new();
         let mut replies = Vec::with_capacity(pending.len());
-        for (events, ack) in pending.drain(..) {
+        let mut guards = Vec::new();
+        for (events, guard, ack) in pending.drain(..) {
+            guards.extend(guard);
             let recorded: Vec<RecordedEvent> = events
                 .into_iter()
                 .map(|event| {
@@ -234,7 +247,7 @@ fn run_writer(
         let outcome = if let Some(why) = &poisoned {
             Err(LogError::Storage(why.clone()))
         } else {
-            match store.append(batch_id, &mut encoded) {
+            match store.append_guarded(batch_id, &mut encoded, &guards) {
                 Ok(()) => {
                     // The store may have numbered the batch from a log that other nodes append
                     // to: its seqs are the ones recorded.
@@ -251,6 +264,7 @@ fn run_writer(
                     Ok(())
                 }
                 Err(AppendError::Failed(e) | AppendError::InDoubt(e)) => Err(e),
+                Err(AppendError::Conflict(uid)) => Err(LogError::Conflict(uid)),
                 Err(AppendError::Poisoned(e)) => {
                     poisoned = Some("the event log is in an unknown state after a failed flush; restart the server".into());
                     Err(e)
@@ -268,6 +282,12 @@ fn run_writer(
                 }
                 for (recorded, ack) in replies {
                     let _ = ack.send(Ok(recorded));
+                }
+            }
+            Err(e @ LogError::Conflict(_)) => {
+                tracing::debug!(error = %e, events = encoded.len(), "a batch's guard did not hold; its commands are decided again");
+                for (_, ack) in replies {
+                    let _ = ack.send(Err(e.clone()));
                 }
             }
             Err(e) => {

@@ -22,10 +22,14 @@ use crate::cluster::Follower;
 use crate::domain::{
     decide, CloseReason, Command, RecordedEvent, Rejection, SessionId, Subject, Uid,
 };
-use crate::log::{EventLog, LogError};
+use crate::log::{EventLog, Guard, LogError};
 use crate::presence::Presence;
 
 const STRIPES: usize = 1024;
+
+/// How many times a command is decided again because another node changed its uid meanwhile,
+/// before the caller is told to retry: each time, the other node made progress.
+const MAX_CONFLICTS: u32 = 16;
 
 /// Why a command was not carried out.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,6 +38,10 @@ pub enum WriteError {
     Rejected(#[from] Rejection),
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The node lost its lease: its peers may have closed its sessions, so it opens none until
+    /// it holds a new one.
+    #[error("this node lost its lease and takes no connects until it holds a new one")]
+    Fenced,
 }
 
 pub struct WritePath {
@@ -47,6 +55,7 @@ pub struct WritePath {
     /// With a log several nodes share: caught up before each decision, so that a command is
     /// decided against every event committed before it arrived, whichever node wrote it.
     follower: Option<Arc<Follower>>,
+    fenced: std::sync::atomic::AtomicBool,
 }
 
 impl WritePath {
@@ -61,6 +70,7 @@ impl WritePath {
             retries: TaskTracker::new(),
             stopping: CancellationToken::new(),
             follower: None,
+            fenced: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -97,21 +107,48 @@ impl WritePath {
     /// Decides and appends one command; returns the events it recorded (none when the command
     /// changed nothing), once they are durable and published.
     pub async fn execute(&self, command: Command) -> Result<Vec<RecordedEvent>, WriteError> {
+        if matches!(command, Command::Connect { .. })
+            && self.fenced.load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(WriteError::Fenced);
+        }
         let subject = command.subject();
         let _turn = match self.turn(subject) {
             Some(turn) => Some(turn.lock().await),
             None => None,
         };
-        if let Some(follower) = &self.follower {
-            let follower = follower.clone();
-            tokio::task::spawn_blocking(move || follower.catch_up())
+        let Some(follower) = &self.follower else {
+            let events = self
+                .presence()
+                .with_state(subject, |state| decide(state, &command))?;
+            return Ok(self.log.append(events).await?);
+        };
+        // A shared log: decided against everything committed before, and recorded only if no
+        // other node recorded an event of the uid since; otherwise decided again.
+        let mut conflicts = 0;
+        loop {
+            let following = follower.clone();
+            let seen = tokio::task::spawn_blocking(move || following.catch_up())
                 .await
                 .map_err(LogError::storage)??;
+            let events = self
+                .presence()
+                .with_state(subject, |state| decide(state, &command))?;
+            let guard = match subject {
+                Subject::User(uid) => Some(Guard {
+                    uid: uid.clone(),
+                    after: seen,
+                }),
+                Subject::SystemUids | Subject::Node => None,
+            };
+            match self.log.append_guarded(events, guard).await {
+                Err(LogError::Conflict(uid)) if conflicts < MAX_CONFLICTS => {
+                    conflicts += 1;
+                    tracing::debug!(uid = %uid, conflicts, "decided again after another node's change");
+                }
+                outcome => return Ok(outcome?),
+            }
         }
-        let events = self
-            .presence()
-            .with_state(subject, |state| decide(state, &command))?;
-        Ok(self.log.append(events).await?)
     }
 
     /// Records the end of a session. A close the log refuses (a failing disk) is retried in the
@@ -145,6 +182,12 @@ impl WritePath {
                     "close not recorded; the next start closes it as server_restart");
             }
         }
+    }
+
+    /// Refuses connects while `fenced` (see [`WriteError::Fenced`]).
+    pub fn set_fenced(&self, fenced: bool) {
+        self.fenced
+            .store(fenced, std::sync::atomic::Ordering::Release);
     }
 
     /// Gives the closes being retried one last try and waits for them: what they could not

@@ -44,6 +44,7 @@ pub(super) async fn close_until_recorded(
             reason,
         };
         match write.execute(command).await {
+            Err(WriteError::Fenced) => return,
             Ok(recorded) if recorded.is_empty() => {
                 tracing::info!(uid = %uid, session = %session_id, %reason, attempts,
                     "close not needed any more: the session's end was recorded meanwhile");
@@ -71,6 +72,7 @@ pub(super) async fn close_until_recorded(
                         "close still not recorded; retrying");
                 }
             }
+            // Only connects are refused while fenced: a close never is.
             Err(WriteError::Rejected(why)) => {
                 tracing::error!(uid = %uid, session = %session_id, %reason, why = %why,
                     "close refused; not retried");

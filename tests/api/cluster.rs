@@ -134,3 +134,240 @@ async fn a_node_stops_with_its_own_sessions_closed_and_leaves_the_others_open() 
         n.sigterm_and_wait().await;
     }
 }
+
+/// A node of the cluster with a short lease, so that a lost node is noticed quickly.
+async fn node_leased(db: &TestDatabase, id: u64, data: &tempfile::TempDir, lease: &str) -> Node {
+    let dir = data.path().join(format!("node{id}"));
+    let node_id = id.to_string();
+    start_node_with(
+        &dir,
+        "info",
+        &[
+            "--database-url",
+            &db.url,
+            "--node-id",
+            &node_id,
+            "--node-lease",
+            lease,
+        ],
+    )
+    .await
+}
+
+async fn get(node: &Node, path: &str) -> (u16, Value) {
+    let resp = reqwest::get(format!("{}{path}", node.api)).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Every event of the shared log, read through `node`'s API.
+async fn all_events(node: &Node) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let (status, page) = get(node, &format!("/events?after={after}&limit=1000")).await;
+        assert_eq!(status, 200, "{page}");
+        let events = page["events"].as_array().unwrap().clone();
+        let Some(last) = events.last() else {
+            return out;
+        };
+        after = last["seq"].as_u64().unwrap();
+        out.extend(events);
+    }
+}
+
+#[tokio::test]
+async fn a_killed_node_s_sessions_are_closed_as_node_lost_exactly_once_by_racing_survivors() {
+    let db = TestDatabase::create().await;
+    let data = tempfile::tempdir().unwrap();
+    let a = node_leased(&db, 1, &data, "2s").await;
+    let b = node_leased(&db, 2, &data, "2s").await;
+    let c = node_leased(&db, 3, &data, "2s").await;
+    let uids: Vec<String> = (0..100).map(|i| format!("held{i}")).collect();
+    let mut sockets = Vec::new();
+    for uid in &uids {
+        let set = json!({"uid": uid, "token": "t", "device_flag": 1, "device_level": 0});
+        assert_eq!(post(&a, "/user/token", set).await.0, 200);
+        let (ws, answer) = connect(&c, uid, "t", 1, "d").await;
+        assert_eq!(answer["result"]["reasonCode"], 1, "{answer}");
+        sockets.push(ws);
+    }
+    let asked = json!(uids);
+    eventually(
+        "A seeing every session C holds",
+        async || post(&a, "/user/onlinestatus", asked.clone()).await,
+        |(_, online)| online.as_array().is_some_and(|rows| rows.len() == 100),
+    )
+    .await;
+    let (_, nodes) = get(&a, "/cluster/nodes").await;
+    assert_eq!(nodes[2]["node_id"], 3, "{nodes}");
+    assert_eq!(nodes[2]["sessions_open"], 100, "{nodes}");
+    assert_eq!(nodes[2]["alive"], true, "{nodes}");
+
+    c.sigkill().await;
+    // Both survivors look every fifth of the lease; each closes what it finds open.
+    for n in [&a, &b] {
+        eventually(
+            "the killed node's sessions gone everywhere",
+            async || post(n, "/user/onlinestatus", asked.clone()).await,
+            |seen| *seen == (200, json!([])),
+        )
+        .await;
+    }
+    let events = all_events(&a).await;
+    let mut closes = std::collections::HashMap::<String, Vec<String>>::new();
+    for e in events.iter().filter(|e| e["type"] == "Disconnected") {
+        closes
+            .entry(e["data"]["session_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(e["data"]["reason"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(closes.len(), 100, "one close per session");
+    for (session, reasons) in &closes {
+        assert_eq!(reasons, &vec!["node_lost".to_owned()], "session {session}");
+    }
+    let (_, nodes) = get(&a, "/cluster/nodes").await;
+    assert_eq!(nodes[2]["alive"], false, "{nodes}");
+    assert_eq!(nodes[2]["sessions_open"], 0, "{nodes}");
+    for n in [a, b] {
+        n.sigterm_and_wait().await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_frozen_past_its_lease_closes_its_sockets_and_brings_no_session_back() {
+    let db = TestDatabase::create().await;
+    let data = tempfile::tempdir().unwrap();
+    let a = node_leased(&db, 1, &data, "1s").await;
+    let b = node_leased(&db, 2, &data, "1s").await;
+    let set = json!({"uid": "frozen", "token": "t", "device_flag": 1, "device_level": 0});
+    assert_eq!(post(&a, "/user/token", set).await.0, 200);
+    let (mut ws, answer) = connect(&b, "frozen", "t", 1, "d").await;
+    assert_eq!(answer["result"]["reasonCode"], 1, "{answer}");
+    eventually(
+        "A seeing the session B holds",
+        async || post(&a, "/user/onlinestatus", json!(["frozen"])).await,
+        |seen| {
+            *seen
+                == (
+                    200,
+                    json!([{"uid": "frozen", "device_flag": 1, "online": 1}]),
+                )
+        },
+    )
+    .await;
+
+    b.signal("STOP");
+    eventually(
+        "the frozen node's session closed by its peer",
+        async || post(&a, "/user/onlinestatus", json!(["frozen"])).await,
+        |seen| *seen == (200, json!([])),
+    )
+    .await;
+    b.signal("CONT");
+    // Resumed, it finds its lease run out: it closes the socket as going away.
+    assert_eq!(expect_close(&mut ws).await, 1001);
+    // It never brings the session back, and serves again under a new lease.
+    let (_, online) = post(&a, "/user/onlinestatus", json!(["frozen"])).await;
+    assert_eq!(online, json!([]));
+    let (mut again, _) = eventually(
+        "the resumed node taking connects again",
+        async || connect(&b, "frozen", "t", 1, "d").await,
+        |(_, answer)| answer["result"]["reasonCode"] == 1,
+    )
+    .await;
+    assert_pings(&mut again).await;
+    let events = all_events(&a).await;
+    let reasons: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "Disconnected")
+        .map(|e| &e["data"]["reason"])
+        .collect();
+    assert_eq!(reasons, vec!["node_lost"], "one close, by the peer");
+    for n in [a, b] {
+        n.sigterm_and_wait().await;
+    }
+}
+
+#[tokio::test]
+async fn a_second_live_node_with_the_same_id_is_refused() {
+    let db = TestDatabase::create().await;
+    let data = tempfile::tempdir().unwrap();
+    let a = node_leased(&db, 7, &data, "1s").await;
+    let dir = data.path().join("twin");
+    let refused = serve_refused(
+        &dir,
+        &[
+            "--database-url",
+            &db.url,
+            "--node-id",
+            "7",
+            "--node-lease",
+            "1s",
+        ],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success(), "{err}");
+    assert!(err.contains("node id 7 is held by a live node"), "{err}");
+    a.sigterm_and_wait().await;
+    // Stopped cleanly, it gave the lease up: the id is free at once.
+    let again = node_leased(&db, 7, &data, "1s").await;
+    again.sigterm_and_wait().await;
+}
+
+#[tokio::test]
+async fn two_nodes_deciding_for_one_uid_at_once_leave_one_master_session() {
+    let db = TestDatabase::create().await;
+    let data = tempfile::tempdir().unwrap();
+    let a = node(&db, 1, &data).await;
+    let b = node(&db, 2, &data).await;
+    let set = json!({"uid": "race", "token": "t", "device_flag": 1, "device_level": 1});
+    assert_eq!(post(&a, "/user/token", set).await.0, 200);
+    let mut connects = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let target = if i % 2 == 0 {
+            a.ws.clone()
+        } else {
+            b.ws.clone()
+        };
+        connects.spawn(async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(&target).await.unwrap();
+            let frame = easy_connect("race", "t", &format!("dev{i}"), 1, now_ms(), "c1");
+            ws.send(Message::text(frame)).await.unwrap();
+            let answer = next_json(&mut ws).await;
+            (ws, answer)
+        });
+    }
+    let mut held = Vec::new();
+    while let Some(done) = connects.join_next().await {
+        held.push(done.unwrap());
+    }
+    // Every connect is recorded, each replacing the master before it: one is left open.
+    let events = eventually(
+        "every connect in the log as A reads it",
+        async || all_events(&a).await,
+        |events| events.iter().filter(|e| e["type"] == "Connected").count() == 24,
+    )
+    .await;
+
+    let opened = events.iter().filter(|e| e["type"] == "Connected").count();
+    let closed = events
+        .iter()
+        .filter(|e| e["type"] == "Disconnected")
+        .count();
+    let answers: Vec<&Option<Value>> = held
+        .iter()
+        .map(|(_, answer)| answer)
+        .filter(|a| a.as_ref().is_none_or(|a| a["result"]["reasonCode"] != 1))
+        .collect();
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| format!("{}:{}:{}", e["seq"], e["type"], e["node_id"]))
+        .collect();
+    assert_eq!(opened, 24, "{answers:?} {kinds:?}");
+    assert_eq!(opened - closed, 1, "exactly one master session open");
+    for n in [a, b] {
+        n.sigterm_and_wait().await;
+    }
+}

@@ -102,6 +102,16 @@ impl Node {
         assert!(status.success(), "graceful stop exits 0, got {status}");
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the child.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
     pub async fn sigkill(mut self) {
         self.child.start_kill().unwrap();
         let _ = self.child.wait().await;
