@@ -286,6 +286,9 @@ fn routes(c: &mut Criterion, presence: Presence) {
             },
             manager_token: None,
             ready: Arc::new(AtomicBool::new(true)),
+            lease: None,
+            node_id: NodeId(1),
+            started_at: String::new(),
         });
         let uids = request_uids(100, 5);
         let answer = Bytes::from(onlinestatus::render(&presence, &uids));
