@@ -287,6 +287,7 @@ fn routes(c: &mut Criterion, presence: Presence) {
             manager_token: None,
             ready: Arc::new(AtomicBool::new(true)),
             lease: None,
+            storage_reachable: None,
             node_id: NodeId(1),
             started_at: String::new(),
         });

@@ -125,6 +125,8 @@ struct Recovered {
 struct Tail {
     task: JoinHandle<()>,
     stop: CancellationToken,
+    /// Whether the last read of the shared log worked (`/readyz` says 503 while not).
+    reachable: Arc<AtomicBool>,
 }
 
 impl Tail {
@@ -269,6 +271,7 @@ impl Server {
             ready: ready.clone(),
             gateway: gateway.clone(),
             lease: lease.clone(),
+            storage_reachable: tail.as_ref().map(|t| t.reachable.clone()),
             node_id,
             started_at: crate::human::format_ms(
                 std::time::SystemTime::now()

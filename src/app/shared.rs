@@ -8,6 +8,7 @@
 //! sessions at start (they are that node's to close), or run a database call on an async
 //! worker thread.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -63,9 +64,11 @@ pub(super) async fn recover(config: &Config, url: &str) -> Result<Recovered, Sta
     let view: Arc<dyn ViewStore> = Arc::new(view);
     let projected = projector::project(&log, view.as_ref(), snapshot, at, |_| {}).await?;
     let stop = CancellationToken::new();
+    let reachable = Arc::new(AtomicBool::new(true));
     let tail = Tail {
-        task: cluster::tail::spawn(follower.clone(), stop.clone()),
+        task: cluster::tail::spawn(follower.clone(), reachable.clone(), stop.clone()),
         stop,
+        reachable,
     };
     let write = Arc::new(WritePath::shared(log.clone(), subscribers, follower));
     Ok(Recovered {

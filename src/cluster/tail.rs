@@ -6,6 +6,7 @@
 //! nothing is skipped (the follower reads from where it is). Must never: run its database
 //! reads on an async worker thread.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +18,12 @@ use super::Follower;
 /// How often the log is asked for events this node has not seen.
 pub const POLL: Duration = Duration::from_millis(10);
 
-/// Follows the log until `stop` is cancelled.
-pub fn spawn(follower: Arc<Follower>, stop: CancellationToken) -> JoinHandle<()> {
+/// Follows the log until `stop` is cancelled; `reachable` says whether the last read worked.
+pub fn spawn(
+    follower: Arc<Follower>,
+    reachable: Arc<AtomicBool>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut failing = false;
         loop {
@@ -29,12 +34,14 @@ pub fn spawn(follower: Arc<Follower>, stop: CancellationToken) -> JoinHandle<()>
             let follower = follower.clone();
             match tokio::task::spawn_blocking(move || follower.catch_up()).await {
                 Ok(Ok(_)) => {
+                    reachable.store(true, Ordering::Release);
                     if failing {
                         tracing::info!("reading the shared log again");
                         failing = false;
                     }
                 }
                 Ok(Err(e)) => {
+                    reachable.store(false, Ordering::Release);
                     if !failing {
                         tracing::error!(error = %e, "cannot read the shared log; retrying");
                         failing = true;

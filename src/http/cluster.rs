@@ -18,7 +18,7 @@ pub async fn nodes(State(state): State<ApiState>) -> Result<Response, ApiError> 
     let rows = match &state.lease {
         Some(lease) => lease.nodes(&state.write).await.map_err(|e| {
             tracing::warn!(error = %e, "cannot read the nodes' leases");
-            ApiError::Unavailable("storage unavailable, retry later")
+            ApiError::Unavailable(super::error::STORAGE_UNAVAILABLE)
         })?,
         None => {
             let sessions_open = state.write.presence().counts().1;

@@ -77,9 +77,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The contract's answer while the shared database cannot be reached (protocol.md 6.5).
+pub const STORAGE_UNAVAILABLE: &str = "storage unavailable, retry later";
+
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
         tracing::error!(error = %e, "request failed on the event log");
+        if let LogError::Unavailable(_) = e {
+            return ApiError::Unavailable(STORAGE_UNAVAILABLE);
+        }
         // The contract's internal failure. Said so that it holds for a read served from the
         // log (`/events`) as for a write: nothing was changed either way (a write is
         // acknowledged only once durable, and a failed batch is taken back).
@@ -94,7 +100,7 @@ impl From<WriteError> for ApiError {
         match e {
             WriteError::Log(e) => e.into(),
             WriteError::Rejected(r) => ApiError::BadRequest(r.to_string()),
-            WriteError::Fenced => ApiError::Unavailable("storage unavailable, retry later"),
+            WriteError::Fenced => ApiError::Unavailable(STORAGE_UNAVAILABLE),
         }
     }
 }
@@ -102,6 +108,9 @@ impl From<WriteError> for ApiError {
 impl From<ViewError> for ApiError {
     fn from(e: ViewError) -> Self {
         tracing::error!(error = %e, "request failed on the SQL view");
+        if let ViewError::Unavailable(_) = e {
+            return ApiError::Unavailable(STORAGE_UNAVAILABLE);
+        }
         ApiError::Internal("internal error")
     }
 }

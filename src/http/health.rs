@@ -1,5 +1,6 @@
-//! `/healthz` (the process answers) and `/readyz` (recovery is over and the gateway accepts
-//! connections). Neither needs the manager token, so probes need no secret.
+//! `/healthz` (the process answers) and `/readyz` (recovery is over, the gateway accepts
+//! connections, and a shared database is reachable). Neither needs the manager token, so
+//! probes need no secret.
 
 use std::sync::atomic::Ordering;
 
@@ -14,7 +15,11 @@ pub async fn healthz() -> Response {
 }
 
 pub async fn readyz(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    if state.ready.load(Ordering::Acquire) {
+    let reachable = state
+        .storage_reachable
+        .as_ref()
+        .is_none_or(|r| r.load(Ordering::Acquire));
+    if state.ready.load(Ordering::Acquire) && reachable {
         Ok(ok())
     } else {
         Err(ApiError::Unavailable("not ready"))

@@ -78,6 +78,8 @@ pub struct ApiContext {
     /// With a shared database: this node's lease, for `/cluster/nodes`.
     pub lease: Option<Arc<crate::cluster::lease::Lease>>,
     pub node_id: crate::domain::NodeId,
+    /// With a shared database: whether the log could be read at the last try.
+    pub storage_reachable: Option<Arc<AtomicBool>>,
     /// When this node started serving (RFC 3339, UTC).
     pub started_at: String,
 }

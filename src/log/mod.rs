@@ -42,6 +42,9 @@ pub enum LogError {
         dir: PathBuf,
         remedy: &'static str,
     },
+    /// The shared database cannot be reached right now (down, restarting, a cut network).
+    #[error("the shared log is unavailable: {0}")]
+    Unavailable(Arc<str>),
     /// Another node recorded an event of a uid since this node decided for it: decide again.
     #[error("another node changed uid {0} meanwhile")]
     Conflict(Uid),

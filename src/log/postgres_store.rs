@@ -216,7 +216,7 @@ impl PostgresStore {
                     return Ok(first);
                 }
                 Err(TryError::NotRecorded(e)) if in_doubt_since.is_none() => {
-                    return Err(AppendError::Failed(LogError::storage(e)));
+                    return Err(AppendError::Failed(db_error(e)));
                 }
                 // Checked after the lookup by batch id: a batch found recorded is not in
                 // conflict with itself.
@@ -236,6 +236,16 @@ impl PostgresStore {
             tokio::time::sleep(pause).await;
             pause *= 2;
         }
+    }
+}
+
+/// A database error as the log reports it: unavailable when the database cannot be reached
+/// (the caller may retry later), a storage failure otherwise.
+fn db_error(e: sqlx::Error) -> LogError {
+    if crate::view::sql_is_unavailable(&e) {
+        LogError::Unavailable(e.to_string().into())
+    } else {
+        LogError::storage(e)
     }
 }
 
@@ -290,7 +300,7 @@ impl LogStore for PostgresStore {
                 sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM log_events")
                     .fetch_one(&self.pool),
             )
-            .map_err(LogError::storage)?;
+            .map_err(db_error)?;
         to_seq(last)
     }
 
@@ -325,7 +335,7 @@ impl LogStore for PostgresStore {
                 .bind(limit_i64(limit))
                 .fetch_all(&self.pool),
             )
-            .map_err(LogError::storage)?;
+            .map_err(db_error)?;
         rows_to_events(rows)
     }
 
@@ -346,7 +356,7 @@ impl LogStore for PostgresStore {
                 .bind(limit_i64(limit))
                 .fetch_all(&self.pool),
             )
-            .map_err(LogError::storage)?;
+            .map_err(db_error)?;
         rows_to_events(rows)
     }
 }

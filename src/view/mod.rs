@@ -111,7 +111,7 @@ fn pg_state_is_unavailable(code: &str) -> bool {
 /// Whether `e` says the database cannot be reached, rather than that it refused the request:
 /// the socket failed or was cut, no connection was free in time (sqlx keeps trying to connect
 /// until the acquire limit), or PostgreSQL says it is shutting down or starting.
-fn sql_is_unavailable(e: &sqlx::Error) -> bool {
+pub fn sql_is_unavailable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
