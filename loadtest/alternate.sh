@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Compares two builds of the server under the same load tool, alternating them round by round
+# so that the machine's drift weighs on both alike. Each run gets a fresh data directory; each
+# report is written to $OUT/<label>-<round>.txt.
+#
+#   loadtest/alternate.sh BEFORE_BINARY AFTER_BINARY [ROUNDS] [LOADTEST_ARGS...]
+#   e.g. loadtest/alternate.sh /tmp/wkuser-old ./target/release/wkuser 3 --users 10000 --duration 20s
+set -euo pipefail
+before=$1 after=$2 rounds=${3:-3}
+shift $(( $# < 3 ? $# : 3 ))
+tool=${LOADTEST:-./target/release/wkuser-loadtest}
+out=${OUT:-$(mktemp -d /tmp/alternate-XXXX)}
+api=127.0.0.1:5701 ws=127.0.0.1:5702
+ulimit -n 20000
+for round in $(seq 1 "$rounds"); do
+    for label in before after; do
+        binary=$before
+        [ "$label" = after ] && binary=$after
+        data=$(mktemp -d /tmp/alternate-data-XXXX)
+        "$binary" serve --data-dir "$data/data" --api-addr $api --ws-addr $ws > "$data/server.log" 2>&1 &
+        server=$!
+        for _ in $(seq 1 50); do curl -sf "http://$api/readyz" > /dev/null && break; sleep 0.2; done
+        "$tool" --api $api --ws $ws "$@" > "$out/$label-$round.txt" 2>&1 || echo "round $round $label: the tool failed"
+        kill -TERM $server
+        wait $server || true
+        rm -rf "$data"
+        echo "round $round $label: $out/$label-$round.txt"
+    done
+done
