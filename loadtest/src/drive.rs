@@ -8,7 +8,6 @@
 //! never retried in a loop. Must never: queue work without bound (the churn skips, and counts,
 //! the operations it cannot start on time).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use tokio::time::timeout;
 
 use crate::http::HttpConn;
 use crate::measure::{Errors, Latencies};
+use crate::target::Spread;
 use crate::ws::{self, Expect, Frames, Ws};
 
 /// The longest a single connect, close or request may take before it counts as failed.
@@ -40,7 +40,7 @@ pub struct OpenRun {
 /// Opens a session for every user of `frames`, `concurrency` at a time, until all are open or
 /// `limit` has passed.
 pub async fn open_all(
-    addr: SocketAddr,
+    addr: Spread,
     frames: Arc<Frames>,
     expect: Expect,
     concurrency: usize,
@@ -53,7 +53,8 @@ pub async fn open_all(
     let deadline = start + limit;
     let mut workers = JoinSet::new();
     for _ in 0..concurrency.clamp(1, n.max(1)) {
-        let (slots, next, frames) = (slots.clone(), next.clone(), frames.clone());
+        let (slots, next, frames, addr) =
+            (slots.clone(), next.clone(), frames.clone(), addr.clone());
         workers.spawn(async move {
             let mut answered_in = Latencies::default();
             let mut errors = Errors::default();
@@ -62,7 +63,12 @@ pub async fn open_all(
                 if i >= n || Instant::now() >= deadline {
                     break;
                 }
-                match timeout(OP_TIMEOUT, ws::open(addr, frames.connect(i), expect)).await {
+                match timeout(
+                    OP_TIMEOUT,
+                    ws::open(addr.for_index(i), frames.connect(i), expect),
+                )
+                .await
+                {
                     Ok(Ok(o)) => {
                         answered_in.record(o.answered_in);
                         *slots[i].lock() = Some(o.ws);
@@ -109,7 +115,7 @@ pub struct ChurnRun {
 /// For `duration`, closes a held session and opens a new one for the same user `rate` times a
 /// second, at most `max_in_flight` at once.
 pub async fn churn(
-    addr: SocketAddr,
+    addr: Spread,
     slots: Slots,
     frames: Arc<Frames>,
     expect: Expect,
@@ -152,6 +158,7 @@ pub async fn churn(
                 continue;
             };
             let (slots, frames) = (slots.clone(), frames.clone());
+            let addr = addr.for_index(i);
             ops.spawn(async move {
                 let _permit = permit;
                 let closed = match timeout(OP_TIMEOUT, ws::close(held)).await {
@@ -265,7 +272,7 @@ impl StatusRun {
 /// For `duration`, `clients` connections each POST `bodies` (in turn) to
 /// `/user/onlinestatus` as fast as they are answered.
 pub async fn onlinestatus(
-    addr: SocketAddr,
+    addr: Spread,
     token: Option<String>,
     bodies: Arc<Vec<Vec<u8>>>,
     clients: usize,
@@ -276,6 +283,7 @@ pub async fn onlinestatus(
     let mut tasks = JoinSet::new();
     for c in 0..clients.max(1) {
         let (bodies, token) = (bodies.clone(), token.clone());
+        let addr = addr.for_index(c);
         tasks.spawn(async move {
             let mut conn = HttpConn::new(addr, token);
             let mut answered_in = Latencies::default();
@@ -328,7 +336,7 @@ pub struct RegisterRun {
 /// Sets the token of every user of `frames` for its device flag (level 0, so that a reconnect
 /// does not kick anybody), `concurrency` requests at a time, until done or `limit` has passed.
 pub async fn register(
-    addr: SocketAddr,
+    addr: Spread,
     token: Option<String>,
     frames: Arc<Frames>,
     concurrency: usize,
@@ -339,8 +347,9 @@ pub async fn register(
     let start = Instant::now();
     let deadline = start + limit;
     let mut workers = JoinSet::new();
-    for _ in 0..concurrency.clamp(1, n.max(1)) {
+    for w in 0..concurrency.clamp(1, n.max(1)) {
         let (next, frames, token) = (next.clone(), frames.clone(), token.clone());
+        let addr = addr.for_index(w);
         workers.spawn(async move {
             let mut conn = HttpConn::new(addr, token);
             let mut ok = 0u64;

@@ -19,6 +19,7 @@ use crate::cpu::CpuTimes;
 use crate::drive::{self, OpenRun, Slots, StatusRun};
 use crate::measure::{rate, Errors, Latencies, Summary};
 use crate::run::{Clock, LoadtestArgs};
+use crate::target::Spread;
 use crate::ws::{Expect, Frames};
 
 /// A count, its rate, the latency of each, and how busy the machine's CPUs were meanwhile.
@@ -107,8 +108,8 @@ impl Figures {
 #[derive(Clone)]
 pub struct Target {
     pub name: &'static str,
-    pub ws: SocketAddr,
-    pub http: SocketAddr,
+    pub ws: Spread,
+    pub http: Spread,
     pub token: Option<String>,
     pub expect: Expect,
 }
@@ -128,7 +129,7 @@ pub async fn open(clock: &Clock, target: &Target, load: &Load<'_>, frames: Arc<F
         target.name, load.args.concurrency
     ));
     let run = drive::open_all(
-        target.ws,
+        target.ws.clone(),
         frames,
         target.expect,
         load.args.concurrency,
@@ -163,8 +164,13 @@ pub async fn drive(
     let a = load.args;
     let (alone, alone_rated, beside_run, beside_rated) = match beside {
         None => {
-            let (run, busy) =
-                status_alone(target.http, target.token.clone(), load, a.measure_time).await;
+            let (run, busy) = status_alone(
+                target.http.clone(),
+                target.token.clone(),
+                load,
+                a.measure_time,
+            )
+            .await;
             let mut rated = Rated::of(run.requests, run.elapsed, &run.answered_in);
             rated.cpu_busy = busy;
             (run, rated, None, None)
@@ -204,7 +210,7 @@ pub async fn drive(
     ));
     let (churn, busy) = tokio::join!(
         drive::churn(
-            target.ws,
+            target.ws.clone(),
             opened.slots.clone(),
             frames,
             target.expect,
@@ -213,7 +219,7 @@ pub async fn drive(
             load.churn_in_flight,
         ),
         drive::onlinestatus(
-            target.http,
+            target.http.clone(),
             target.token.clone(),
             load.bodies.clone(),
             a.status_clients,
@@ -261,7 +267,7 @@ pub async fn drive(
 
 /// One run of onlinestatus alone against `http`, with how busy the CPUs were meanwhile.
 async fn status_alone(
-    http: SocketAddr,
+    http: Spread,
     token: Option<String>,
     load: &Load<'_>,
     duration: Duration,
@@ -287,15 +293,16 @@ async fn status_alone_in_pairs(
     let slice = load.args.measure_time / PAIRS;
     // The ceiling process was just started: warmed up first, unmeasured, as the target was by
     // the phases before (its errors still count).
-    let (warm_up, _) = status_alone(ceiling, None, load, slice / 4).await;
+    let ceiling = Spread::one(ceiling);
+    let (warm_up, _) = status_alone(ceiling.clone(), None, load, slice / 4).await;
     let mut runs = [StatusRun::default(), StatusRun::default()];
     let mut busy = [(0.0, Duration::ZERO); 2];
     for pair in 0..PAIRS {
         let order = if pair % 2 == 0 { [0, 1] } else { [1, 0] };
         for side in order {
             let (http, token) = match side {
-                0 => (target.http, target.token.clone()),
-                _ => (ceiling, None),
+                0 => (target.http.clone(), target.token.clone()),
+                _ => (ceiling.clone(), None),
             };
             let (run, share) = status_alone(http, token, load, slice).await;
             if let Some(share) = share {

@@ -29,16 +29,19 @@ use wkuser::domain::Uid;
 
 use crate::http::HttpConn;
 use crate::measure::rate;
+use crate::target::Spread;
 use crate::ws::{Expect, Frames};
 use crate::{ceiling, drive, figures, report, target};
 
 /// Options of a run: where the server is, and the load's shape.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadtestArgs {
-    /// The server's HTTP API (loopback only).
+    /// The server's HTTP API (loopback only); several nodes comma-separated
+    /// (`127.0.0.1:5001,127.0.0.1:5011`): users and clients are spread over them in turn.
     #[arg(long, default_value = "127.0.0.1:5001")]
     pub api: String,
-    /// The server's WebSocket gateway (loopback only).
+    /// The server's WebSocket gateway (loopback only); several nodes comma-separated, in the
+    /// order of --api: user `i` connects to the `i`-th modulo their number.
     #[arg(long, default_value = "127.0.0.1:5200")]
     pub ws: String,
     /// The server's manager token, if it has one.
@@ -83,7 +86,7 @@ const MAX_PHASE: Duration = Duration::from_secs(24 * 3600);
 pub const PING_EVERY: Duration = Duration::from_secs(25);
 
 /// The answer of `GET /stats`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
 pub struct ServerStats {
     pub open_connections: u64,
     pub online_sessions: u64,
@@ -132,8 +135,8 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
             bail!("{name} must be at most a day");
         }
     }
-    let api = target::loopback("--api", &args.api).await?;
-    let ws_addr = target::loopback("--ws", &args.ws).await?;
+    let api = Spread::parse("--api", &args.api).await?;
+    let ws_addr = Spread::parse("--ws", &args.ws).await?;
     let token = args.manager_token.clone().filter(|t| !t.is_empty());
 
     // File descriptors: one per held session here (and one per session in the server), plus
@@ -161,8 +164,8 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         args.users + 256
     ));
 
-    let mut probe = HttpConn::new(api, token.clone());
-    let before = server_stats(&mut probe).await.with_context(|| {
+    let mut probe = Probe::new(&api, &token);
+    let before = probe.stats().await.with_context(|| {
         format!(
             "cannot read {api}/stats: is `wkuser serve` running there (and --manager-token right)?"
         )
@@ -223,14 +226,14 @@ async fn measure_server(
     load: &figures::Load<'_>,
     users: &Users,
     frames: Arc<Frames>,
-    api: std::net::SocketAddr,
-    ws: std::net::SocketAddr,
+    api: Spread,
+    ws: Spread,
     token: Option<String>,
     before: ServerStats,
     constant: &[u8],
 ) -> anyhow::Result<ServerRun> {
     let args = load.args;
-    let mut probe = HttpConn::new(api, token.clone());
+    let mut probe = Probe::new(&api, &token);
     let n = args.users + users.offline.len();
     clock.say(&format!(
         "server: registering {n} tokens, {} at a time ...",
@@ -242,7 +245,7 @@ async fn measure_server(
         args.device_flag,
     ));
     let registered = drive::register(
-        api,
+        api.clone(),
         token.clone(),
         register_frames,
         args.concurrency,
@@ -268,10 +271,10 @@ async fn measure_server(
         token,
         expect: Expect::ConnectOk,
     };
-    let rss_before = server_stats(&mut probe).await?;
+    let rss_before = probe.stats().await?;
     let opened = figures::open(clock, &target, load, frames.clone()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_after = server_stats(&mut probe).await?;
+    let rss_after = probe.stats().await?;
     // A ceiling of its own, for the slices of "onlinestatus alone" between the server's.
     let beside = ceiling::Ceilings::start(constant)
         .await
@@ -287,7 +290,7 @@ async fn measure_server(
     )
     .await;
     beside.stop().await;
-    let at_end = server_stats(&mut probe).await?;
+    let at_end = probe.stats().await?;
 
     // Leave: drop every session at once and time how long the server takes to record them.
     let dropped_at = Instant::now();
@@ -325,8 +328,8 @@ async fn measure_ceilings(
         .context("starting the ceiling servers")?;
     let target = figures::Target {
         name: "ceiling",
-        ws: ceilings.ws_addr,
-        http: ceilings.http_addr,
+        ws: Spread::one(ceilings.ws_addr),
+        http: Spread::one(ceilings.http_addr),
         token: None,
         expect: Expect::Echo,
     };
@@ -346,6 +349,39 @@ async fn measure_ceilings(
     Ok(figures)
 }
 
+/// The `/stats` of every node of the target, added up as one server: sockets and memory are
+/// each node's own (summed); sessions, users and the log are the cluster's, which every node
+/// sees whole (the largest count is the most recent).
+struct Probe(Vec<HttpConn>);
+
+impl Probe {
+    fn new(api: &Spread, token: &Option<String>) -> Self {
+        Probe(
+            api.all()
+                .iter()
+                .map(|addr| HttpConn::new(*addr, token.clone()))
+                .collect(),
+        )
+    }
+
+    async fn stats(&mut self) -> anyhow::Result<ServerStats> {
+        let mut all = ServerStats::default();
+        for conn in &mut self.0 {
+            let one = server_stats(conn).await?;
+            all.open_connections += one.open_connections;
+            all.online_sessions = all.online_sessions.max(one.online_sessions);
+            all.known_users = all.known_users.max(one.known_users);
+            all.rss_bytes = match (all.rss_bytes, one.rss_bytes) {
+                (Some(a), Some(b)) => Some(a + b),
+                (None, b) => b,
+                (a, None) => a,
+            };
+            all.last_seq = all.last_seq.max(one.last_seq);
+        }
+        Ok(all)
+    }
+}
+
 async fn server_stats(conn: &mut HttpConn) -> anyhow::Result<ServerStats> {
     let (status, body) = tokio::time::timeout(drive::OP_TIMEOUT, conn.get("/stats"))
         .await
@@ -361,10 +397,10 @@ async fn server_stats(conn: &mut HttpConn) -> anyhow::Result<ServerStats> {
 
 /// Polls `/stats` until the server's online sessions are back to `baseline`; `None` after
 /// `limit`.
-async fn wait_for_sessions(conn: &mut HttpConn, baseline: u64, limit: Duration) -> Option<()> {
+async fn wait_for_sessions(probe: &mut Probe, baseline: u64, limit: Duration) -> Option<()> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        if let Ok(s) = server_stats(conn).await {
+        if let Ok(s) = probe.stats().await {
             if s.online_sessions <= baseline {
                 return Some(());
             }

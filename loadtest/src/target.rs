@@ -6,6 +6,7 @@
 //! platform has one. Must never: send load to another host.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
@@ -30,6 +31,45 @@ pub async fn loopback(what: &str, target: &str) -> anyhow::Result<SocketAddr> {
         );
     }
     Ok(first)
+}
+
+/// One or several addresses of the same kind (the API of each node, or its gateway): user `i`,
+/// or client `i`, goes to address `i` modulo their number, so the load is spread evenly.
+#[derive(Debug, Clone)]
+pub struct Spread(Arc<[SocketAddr]>);
+
+impl Spread {
+    pub fn one(addr: SocketAddr) -> Self {
+        Spread(Arc::from([addr]))
+    }
+
+    /// The addresses of a comma-separated `targets`, each checked with [`loopback`].
+    pub async fn parse(what: &str, targets: &str) -> anyhow::Result<Self> {
+        let mut addrs = Vec::new();
+        for target in targets.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            addrs.push(loopback(what, target).await?);
+        }
+        if addrs.is_empty() {
+            bail!("{what} names no address");
+        }
+        Ok(Spread(addrs.into()))
+    }
+
+    /// The address for user (or client) `i`.
+    pub fn for_index(&self, i: usize) -> SocketAddr {
+        self.0[i % self.0.len()]
+    }
+
+    pub fn all(&self) -> &[SocketAddr] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&names.join(","))
+    }
 }
 
 /// The soft and hard limits on open files after trying to raise the soft one to the hard one.
