@@ -5,10 +5,10 @@
 //! its own appends (the log writer hands them over as they commit) and the other nodes' (the
 //! [`tail`] reads them), strictly in seq order, each once. Promises: the subscribers of every
 //! node see the same events in the same order; a node's own batch is published only after
-//! every earlier event of the log, whichever node wrote it; a command is decided after the
-//! node has caught up with the log as it stood when the command arrived (read your writes
-//! across nodes). Must never: publish an event twice, skip one, or publish on an async
-//! worker thread (catching up reads the database).
+//! every earlier event of the log, whichever node wrote it; [`Follower::catch_up`] brings
+//! memory to the log's end when the write path needs it (a decision in doubt, a broken
+//! guard). Must never: publish an event twice, skip one, or publish on an async worker thread
+//! (catching up reads the database).
 
 pub mod lease;
 pub mod tail;

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::apply::Subscribers;
 use crate::cluster::Follower;
 use crate::domain::{
-    decide, CloseReason, Command, RecordedEvent, Rejection, SessionId, Subject, Uid,
+    decide, CloseReason, Command, RecordedEvent, Rejection, Seq, SessionId, Subject, Uid,
 };
 use crate::log::{EventLog, Guard, LogError};
 use crate::presence::Presence;
@@ -123,17 +123,29 @@ impl WritePath {
                 .with_state(subject, |state| decide(state, &command))?;
             return Ok(self.log.append(events).await?);
         };
-        // A shared log: decided against everything committed before, and recorded only if no
-        // other node recorded an event of the uid since; otherwise decided again.
+        // A shared log: decided against this node's memory, and recorded only if no other
+        // node recorded an event of the uid since the events memory holds (the guard); a
+        // broken guard means memory was behind for this uid: catch up, decide again. A refusal
+        // or nothing to record cannot be checked that way (nothing is appended), so they are
+        // decided once more after catching up: a token set on another node a moment ago must
+        // admit this connect.
         let mut conflicts = 0;
+        let mut caught_up = false;
         loop {
-            let following = follower.clone();
-            let seen = tokio::task::spawn_blocking(move || following.catch_up())
-                .await
-                .map_err(LogError::storage)??;
-            let events = self
+            let seen = follower.at();
+            let decided = self
                 .presence()
-                .with_state(subject, |state| decide(state, &command))?;
+                .with_state(subject, |state| decide(state, &command));
+            let doubtful = match &decided {
+                Ok(events) => events.is_empty(),
+                Err(_) => true,
+            };
+            if doubtful && !caught_up {
+                self.catch_up(follower).await?;
+                caught_up = true;
+                continue;
+            }
+            let events = decided?;
             let guard = match subject {
                 Subject::User(uid) => Some(Guard {
                     uid: uid.clone(),
@@ -145,10 +157,21 @@ impl WritePath {
                 Err(LogError::Conflict(uid)) if conflicts < MAX_CONFLICTS => {
                     conflicts += 1;
                     tracing::debug!(uid = %uid, conflicts, "decided again after another node's change");
+                    self.catch_up(follower).await?;
+                    caught_up = true;
                 }
                 outcome => return Ok(outcome?),
             }
         }
+    }
+
+    /// Publishes every event of the shared log not published yet (a database read, off the
+    /// async workers).
+    async fn catch_up(&self, follower: &Arc<Follower>) -> Result<Seq, WriteError> {
+        let following = follower.clone();
+        Ok(tokio::task::spawn_blocking(move || following.catch_up())
+            .await
+            .map_err(LogError::storage)??)
     }
 
     /// Records the end of a session. A close the log refuses (a failing disk) is retried in the
