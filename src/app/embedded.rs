@@ -42,7 +42,16 @@ pub(super) async fn recover(
     let subscribers = Arc::new(Subscribers::new(presence, snapshot));
     let log = EventLog::start_with(store, NodeId(config.node_id), subscribers.clone())?;
     publish_tail(&log, &subscribers, snapshot).await?;
-    let view = catch_up_view(config, &log, view).await?;
+    let view = match catch_up_view(config, &log, view).await? {
+        CaughtUp::Same(view) => view,
+        CaughtUp::Rebuilt(view) => {
+            // Memory came from the snapshot of the view just found damaged: built again from
+            // the whole log instead (nothing is served yet).
+            subscribers.memory().clear();
+            publish_tail(&log, &subscribers, Seq(0)).await?;
+            view
+        }
+    };
     let write = Arc::new(WritePath::new(log.clone(), subscribers));
     Ok(Recovered {
         projected: log.last_durable(),
@@ -123,11 +132,18 @@ async fn publish_tail(
 
 /// Brings the view up to the log's end. A view found damaged on the way is set aside and built
 /// again from the log (memory does not depend on it any more).
+/// The view at the log's end: the one recovered, or one rebuilt from the log because that one
+/// turned out damaged on the way.
+enum CaughtUp {
+    Same(Arc<dyn ViewStore>),
+    Rebuilt(Arc<dyn ViewStore>),
+}
+
 async fn catch_up_view(
     config: &Config,
     log: &EventLog,
     view: SqliteView,
-) -> Result<Arc<dyn ViewStore>, StartError> {
+) -> Result<CaughtUp, StartError> {
     let end = log.last_durable();
     if view.checkpoint().await? == Seq(0) && end > Seq(0) {
         tracing::info!(
@@ -136,14 +152,14 @@ async fn catch_up_view(
         );
     }
     match projector::catch_up(log, &view).await {
-        Ok(_) => Ok(Arc::new(view)),
+        Ok(_) => Ok(CaughtUp::Same(Arc::new(view))),
         Err(e) => {
             view.close().await;
             let e = view_damage(e.into(), config)?;
             set_view_aside(config, &e)?;
             let view = SqliteView::open(&config.view_path()).await?;
             projector::catch_up(log, &view).await?;
-            Ok(Arc::new(view))
+            Ok(CaughtUp::Rebuilt(Arc::new(view)))
         }
     }
 }

@@ -39,6 +39,6 @@ async fn change(state: ApiState, body: Body, adding: bool) -> Result<Response, A
     } else {
         Command::RemoveSystemUids { uids }
     };
-    state.write.execute(command).await?;
+    state.write.execute_detached(command).await?;
     Ok(ok())
 }

@@ -59,11 +59,17 @@ pub fn parse_device_quit(body: &[u8]) -> Result<Command, ApiError> {
 }
 
 pub async fn set_token(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
-    state.write.execute(parse_set_token(&body.0)?).await?;
+    state
+        .write
+        .execute_detached(parse_set_token(&body.0)?)
+        .await?;
     Ok(ok())
 }
 
 pub async fn device_quit(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
-    state.write.execute(parse_device_quit(&body.0)?).await?;
+    state
+        .write
+        .execute_detached(parse_device_quit(&body.0)?)
+        .await?;
     Ok(ok())
 }

@@ -124,6 +124,14 @@ impl Presence {
         out
     }
 
+    /// Forgets everything: start-up, when the snapshot memory was restored from turns out to
+    /// come from a damaged view, builds memory again from the whole log.
+    pub fn clear(&self) {
+        self.users.clear();
+        self.online.clear();
+        self.system_uids.write().clear();
+    }
+
     /// The whole projection as a plain [`Fold`], to compare with a fold of the log.
     pub fn snapshot(&self) -> crate::domain::Fold {
         crate::domain::Fold {

@@ -173,6 +173,13 @@ impl OnlineIndex {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Forgets every online uid.
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            shard.0.write().clear();
+        }
+    }
 }
 
 /// Reports each online uid of one chunk once, at its first position, without allocating: a

@@ -6,7 +6,8 @@
 //! subjects run concurrently and meet only in the log's group commit. Owns, too, the retry of a
 //! session's close that the log refused ([`retry`]). Promises: the caller's answer comes after
 //! its events are durable and applied to every subscriber ([`crate::apply`]), so a read after
-//! the answer sees them. Must never: apply an event itself (the log's writer hands every
+//! the answer sees them. A caller whose future may be dropped midway uses
+//! [`WritePath::execute_detached`]. Must never: apply an event itself (the log's writer hands every
 //! committed event to the subscribers), or decide outside the subject's turn.
 
 mod retry;
@@ -172,6 +173,20 @@ impl WritePath {
         Ok(tokio::task::spawn_blocking(move || following.catch_up())
             .await
             .map_err(LogError::storage)??)
+    }
+
+    /// [`WritePath::execute`] in a task of its own, for callers whose future may be dropped
+    /// midway (an HTTP handler, whose client may hang up): the subject's turn is held until
+    /// the events are published, so the next command of that subject never decides against
+    /// memory that misses them.
+    pub async fn execute_detached(
+        self: &Arc<Self>,
+        command: Command,
+    ) -> Result<Vec<RecordedEvent>, WriteError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.execute(command).await })
+            .await
+            .map_err(|e| WriteError::Log(LogError::storage(e)))?
     }
 
     /// Records the end of a session. A close the log refuses (a failing disk) is retried in the
