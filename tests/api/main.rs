@@ -22,6 +22,7 @@ mod secrets;
 mod server_log;
 mod smoke;
 mod stats;
+mod throwaway_pg;
 mod view_recovery;
 mod watchdog;
 

@@ -18,6 +18,7 @@ pub mod process;
 mod raw_ws;
 mod server;
 mod sockets;
+mod throwaway_pg;
 mod view;
 mod ws;
 
@@ -30,5 +31,6 @@ pub use process::*;
 pub use raw_ws::*;
 pub use server::*;
 pub use sockets::*;
+pub use throwaway_pg::*;
 pub use view::*;
 pub use ws::*;
