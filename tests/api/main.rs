@@ -25,6 +25,7 @@ mod secrets;
 mod server_log;
 mod smoke;
 mod stats;
+mod throwaway_pg;
 mod view_engines;
 mod view_recovery;
 mod watchdog;
