@@ -110,10 +110,8 @@ async fn establish(
     let text = match first {
         Err(_) => {
             tracing::debug!(%peer, "no connect frame within the first-frame limit");
-            {
-                close(ws, CloseCode::Policy, "connect timeout").await;
-                return None;
-            };
+            close(ws, CloseCode::Policy, "connect timeout").await;
+            return None;
         }
         Ok(Ok(text)) => text,
         Ok(Err(Some((code, why)))) => {
@@ -127,17 +125,13 @@ async fn establish(
         FirstFrame::BadConnect { id, why } => {
             tracing::info!(%peer, why, "connect refused: bad params");
             let _ = timeout(FLUSH_LIMIT, ws.send(Message::text(frames::auth_fail(&id)))).await;
-            {
-                close(ws, CloseCode::Policy, "auth fail").await;
-                return None;
-            };
+            close(ws, CloseCode::Policy, "auth fail").await;
+            return None;
         }
         FirstFrame::Refused(why) => {
             tracing::debug!(%peer, why, "first frame refused");
-            {
-                close(ws, CloseCode::Policy, why).await;
-                return None;
-            };
+            close(ws, CloseCode::Policy, why).await;
+            return None;
         }
     };
 
@@ -174,10 +168,8 @@ async fn establish(
             }
         };
         let _ = timeout(FLUSH_LIMIT, ws.send(Message::text(reply))).await;
-        {
-            close(ws, code, why).await;
-            return None;
-        };
+        close(ws, code, why).await;
+        return None;
     }
     drop(pending);
     tracing::debug!(%peer, uid = %uid, session = %session_id, device_flag = %params.device_flag.name(), "connected");
