@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::domain::{CloseReason, Command, NodeId};
+use crate::domain::{CloseReason, Command, NodeId, OpenSession, Uid};
 use crate::write::WritePath;
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +147,17 @@ impl Lease {
         Ok(ids.into_iter().map(|id| NodeId(id as u64)).collect())
     }
 
+    /// Whether `node`'s lease has still run out (not renewed, not taken again, not given up).
+    async fn still_lost(&self, node: NodeId) -> Result<bool, sqlx::Error> {
+        let lost: Option<bool> = sqlx::query_scalar(
+            "SELECT lease_expires_at < now() AND NOT stopped FROM nodes WHERE node_id = $1",
+        )
+        .bind(node.0 as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(lost.unwrap_or(false))
+    }
+
     /// Every node that shared this database, as `GET /cluster/nodes` lists them; the sessions
     /// each holds are counted from `write`'s memory.
     pub async fn nodes(&self, write: &WritePath) -> Result<Vec<NodeRow>, sqlx::Error> {
@@ -243,7 +254,14 @@ pub fn spawn(
             match lease.lost_peers().await {
                 Ok(lost) => {
                     for node in lost {
-                        close_sessions_of(&write, node).await;
+                        // The sessions first, then the lease looked at again: a peer that took
+                        // a new lease meanwhile keeps every session, the new ones included.
+                        let open = open_sessions_of(&write, node);
+                        match lease.still_lost(node).await {
+                            Ok(true) => close_as_lost(&write, node, open).await,
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(error = %e, "cannot look at a peer's lease"),
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot look for lost peers"),
@@ -267,7 +285,8 @@ async fn retake(lease: &Lease, write: &WritePath) -> bool {
     let boot_id = Uuid::now_v7();
     match try_take(&lease.pool, lease.node_id, boot_id, lease.length).await {
         Ok(true) => {
-            close_sessions_of(write, lease.node_id).await;
+            let open = open_sessions_of(write, lease.node_id);
+            close_as_lost(write, lease.node_id, open).await;
             *lease.boot_id.lock() = boot_id;
             let start = crate::domain::event::NodeStart {
                 node_id: lease.node_id,
@@ -291,19 +310,23 @@ async fn retake(lease: &Lease, write: &WritePath) -> bool {
     }
 }
 
-/// Closes every open session of `node` as `node_lost`. Several peers may do it at once: the
-/// write path's guards let one `Disconnected` through per session.
-async fn close_sessions_of(write: &WritePath, node: NodeId) {
-    let open: Vec<_> = write
+/// The open sessions of `node`, as memory holds them now.
+fn open_sessions_of(write: &WritePath, node: NodeId) -> Vec<(Uid, OpenSession)> {
+    write
         .presence()
         .open_sessions()
         .into_iter()
         .filter(|(_, s)| s.node_id == node)
-        .collect();
+        .collect()
+}
+
+/// Closes `open`, sessions of `node`, as `node_lost`. Several peers may do it at once: the
+/// write path's guards let one `Disconnected` through per session.
+async fn close_as_lost(write: &WritePath, node: NodeId, open: Vec<(Uid, OpenSession)>) {
     if open.is_empty() {
         return;
     }
-    tracing::info!(node_id = %node, sessions = open.len(), "a peer's lease ran out: closing its sessions as node_lost");
+    tracing::info!(node_id = %node, sessions = open.len(), "a node's lease ran out: closing its sessions as node_lost");
     for (uid, session) in open {
         let close = Command::Disconnect {
             uid,
@@ -311,7 +334,7 @@ async fn close_sessions_of(write: &WritePath, node: NodeId) {
             reason: CloseReason::NodeLost,
         };
         if let Err(e) = write.execute(close).await {
-            tracing::warn!(error = %e, "could not close a lost peer's session; the next look tries again");
+            tracing::warn!(error = %e, "could not close a lost node's session; the next look tries again");
         }
     }
 }
