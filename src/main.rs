@@ -1,5 +1,5 @@
-//! The `wkuser` command: `serve` runs the server; `audit`, `events`, `replay` and `verify` are
-//! for operators. (The load tool is a binary of its own: `wkuser-loadtest`, in `loadtest/`.)
+//! The `wkuser` command: `serve` runs the server; `audit`, `events`, `replay`, `verify` and
+//! `migrate-to-postgres` are for operators. (The load tool is a binary of its own: `wkuser-loadtest`, in `loadtest/`.)
 //!
 //! Owns process concerns only: parsing the command line, the log subscriber (`RUST_LOG`), the
 //! signals that stop the server, exit codes. Everything else is in the library.
@@ -17,8 +17,9 @@ use wkuser::app::Server;
 use wkuser::config::Config;
 use wkuser::domain::{Seq, Uid};
 use wkuser::ops::client::{encode, ApiClient};
+use wkuser::ops::migrate::{self, Stage};
 use wkuser::ops::replay::{self, Until};
-use wkuser::ops::{audit, open_stopped_log};
+use wkuser::ops::{audit, open_stopped_log, shared};
 use wkuser::view::{SqliteView, ViewStore};
 
 /// Per-thread free lists for every size the request path allocates (see `Cargo.toml`).
@@ -47,8 +48,37 @@ enum Cmd {
     /// Rebuild the SQL view from the log into a fresh database (stopped data dir).
     Replay(ReplayArgs),
     /// Rebuild the view in a temporary database and compare it with the live one (stopped data
-    /// dir); exit 1 when they differ.
-    Verify(DataDirArg),
+    /// dir, or the shared database); exit 1 when they differ.
+    Verify(VerifyArgs),
+    /// Move a stopped single node's log into an empty PostgreSQL database and build the
+    /// shared view there.
+    MigrateToPostgres(MigrateArgs),
+}
+
+#[derive(Args)]
+struct SharedArg {
+    /// Read the log and view that several nodes share in this PostgreSQL database
+    /// (postgres://...) instead of the data dir.
+    #[arg(long, env = "WK_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    #[command(flatten)]
+    shared: SharedArg,
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// The stopped node's data directory, whose log moves.
+    #[arg(long, env = "WK_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// The empty PostgreSQL database to move it into (postgres://...).
+    #[arg(long, env = "WK_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
 }
 
 #[derive(Args)]
@@ -61,7 +91,7 @@ struct DataDirArg {
 #[derive(Args)]
 struct RemoteArgs {
     /// Read through a running server's API (e.g. 127.0.0.1:5001) instead of the data dir.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "database_url")]
     api: Option<String>,
     /// The manager token of that server, if it has one.
     #[arg(long, env = "WK_MANAGER_TOKEN", hide_env_values = true)]
@@ -77,6 +107,8 @@ struct AuditArgs {
     limit: u32,
     #[command(flatten)]
     data: DataDirArg,
+    #[command(flatten)]
+    shared: SharedArg,
     #[command(flatten)]
     remote: RemoteArgs,
 }
@@ -95,6 +127,8 @@ struct EventsArgs {
     #[command(flatten)]
     data: DataDirArg,
     #[command(flatten)]
+    shared: SharedArg,
+    #[command(flatten)]
     remote: RemoteArgs,
 }
 
@@ -111,6 +145,8 @@ struct ReplayArgs {
     until_time: Option<String>,
     #[command(flatten)]
     data: DataDirArg,
+    #[command(flatten)]
+    shared: SharedArg,
 }
 
 fn main() -> std::process::ExitCode {
@@ -130,6 +166,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Events(a) => events_cmd(a).await.map(|()| true),
             Cmd::Replay(a) => replay_cmd(a).await.map(|()| true),
             Cmd::Verify(a) => verify_cmd(a).await,
+            Cmd::MigrateToPostgres(a) => migrate_cmd(a).await.map(|()| true),
         }
     });
     match outcome {
@@ -240,6 +277,19 @@ async fn audit_cmd(a: AuditArgs) -> anyhow::Result<()> {
             let history: audit::History = client.get(&path).await?;
             (history, format!("running server at {api} (live status)"))
         }
+        None if a.shared.database_url.is_some() => {
+            let url = a.shared.database_url.as_deref().unwrap_or_default();
+            let view = shared::open_shared_view(url).await?;
+            // One snapshot: the nodes keep projecting into the shared view meanwhile.
+            let snapshot = view.history_snapshot(&uid, limit + 1).await;
+            view.close().await;
+            let snapshot = snapshot?;
+            let source = format!(
+                "shared SQL view in PostgreSQL as of seq {}",
+                snapshot.checkpoint
+            );
+            (audit::from_snapshot(&uid, snapshot, limit), source)
+        }
         None => {
             let path = a.data.data_dir.join("view.sqlite");
             let view = SqliteView::open_existing_read_only(&path).await?;
@@ -310,12 +360,17 @@ async fn events_cmd(a: EventsArgs) -> anyhow::Result<()> {
         }
         None => {
             if a.follow {
-                bail!("--follow needs --api: a stopped data directory does not grow");
+                bail!("--follow needs --api: a stopped data directory does not grow, and a shared database is followed through a node's API");
             }
-            let dir = &a.data.data_dir;
-            let log = open_stopped_log(dir)
-                .await
-                .map_err(|e| e.in_data_dir(dir, EVENTS_IN_USE))?;
+            let log = match &a.shared.database_url {
+                Some(url) => shared::open_shared_log(url).await?,
+                None => {
+                    let dir = &a.data.data_dir;
+                    open_stopped_log(dir)
+                        .await
+                        .map_err(|e| e.in_data_dir(dir, EVENTS_IN_USE))?
+                }
+            };
             let mut after = Seq(a.after);
             loop {
                 let batch = match &uid {
@@ -344,26 +399,20 @@ async fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
         ),
         (None, None) => Until::End,
     };
-    let dir = &a.data.data_dir;
-    let log = open_stopped_log(dir)
-        .await
-        .map_err(|e| e.in_data_dir(dir, REPLAY_IN_USE))?;
+    let log = match &a.shared.database_url {
+        Some(url) => shared::open_shared_log(url).await?,
+        None => {
+            let dir = &a.data.data_dir;
+            open_stopped_log(dir)
+                .await
+                .map_err(|e| e.in_data_dir(dir, REPLAY_IN_USE))?
+        }
+    };
     let total = match until {
         Until::Seq(s) => s.0.min(log.last_durable().0),
         _ => log.last_durable().0,
     };
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(total);
-        // Not indicatif's `{per_sec}`: it shows four decimals of events per second.
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {msg}  eta {eta}")
-                .expect("a valid template"),
-        );
-        bar.set_message(wkuser::human::progress(0, total));
-        Some(bar)
-    } else {
-        None
-    };
+    let bar = progress_bar(total);
     let report = replay::replay_into_file(&log, &a.into, until, |seq| {
         if let Some(b) = &bar {
             b.set_position(seq.0);
@@ -387,16 +436,43 @@ async fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn verify_cmd(a: DataDirArg) -> anyhow::Result<bool> {
-    let log = open_stopped_log(&a.data_dir)
-        .await
-        .map_err(|e| e.in_data_dir(&a.data_dir, VERIFY_IN_USE))?;
-    let verdict = replay::verify(&log, &a.data_dir.join("view.sqlite")).await;
-    log.close().await;
-    let verdict = verdict?;
+/// A progress bar over `total` events on stderr, when stderr is a terminal.
+fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    // Not indicatif's `{per_sec}`: it shows four decimals of events per second.
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {msg}  eta {eta}")
+            .expect("a valid template"),
+    );
+    bar.set_message(wkuser::human::progress(0, total));
+    Some(bar)
+}
+
+async fn verify_cmd(a: VerifyArgs) -> anyhow::Result<bool> {
+    let shared = a.shared.database_url.is_some();
+    let verdict = match &a.shared.database_url {
+        Some(url) => shared::verify_shared(url).await?,
+        None => {
+            let dir = &a.data.data_dir;
+            let log = open_stopped_log(dir)
+                .await
+                .map_err(|e| e.in_data_dir(dir, VERIFY_IN_USE))?;
+            let verdict = replay::verify(&log, &dir.join("view.sqlite")).await;
+            log.close().await;
+            verdict?
+        }
+    };
     if verdict.behind > 0 {
+        let catch_up = if shared {
+            "the nodes' projectors are applying them"
+        } else {
+            "it catches up at the next start"
+        };
         println!(
-            "note: the view is {} events behind the log (it catches up at the next start); compared up to seq {}",
+            "note: the view is {} events behind the log ({catch_up}); compared up to seq {}",
             verdict.behind, verdict.checkpoint
         );
     }
@@ -416,4 +492,44 @@ async fn verify_cmd(a: DataDirArg) -> anyhow::Result<bool> {
         verdict.checkpoint
     );
     Ok(false)
+}
+
+async fn migrate_cmd(a: MigrateArgs) -> anyhow::Result<()> {
+    let bar: std::cell::RefCell<Option<indicatif::ProgressBar>> = Default::default();
+    let total = std::cell::Cell::new(0u64);
+    let report = migrate::migrate(
+        &a.data_dir,
+        &a.database_url,
+        |end| {
+            total.set(end.0);
+            *bar.borrow_mut() = progress_bar(end.0);
+        },
+        |stage, seq| {
+            if let Some(b) = &*bar.borrow() {
+                let doing = match stage {
+                    Stage::Moving => "moving the log",
+                    Stage::Projecting => "building the view",
+                };
+                b.set_position(seq.0);
+                b.set_message(format!(
+                    "{doing}: {}",
+                    wkuser::human::progress(seq.0, total.get())
+                ));
+            }
+        },
+    )
+    .await;
+    if let Some(b) = bar.borrow_mut().take() {
+        b.finish_and_clear();
+    }
+    let report = report?;
+    eprintln!(
+        "moved {} events (up to seq {}) from {} into the shared database and built its view up to seq {} in {:.2} s",
+        report.events,
+        report.events,
+        a.data_dir.display(),
+        report.last_seq,
+        report.elapsed.as_secs_f64()
+    );
+    Ok(())
 }

@@ -88,6 +88,14 @@ pub struct PostgresStore {
     pool: PgPool,
 }
 
+/// What a store does with the database's schema when it connects.
+enum Schema {
+    /// Brings it up to date (a node).
+    Migrate,
+    /// Requires it up to date and changes nothing (an operator command).
+    Existing,
+}
+
 /// How one try of an append ended, when it did not record the batch.
 enum TryError {
     /// The transaction did not commit: nothing of the batch is in the log.
@@ -103,6 +111,17 @@ impl PostgresStore {
     /// Connects to the database at `url` and brings its schema up to date (the one migrator of
     /// `migrations/postgres`). Blocks: call it from a blocking task.
     pub fn connect(url: &str) -> Result<Self, LogError> {
+        Self::open(url, Schema::Migrate)
+    }
+
+    /// Connects to the database at `url`, whose schema must already be this build's (see
+    /// [`crate::postgres::connect_existing`]): for the operator commands, which must not
+    /// create or migrate a shared database. Blocks: call it from a blocking task.
+    pub fn connect_existing(url: &str) -> Result<Self, LogError> {
+        Self::open(url, Schema::Existing)
+    }
+
+    fn open(url: &str, schema: Schema) -> Result<Self, LogError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("wkuser-pg-log")
@@ -110,12 +129,89 @@ impl PostgresStore {
             .build()
             .map_err(LogError::storage)?;
         let handle = runtime.handle().clone();
-        let pool = wait_on(&handle, crate::postgres::connect(url, POOL_SIZE))
+        let connecting = async {
+            match schema {
+                Schema::Migrate => crate::postgres::connect(url, POOL_SIZE).await,
+                Schema::Existing => crate::postgres::connect_existing(url, POOL_SIZE).await,
+            }
+        };
+        let pool = wait_on(&handle, connecting)
             .map_err(|e| LogError::storage(format_args!("cannot open the shared log: {e}")))?;
         Ok(PostgresStore {
             runtime: Some(runtime),
             handle,
             pool,
+        })
+    }
+
+    /// Whether the shared database holds nothing yet: no event in the log, no node ever
+    /// started on it, and a view at seq 0. The migration from a single node's log moves into
+    /// such a database only.
+    pub fn is_empty(&self) -> Result<bool, LogError> {
+        self.wait(
+            sqlx::query_scalar(
+                "SELECT NOT EXISTS (SELECT 1 FROM log_events) \
+                 AND NOT EXISTS (SELECT 1 FROM nodes) \
+                 AND (SELECT last_seq FROM projector_checkpoint WHERE id = 1) = 0",
+            )
+            .fetch_one(&self.pool),
+        )
+        .map_err(db_error)
+    }
+
+    /// For `wkuser migrate-to-postgres` only: records `batch` with the seqs it carries (a
+    /// single node's log, moved as it is), where [`LogStore::append`] numbers a batch itself.
+    /// Under the append lock, the batch must follow the log's last seq exactly, so that the
+    /// moved log stays dense from 1; `batch_id` names it in `log_batches` as an append's
+    /// first event does. Never to be called while nodes run on the database: their appends
+    /// would interleave with the moved history.
+    pub fn import(&self, batch_id: Uuid, batch: &[EncodedRecord]) -> Result<(), LogError> {
+        let Some(first) = batch.first() else {
+            return Ok(());
+        };
+        let first = to_i64(first.seq)?;
+        let seqs: Vec<i64> = batch
+            .iter()
+            .map(|r| to_i64(r.seq))
+            .collect::<Result<_, _>>()?;
+        if seqs.iter().zip(first..).any(|(s, want)| *s != want) {
+            return Err(LogError::storage(
+                "an imported batch must hold consecutive seqs",
+            ));
+        }
+        let last = first + seqs.len() as i64 - 1;
+        let bodies: Vec<&[u8]> = batch.iter().map(|r| r.bytes.as_slice()).collect();
+        let (mut uids, mut uid_seqs) = (Vec::new(), Vec::new());
+        for (r, seq) in batch.iter().zip(&seqs) {
+            for uid in &r.uids {
+                uids.push(uid.as_str());
+                uid_seqs.push(*seq);
+            }
+        }
+        let pool = &self.pool;
+        self.wait(async move {
+            let mut tx = pool.begin_with(begin_and_lock()).await.map_err(db_error)?;
+            let head: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM log_events")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            if head + 1 != first {
+                return Err(LogError::storage(format_args!(
+                    "the shared log ends at seq {head}: an imported batch from seq {first} would not follow it"
+                )));
+            }
+            sqlx::query(INSERT_BATCH)
+                .bind(&seqs)
+                .bind(&bodies)
+                .bind(&uids)
+                .bind(&uid_seqs)
+                .bind(batch_id.to_string())
+                .bind(first)
+                .bind(last)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)
         })
     }
 

@@ -3,13 +3,17 @@
 //! server through its API.
 //!
 //! Owns nothing persistent. Promises: read-only on the live data (replay writes only into a
-//! fresh file of its own; the live view is opened read-only, never created or migrated). Must
+//! fresh file of its own; the live view is opened read-only, never created or migrated; a
+//! shared database is read without touching its schema, [`shared`]), except the one command
+//! that moves a stopped node's log into an empty shared database ([`migrate`]). Must
 //! never: open the sled log of a running server (sled allows one process per directory; a
 //! running server is reached through its API instead).
 
 pub mod audit;
 pub mod client;
+pub mod migrate;
 pub mod replay;
+pub mod shared;
 
 use std::path::Path;
 
@@ -20,6 +24,12 @@ use crate::log::{EventLog, LogError, SledStore};
 /// data directory a server holds is refused with [`LogError::InUse`], naming it; callers with
 /// another way to what they want say so with [`LogError::in_data_dir`].
 pub async fn open_stopped_log(data_dir: &Path) -> Result<EventLog, LogError> {
+    let store = open_stopped_store(data_dir).await?;
+    EventLog::start(std::sync::Arc::new(store), NodeId(0))
+}
+
+/// The sled store of a stopped data directory, for reading its events as they are stored.
+pub async fn open_stopped_store(data_dir: &Path) -> Result<SledStore, LogError> {
     let dir = data_dir.join("log");
     if !dir.exists() {
         return Err(LogError::storage(format_args!(
@@ -28,9 +38,8 @@ pub async fn open_stopped_log(data_dir: &Path) -> Result<EventLog, LogError> {
             dir.display()
         )));
     }
-    let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
+    tokio::task::spawn_blocking(move || SledStore::open(&dir))
         .await
         .map_err(LogError::storage)?
-        .map_err(|e| e.in_data_dir(data_dir, "stop it first"))?;
-    EventLog::start(std::sync::Arc::new(store), NodeId(0))
+        .map_err(|e| e.in_data_dir(data_dir, "stop it first"))
 }

@@ -180,6 +180,17 @@ pub async fn verify(log: &EventLog, live_view: &Path) -> Result<Verdict, ReplayE
         }
     }
     let (checkpoint, live_dump) = read?;
+    compare_with_rebuild(log, checkpoint, &live_dump).await
+}
+
+/// Rebuilds the view from `log` up to `checkpoint` in a temporary SQLite file and compares it
+/// with `live_dump`, a live view's dump as of that checkpoint (of either engine: their dumps
+/// are the same text). The log must reach the checkpoint: open it after reading the view.
+pub async fn compare_with_rebuild(
+    log: &EventLog,
+    checkpoint: Seq,
+    live_dump: &ViewDump,
+) -> Result<Verdict, ReplayError> {
     let scratch =
         std::env::temp_dir().join(format!("wkuser-verify-{}.sqlite", uuid::Uuid::now_v7()));
     let rebuilt = SqliteView::open(&scratch).await?;

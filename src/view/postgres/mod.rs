@@ -36,6 +36,14 @@ impl PostgresView {
         })
     }
 
+    /// Connects to the database at `url`, whose schema must already be this build's: for the
+    /// operator commands, which read a shared view and must not create or migrate one.
+    pub async fn connect_existing(url: &str, max_connections: u32) -> Result<Self, ViewError> {
+        Ok(PostgresView {
+            pool: crate::postgres::connect_existing(url, max_connections).await?,
+        })
+    }
+
     /// The view over a pool already connected (and migrated) by [`crate::postgres::connect`],
     /// such as the log's. [`ViewStore::close`] closes that pool.
     pub fn with_pool(pool: PgPool) -> Self {

@@ -107,6 +107,11 @@ fn dump_queries() -> Vec<(&'static str, String)> {
 }
 
 impl PostgresView {
+    /// The checkpoint and the dump, as of one snapshot of the view.
+    pub async fn checkpoint_and_dump(&self) -> Result<(Seq, ViewDump), ViewError> {
+        checkpoint_and_dump(&self.pool).await
+    }
+
     /// The newest page of `uid`'s sessions (up to `limit`, as [`ViewStore::sessions`] gives
     /// it), the flags the user has a session open on and the checkpoint, all read in one
     /// snapshot of the view. Read one by one beside projectors that keep writing, they could
@@ -228,12 +233,19 @@ pub(super) async fn load_state(pool: &PgPool) -> Result<ViewState, ViewError> {
 /// Every table, read in one snapshot: a view that projectors keep writing still dumps as one
 /// moment of it.
 pub(super) async fn dump(pool: &PgPool) -> Result<ViewDump, ViewError> {
+    Ok(checkpoint_and_dump(pool).await?.1)
+}
+
+/// The checkpoint and every table, read in one snapshot: what `verify` compares a rebuild of
+/// the log up to that checkpoint with, while other nodes' projectors keep writing.
+pub(super) async fn checkpoint_and_dump(pool: &PgPool) -> Result<(Seq, ViewDump), ViewError> {
     let mut tx = pool.begin_with(SNAPSHOT).await?;
+    let checkpoint = read_checkpoint(&mut tx).await?;
     let mut dump = ViewDump::default();
     for (table, query) in dump_queries() {
         let rows: Vec<String> = sqlx::query_scalar(&query).fetch_all(&mut *tx).await?;
         dump.tables.push((table.to_string(), rows));
     }
     tx.rollback().await?;
-    Ok(dump)
+    Ok((checkpoint, dump))
 }
