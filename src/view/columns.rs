@@ -52,3 +52,58 @@ pub(crate) fn token_slot(hash: Option<String>, level: i64) -> Result<TokenSlot, 
         },
     })
 }
+
+/// The types a row of either engine hands over for the session columns.
+pub(crate) trait SessionRow: sqlx::Row
+where
+    usize: sqlx::ColumnIndex<Self>,
+{
+}
+
+impl SessionRow for sqlx::sqlite::SqliteRow {}
+impl SessionRow for sqlx::postgres::PgRow {}
+
+/// A history row: `session_id, device_flag, device_level, device_id, node_id, peer,
+/// connected_at, disconnected_at, reason`, the session ids as text.
+pub(crate) fn session_record<R>(row: &R, uid: &Uid) -> Result<super::SessionRecord, ViewError>
+where
+    R: SessionRow,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(super::SessionRecord {
+        session_id: session_col(row.try_get(0)?)?,
+        uid: uid.clone(),
+        device_flag: flag_col(row.try_get(1)?)?,
+        device_level: level_col(row.try_get(2)?)?,
+        device_id: device_col(row.try_get(3)?)?,
+        node_id: NodeId(row.try_get::<i64, _>(4)? as u64),
+        peer: row.try_get(5)?,
+        connected_at: row.try_get(6)?,
+        disconnected_at: row.try_get(7)?,
+        reason: reason_col(row.try_get(8)?)?,
+    })
+}
+
+/// An open session's row for memory: `session_id, uid, device_flag, device_level, device_id,
+/// node_id`, the session ids as text.
+pub(crate) fn open_session<R>(row: &R) -> Result<(Uid, OpenSession), ViewError>
+where
+    R: SessionRow,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok((
+        uid_col(row.try_get(1)?)?,
+        OpenSession {
+            session_id: session_col(row.try_get(0)?)?,
+            device_flag: flag_col(row.try_get(2)?)?,
+            device_level: level_col(row.try_get(3)?)?,
+            device_id: device_col(row.try_get(4)?)?,
+            node_id: NodeId(row.try_get::<i64, _>(5)? as u64),
+        },
+    ))
+}

@@ -106,22 +106,7 @@ pub(super) async fn read_sessions(
     .bind(i64::from(limit))
     .fetch_all(conn)
     .await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(SessionRecord {
-                session_id: session_col(row.try_get(0)?)?,
-                uid: uid.clone(),
-                device_flag: flag_col(row.try_get(1)?)?,
-                device_level: level_col(row.try_get(2)?)?,
-                device_id: device_col(row.try_get(3)?)?,
-                node_id: NodeId(row.try_get::<i64, _>(4)? as u64),
-                peer: row.try_get(5)?,
-                connected_at: row.try_get(6)?,
-                disconnected_at: row.try_get(7)?,
-                reason: reason_col(row.try_get(8)?)?,
-            })
-        })
-        .collect()
+    rows.iter().map(|row| session_record(row, uid)).collect()
 }
 
 pub(super) async fn load_state(pool: &SqlitePool) -> Result<ViewState, ViewError> {
@@ -151,16 +136,7 @@ pub(super) async fn load_state(pool: &SqlitePool) -> Result<ViewState, ViewError
     .fetch_all(&mut *conn)
     .await?
     {
-        state.open_sessions.push((
-            uid_col(row.try_get(1)?)?,
-            OpenSession {
-                session_id: session_col(row.try_get(0)?)?,
-                device_flag: flag_col(row.try_get(2)?)?,
-                device_level: level_col(row.try_get(3)?)?,
-                device_id: device_col(row.try_get(4)?)?,
-                node_id: NodeId(row.try_get::<i64, _>(5)? as u64),
-            },
-        ));
+        state.open_sessions.push(open_session(&row)?);
     }
     for row in sqlx::query("SELECT uid FROM system_uids ORDER BY uid")
         .fetch_all(&mut *conn)
