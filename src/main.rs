@@ -500,9 +500,16 @@ async fn migrate_cmd(a: MigrateArgs) -> anyhow::Result<()> {
     let report = migrate::migrate(
         &a.data_dir,
         &a.database_url,
-        |end| {
+        migrate::IMPORT_BATCH,
+        |from, end| {
+            if from > Seq(0) {
+                eprintln!("an interrupted move stopped at seq {from}: moving on from there");
+            }
             total.set(end.0);
             *bar.borrow_mut() = progress_bar(end.0);
+            if let Some(b) = &*bar.borrow() {
+                b.set_position(from.0);
+            }
         },
         |stage, seq| {
             if let Some(b) = &*bar.borrow() {
@@ -523,9 +530,9 @@ async fn migrate_cmd(a: MigrateArgs) -> anyhow::Result<()> {
         b.finish_and_clear();
     }
     let report = report?;
+    let moved_now = report.events - report.resumed_after.map_or(0, |s| s.0);
     eprintln!(
-        "moved {} events (up to seq {}) from {} into the shared database and built its view up to seq {} in {:.2} s",
-        report.events,
+        "moved {moved_now} events (the log up to seq {}) from {} into the shared database and built its view up to seq {} in {:.2} s",
         report.events,
         a.data_dir.display(),
         report.last_seq,

@@ -41,7 +41,8 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
 }
 
 /// Connects to `url` and checks, without changing anything, that the database holds this
-/// build's whole schema: for the operator commands, which only read a shared database and must
+/// build's whole schema and no migration of a newer build (whose tables this build would
+/// misread): for the operator commands, which only read a shared database and must
 /// not create or migrate one (a mistyped database name would otherwise be given empty tables
 /// and read as an empty log).
 pub async fn connect_existing(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
@@ -64,6 +65,19 @@ pub async fn connect_existing(url: &str, max_connections: u32) -> Result<PgPool,
         .iter()
         .find(|m| !applied.contains(&m.version))
         .map(|m| m.version);
+    let unknown = applied
+        .iter()
+        .find(|v| !MIGRATOR.iter().any(|m| m.version == **v));
+    if let Some(version) = unknown {
+        pool.close().await;
+        return Err(sqlx::Error::Configuration(
+            format!(
+                "the database holds migration {version}, which this build does not know: \
+                 a newer wkuser migrated it, so use that build's commands"
+            )
+            .into(),
+        ));
+    }
     if let Some(version) = missing {
         pool.close().await;
         let what = if applied.is_empty() {

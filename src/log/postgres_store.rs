@@ -144,27 +144,31 @@ impl PostgresStore {
         })
     }
 
-    /// Whether the shared database holds nothing yet: no event in the log, no node ever
-    /// started on it, and a view at seq 0. The migration from a single node's log moves into
-    /// such a database only.
-    pub fn is_empty(&self) -> Result<bool, LogError> {
-        self.wait(
-            sqlx::query_scalar(
-                "SELECT NOT EXISTS (SELECT 1 FROM log_events) \
-                 AND NOT EXISTS (SELECT 1 FROM nodes) \
-                 AND (SELECT last_seq FROM projector_checkpoint WHERE id = 1) = 0",
+    /// For `wkuser migrate-to-postgres`: how far a migration has moved a log into this
+    /// database, or `None` once a node has ever started on it (its history is then its own,
+    /// and nothing may be moved into it). `Some(0)` is an empty database.
+    pub fn moved_so_far(&self) -> Result<Option<Seq>, LogError> {
+        let (nodes, last): (bool, i64) = self
+            .wait(
+                sqlx::query_as(
+                    "SELECT EXISTS (SELECT 1 FROM nodes), \
+                     (SELECT coalesce(max(seq), 0) FROM log_events)",
+                )
+                .fetch_one(&self.pool),
             )
-            .fetch_one(&self.pool),
-        )
-        .map_err(db_error)
+            .map_err(db_error)?;
+        if nodes {
+            return Ok(None);
+        }
+        to_seq(last).map(Some)
     }
 
     /// For `wkuser migrate-to-postgres` only: records `batch` with the seqs it carries (a
     /// single node's log, moved as it is), where [`LogStore::append`] numbers a batch itself.
     /// Under the append lock, the batch must follow the log's last seq exactly, so that the
     /// moved log stays dense from 1; `batch_id` names it in `log_batches` as an append's
-    /// first event does. Never to be called while nodes run on the database: their appends
-    /// would interleave with the moved history.
+    /// first event does. Refused once a node has started on the database: its appends would
+    /// interleave with the moved history.
     pub fn import(&self, batch_id: Uuid, batch: &[EncodedRecord]) -> Result<(), LogError> {
         let Some(first) = batch.first() else {
             return Ok(());
@@ -191,10 +195,18 @@ impl PostgresStore {
         let pool = &self.pool;
         self.wait(async move {
             let mut tx = pool.begin_with(begin_and_lock()).await.map_err(db_error)?;
-            let head: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM log_events")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            let (head, nodes): (i64, bool) = sqlx::query_as(
+                "SELECT (SELECT coalesce(max(seq), 0) FROM log_events), \
+                 EXISTS (SELECT 1 FROM nodes)",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            if nodes {
+                return Err(LogError::storage(
+                    "a node started on the shared database during the move: stop it, and move into an empty database",
+                ));
+            }
             if head + 1 != first {
                 return Err(LogError::storage(format_args!(
                     "the shared log ends at seq {head}: an imported batch from seq {first} would not follow it"

@@ -19,6 +19,7 @@ mod http_failures;
 mod http_routes;
 mod limits;
 mod log_postgres;
+mod ops_migrate;
 mod ops_postgres;
 mod persistence;
 mod properties;
