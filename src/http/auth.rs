@@ -32,10 +32,11 @@ impl ManagerToken {
 /// an orchestrator asks them without any secret.
 pub const PROBES: [&str; 2] = ["/healthz", "/readyz"];
 
-/// Whether a request for `path` with these headers may use the API: a probe always, any
-/// other only with the manager token when one is configured.
+/// Whether a request for `path` with these headers may use the API: a probe or a file of the
+/// console (which holds no data) always, any other only with the manager token when one is
+/// configured.
 pub fn admits_request(expected: Option<&ManagerToken>, path: &str, headers: &HeaderMap) -> bool {
-    PROBES.contains(&path) || admits(expected, headers)
+    PROBES.contains(&path) || super::console::is_public(path) || admits(expected, headers)
 }
 
 /// Whether a request with these headers may use the API: always when no manager token is

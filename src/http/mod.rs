@@ -13,6 +13,7 @@
 mod auth;
 mod body;
 mod cluster;
+mod console;
 pub mod error;
 mod events;
 mod front;
@@ -137,6 +138,7 @@ fn router(state: ApiState) -> Router {
         .route("/events", get(events::events))
         .route("/stats", get(stats::stats))
         .route("/cluster/nodes", get(cluster::nodes))
+        .merge(console::routes())
         // `auth::PROBES`: the two paths that need no token.
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
