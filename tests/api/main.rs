@@ -8,6 +8,8 @@ mod cli_errors;
 mod cluster;
 mod cluster_database_down;
 mod console;
+mod console_browser;
+mod console_browser_more;
 mod crash;
 mod gateway_concurrency;
 mod gateway_connect;

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+mod browser;
 mod data_dir;
 mod eventually;
 mod flaky;
@@ -22,6 +23,7 @@ mod throwaway_pg;
 mod view;
 mod ws;
 
+pub use browser::*;
 pub use data_dir::*;
 pub use eventually::*;
 pub use flaky::*;
