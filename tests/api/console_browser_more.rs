@@ -244,3 +244,69 @@ async fn system_uids_and_the_whole_system_from_the_console() {
     b.screenshot("system").await;
     b.close().await;
 }
+
+/// Connects to a node's gateway as the EasySDK does and asserts success.
+async fn connect_to(node: &Node, uid: &str, token: &str, flag: u8, device: &str) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(&node.ws)
+        .await
+        .expect("ws connects");
+    send_text(
+        &mut ws,
+        easy_connect(uid, token, device, flag, now_ms(), "c1"),
+    )
+    .await;
+    let answer: Value = serde_json::from_str(&next_text(&mut ws).await).expect("JSON");
+    assert_connected(&answer);
+    ws
+}
+
+#[tokio::test]
+async fn with_several_nodes_the_console_lists_them_and_where_each_device_is() {
+    let db = TestDatabase::create().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for id in ["1", "2"] {
+        let dir = data.path().join(format!("node{id}"));
+        let flags = ["--database-url", &db.url, "--node-id", id];
+        nodes.push(start_node_with(&dir, "info", &flags).await);
+    }
+    let http = reqwest::Client::new();
+    for (flag, token) in [(1, "t-ios"), (2, "t-android")] {
+        let body = json!({"uid": "nia", "token": token, "device_flag": flag, "device_level": 0});
+        let resp = http
+            .post(format!("{}/user/token", nodes[0].api))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let _phone = connect_to(&nodes[0], "nia", "t-ios", 1, "phone").await;
+    let _tablet = connect_to(&nodes[1], "nia", "t-android", 2, "tablet").await;
+
+    let mut b = Browser::start("cluster").await;
+    b.goto(&format!("{}/console", nodes[0].api)).await;
+    show_uid(&mut b, "nia").await;
+    wait_now(&mut b, json!([[1, "phone"], [2, "tablet"]])).await;
+    // Each device on the node that holds it.
+    let held = b
+        .js(
+            "return [...document.querySelectorAll('#now-table tbody tr')].map((tr) => \
+             Number(tr.querySelector('td.num').textContent));",
+            vec![],
+        )
+        .await;
+    assert_eq!(held, json!([1, 2]));
+    // The nodes, each alive with its one session.
+    b.wait_for(
+        "both nodes, one session each",
+        "const rows = [...document.querySelectorAll('#nodes-table tr[data-node]')].map((tr) => \
+         [Number(tr.dataset.node), tr.children[1].textContent, tr.children[2].textContent]); \
+         return JSON.stringify(rows) === JSON.stringify([[1, 'alive', '1'], [2, 'alive', '1']]) \
+         ? rows : null;",
+        vec![],
+    )
+    .await;
+    b.screenshot("nodes").await;
+    b.close().await;
+}

@@ -30,6 +30,7 @@ export function tokenProblem(value) {
   if (value.length === 0) return 'Type the manager token.';
   if (/[\u0000-\u001f\u007f]/.test(value)) return 'The token cannot hold control characters or line breaks.';
   if (value.trim() !== value) return 'The token cannot start or end with a space.';
+  if (/[^\u0020-\u00ff]/.test(value)) return 'An HTTP header cannot carry this token: it holds characters beyond Latin-1.';
   return null;
 }
 

@@ -106,8 +106,15 @@ export class Timeline {
     this.last = null;
     this.activeId = null;
     this.bars = [];
+    // Redrawn at a new width, once per frame at most.
+    let pending = false;
     new ResizeObserver(() => {
-      if (this.last && this.container.clientWidth !== this.drawnWidth) this.render(this.last);
+      if (pending) return;
+      pending = true;
+      requestAnimationFrame(() => {
+        pending = false;
+        if (this.last && this.container.clientWidth !== this.drawnWidth) this.render(this.last);
+      });
     }).observe(container);
     document.addEventListener('keydown', (e) => {
       if (e.key === 'Escape') this.hideTip();
@@ -190,42 +197,58 @@ export class Timeline {
       root.append(svg('text', { class: 'empty', x: x0 + 8, y: TOP + 24 }, 'No sessions in this time span.'));
     }
 
-    // The bars, last so they are drawn over the grid.
+    // The bars, last so they are drawn over the grid. One prototype cloned per bar and one set
+    // of listeners on the chart (not per bar): a user of 10,000 sessions draws in a blink.
     this.bars = [];
+    this.byRect = new Map();
+    const proto = svg('rect', { class: 'bar', height: BAR_H, rx: 2, tabindex: -1, role: 'img' });
     for (const [laneIndex, lane] of lanes.entries()) {
+      const frag = document.createDocumentFragment();
       for (const [i, b] of lane.bars.entries()) {
         const s = b.s;
-        const rect = svg('rect', {
-          class: 'bar',
-          x: b.x.toFixed(2),
-          y: lane.y + LANE_PAD + b.row * (BAR_H + ROW_GAP),
-          width: b.w.toFixed(2),
-          height: BAR_H,
-          rx: 2,
-          fill: reasonColour(s.reason),
-          tabindex: -1,
-          role: 'img',
-          'aria-label': describe(s, now),
-          'data-session-id': s.session_id,
-          'data-flag': s.device_flag,
-          'data-reason': s.reason ?? 'open',
-          'data-start': Date.parse(s.connected_at),
-          'data-end': s.disconnected_at ? Date.parse(s.disconnected_at) : '',
-        });
+        const rect = proto.cloneNode(false);
+        rect.setAttribute('x', b.x.toFixed(2));
+        rect.setAttribute('y', lane.y + LANE_PAD + b.row * (BAR_H + ROW_GAP));
+        rect.setAttribute('width', b.w.toFixed(2));
+        rect.setAttribute('fill', reasonColour(s.reason));
+        rect.setAttribute('aria-label', describe(s, now));
+        rect.setAttribute('data-session-id', s.session_id);
+        rect.setAttribute('data-flag', s.device_flag);
+        rect.setAttribute('data-reason', s.reason ?? 'open');
+        rect.setAttribute('data-start', Date.parse(s.connected_at));
+        rect.setAttribute('data-end', s.disconnected_at ? Date.parse(s.disconnected_at) : '');
         const entry = { rect, s, lane: laneIndex, index: i };
-        rect.addEventListener('mouseenter', () => { rect.classList.add('hover'); this.showTip(entry); });
-        rect.addEventListener('mouseleave', () => { rect.classList.remove('hover'); this.hideTip(); });
-        rect.addEventListener('focus', () => {
-          this.activeId = s.session_id;
-          if (!this.restoring) this.showTip(entry);
-        });
-        rect.addEventListener('blur', () => this.hideTip());
-        rect.addEventListener('keydown', (e) => this.onKey(e, entry, lanes));
-        lane.g.append(rect);
-        lane.bars[i].entry = entry;
+        frag.append(rect);
+        b.entry = entry;
+        this.byRect.set(rect, entry);
         this.bars.push(entry);
       }
+      lane.g.append(frag);
     }
+    this.lanes = lanes;
+    root.addEventListener('mouseover', (e) => {
+      const entry = this.byRect.get(e.target);
+      if (!entry) return;
+      entry.rect.classList.add('hover');
+      this.showTip(entry);
+    });
+    root.addEventListener('mouseout', (e) => {
+      const entry = this.byRect.get(e.target);
+      if (!entry) return;
+      entry.rect.classList.remove('hover');
+      this.hideTip();
+    });
+    root.addEventListener('focusin', (e) => {
+      const entry = this.byRect.get(e.target);
+      if (!entry) return;
+      this.activeId = entry.s.session_id;
+      if (!this.restoring) this.showTip(entry);
+    });
+    root.addEventListener('focusout', () => this.hideTip());
+    root.addEventListener('keydown', (e) => {
+      const entry = this.byRect.get(e.target);
+      if (entry) this.onKey(e, entry, this.lanes);
+    });
 
     // One tab stop: the bar focused last, else the newest.
     const active = this.bars.find((b) => b.s.session_id === this.activeId) ??

@@ -23,6 +23,7 @@ const PAGE = 1000;
 // Pages read back beyond the newest, for one uid: the timeline of a user with more sessions in
 // the span than this stops there and says so.
 const MAX_PAGES_BACK = 30;
+const REFRESH_PAGE = 100;
 const HISTORY_PAGE = 50;
 const EVENTS_PAGE = 1000;
 const EVENTS_FIRST = 50;
@@ -74,6 +75,7 @@ export class UserView {
     this.history = { cursors: [undefined], index: 0, next: null };
     this.events = { list: [], cursor: 0, olderDone: false };
     this.timeline.activeId = null;
+    this.drawnKey = null;
     $('user-uid').textContent = uid;
     $('user').hidden = false;
     $('now-table').tBodies[0].replaceChildren();
@@ -138,8 +140,8 @@ export class UserView {
     for (const s of sessions) this.byId.set(s.session_id, s);
   }
 
-  sessionsPage(before) {
-    return get(withQuery('user/sessions', { uid: this.uid, limit: PAGE, before }));
+  sessionsPage(before, limit = PAGE) {
+    return get(withQuery('user/sessions', { uid: this.uid, limit, before }));
   }
 
   // Reads what changed since the last read (see the file's header); false when the uid
@@ -151,7 +153,8 @@ export class UserView {
     let cursor;
     let pages = 0;
     for (;;) {
-      const page = await this.sessionsPage(cursor);
+      // A refresh usually finds little new: its first page is a short one.
+      const page = await this.sessionsPage(cursor, first || pages > 0 ? PAGE : REFRESH_PAGE);
       if (gen !== this.gen) return false;
       pages += 1;
       if (pages === 1) this.online = page.online.map((o) => o.device_flag);
@@ -211,6 +214,14 @@ export class UserView {
     const now = Date.now();
     this.drawNow(now);
     const from = this.drawFrom(now);
+    // The timeline is drawn again only when its sessions changed, or when time moved it by
+    // more than a pixel: a large history is not redrawn every few seconds for nothing.
+    const key = [this.span, this.ordered.length, this.ordered[0]?.session_id,
+      this.ordered.filter(isOpen).length, this.online.join(','), this.truncated].join('|');
+    const msPerPixel = (now - from) / Math.max(1, this.timeline.container.clientWidth);
+    if (key === this.drawnKey && now - this.drawnAt < msPerPixel) return;
+    this.drawnKey = key;
+    this.drawnAt = now;
     const { bars, lanes } = this.timeline.render({
       uid: this.uid, sessions: this.ordered, from, now, onlineFlags: this.online,
     });
