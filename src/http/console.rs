@@ -11,7 +11,7 @@
 //! path outside its fixed list, or embed the manager token.
 
 use axum::http::{header, HeaderName, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 
@@ -77,14 +77,22 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
 /// Whether `path` is one of the console's files, which the token guard lets through: they hold
 /// no data, and the page must load before the operator can type the token.
 pub fn is_public(path: &str) -> bool {
-    ASSETS.iter().any(|asset| asset.path == path)
+    path == WITH_SLASH || ASSETS.iter().any(|asset| asset.path == path)
 }
 
-/// The console's routes, one per file (HEAD answered as GET by axum).
+/// `/console/`, typed by habit: sent on to the page.
+const WITH_SLASH: &str = "/console/";
+
+/// The console's routes, one per file (HEAD answered as GET by axum), and `/console/`.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    ASSETS.iter().fold(Router::new(), |router, asset| {
+    let files = ASSETS.iter().fold(Router::new(), |router, asset| {
         router.route(asset.path, get(move || async move { serve(asset) }))
-    })
+    });
+    // Relative, so that a proxy's prefix is kept.
+    files.route(
+        WITH_SLASH,
+        get(|| async { Redirect::permanent("../console") }),
+    )
 }
 
 fn serve(asset: &'static Asset) -> Response {
@@ -159,7 +167,8 @@ mod tests {
     fn only_the_listed_files_are_public() {
         assert!(is_public("/console"));
         assert!(is_public("/console/app.js"));
-        assert!(!is_public("/console/"));
+        assert!(is_public("/console/"));
+        assert!(!is_public("/console//"));
         assert!(!is_public("/console/nope.js"));
         assert!(!is_public("/user/sessions"));
         assert!(!is_public("/console/../stats"));

@@ -129,6 +129,18 @@ async fn the_console_says_what_the_browser_may_load_and_answers_other_methods_wi
     assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"));
     assert_eq!(header("cache-control").as_deref(), Some("no-cache"));
 
+    // `/console/` sends the browser on to the page, relative to where it is.
+    let slash = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/console/"))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(slash.status().as_u16(), 308);
+    assert_eq!(slash.headers()["location"], "../console");
+
     let head = app.request(Method::HEAD, "/console", None, &[]).await;
     assert_eq!(head.status, 200);
     let post = app
