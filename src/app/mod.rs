@@ -229,6 +229,7 @@ impl Server {
             projected,
             write.subscribers().published(),
         );
+        write.metrics().watch_view(projector.projected());
         tracing::info!(last_seq = %projected, "recovered the event log and the view");
 
         let mine = sessions_of_this_node_only.then_some(node_id);

@@ -35,7 +35,7 @@ impl Live {
     /// Records how the session ended and carries the close out: the farewell frames queued
     /// and sent within [`FLUSH_LIMIT`], then the linger.
     pub(super) async fn finish(
-        self,
+        mut self,
         end: End,
         out: mpsc::Sender<Out>,
         mut writer: tokio::task::JoinHandle<Option<SplitSink<Ws, Message>>>,
@@ -69,6 +69,8 @@ impl Live {
             }
         };
         tracing::debug!(uid = %self.uid, session = %self.session_id, %reason, "session closed");
+        // Ended: no longer counted open, though its farewell frames may take a moment more.
+        self.uncount();
 
         let Some((kick, last)) = farewell else {
             return;

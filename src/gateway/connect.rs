@@ -30,6 +30,7 @@ use super::session::{Live, Ws};
 use super::{peer_text, Gateway, OpenGuard, PendingGuard};
 use crate::apply::live::CloseOrder;
 use crate::domain::{Command, DeviceId, SessionId};
+use crate::metrics::ConnectResult;
 use crate::write::WriteError;
 
 /// Bytes read from a socket at a time.
@@ -123,6 +124,7 @@ async fn establish(
     let (id, params) = match frames::parse_first(&text) {
         FirstFrame::Connect { id, params } => (id, params),
         FirstFrame::BadConnect { id, why } => {
+            gw.metrics().connect(ConnectResult::AuthFail);
             tracing::info!(%peer, why, "connect refused: bad params");
             let _ = timeout(FLUSH_LIMIT, ws.send(Message::text(frames::auth_fail(&id)))).await;
             close(ws, CloseCode::Policy, "auth fail").await;
@@ -151,12 +153,14 @@ async fn establish(
         gw.live().unregister(session_id);
         let (reply, code, why) = match &e {
             WriteError::Rejected(why) => {
+                gw.metrics().connect(ConnectResult::AuthFail);
                 tracing::info!(%peer, uid = %uid, device_flag = %params.device_flag.name(), why = %why, "connect refused");
                 (frames::auth_fail(&id), CloseCode::Policy, "auth fail")
             }
             // Not the client's fault: a system error (reason code 15) and 1011, so that the
             // client retries later instead of treating its credentials as wrong.
             WriteError::Log(_) | WriteError::Fenced => {
+                gw.metrics().connect(ConnectResult::SystemError);
                 let err = &e;
                 tracing::error!(%peer, uid = %uid, error = %err, "connect not recorded");
                 let reply = frames::error(
@@ -172,6 +176,7 @@ async fn establish(
         return None;
     }
     drop(pending);
+    gw.metrics().connect(ConnectResult::Ok);
     tracing::debug!(%peer, uid = %uid, session = %session_id, device_flag = %params.device_flag.name(), "connected");
 
     // Saturating: any i64 a client sends must not overflow (a panic here, after `Connected` is
@@ -180,11 +185,7 @@ async fn establish(
         .client_timestamp
         .map_or(0, |t| now_ms().saturating_sub(t));
     let connected = frames::connect_ok(&id, time_diff, gw.settings.node_id.0);
-    let live = Live {
-        gw: gw.clone(),
-        uid,
-        session_id,
-    };
+    let live = Live::new(gw.clone(), uid, session_id, params.device_flag);
     Some(Established {
         live,
         socket: ws.split(),

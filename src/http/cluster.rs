@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::{json_response, ApiState};
 use crate::cluster::lease::NodeRow;
 
+#[utoipa::path(get, path = "/cluster/nodes")]
 pub async fn nodes(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let rows = match &state.lease {
         Some(lease) => lease.nodes(&state.write).await.map_err(|e| {

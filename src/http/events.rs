@@ -45,6 +45,7 @@ pub fn parse_events_query(raw: Option<&str>) -> Result<EventsQuery, ApiError> {
     Ok(EventsQuery { uid, after, limit })
 }
 
+#[utoipa::path(get, path = "/events")]
 pub async fn events(
     State(state): State<ApiState>,
     RawQuery(raw): RawQuery,

@@ -10,10 +10,12 @@ use axum::response::Response;
 use super::error::ApiError;
 use super::{ok, ApiState};
 
+#[utoipa::path(get, path = "/healthz")]
 pub async fn healthz() -> Response {
     ok()
 }
 
+#[utoipa::path(get, path = "/readyz")]
 pub async fn readyz(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let reachable = state
         .storage_reachable

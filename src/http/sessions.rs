@@ -125,6 +125,7 @@ pub fn parse_sessions_query(raw: Option<&str>) -> Result<SessionsQuery, ApiError
     Ok(SessionsQuery { uid, limit, before })
 }
 
+#[utoipa::path(get, path = "/user/sessions")]
 pub async fn sessions(
     State(state): State<ApiState>,
     RawQuery(raw): RawQuery,

@@ -28,6 +28,7 @@ struct Stats {
     last_seq: u64,
 }
 
+#[utoipa::path(get, path = "/stats")]
 pub async fn stats(State(state): State<ApiState>) -> Response {
     let (known_users, online_sessions) = state.write.presence().counts();
     json_response(

@@ -20,14 +20,17 @@ pub fn parse_system_uids(body: &[u8], max_uids: usize) -> Result<Vec<Uid>, ApiEr
     object(body)?.uid_list("uids", max_uids)
 }
 
+#[utoipa::path(get, path = "/user/systemuids")]
 pub async fn list(State(state): State<ApiState>) -> Response {
     json_response(StatusCode::OK, &state.write.presence().system_uids())
 }
 
+#[utoipa::path(post, path = "/user/systemuids_add")]
 pub async fn add(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
     change(state, body, true).await
 }
 
+#[utoipa::path(post, path = "/user/systemuids_remove")]
 pub async fn remove(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
     change(state, body, false).await
 }

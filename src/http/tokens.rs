@@ -58,6 +58,7 @@ pub fn parse_device_quit(body: &[u8]) -> Result<Command, ApiError> {
     Ok(Command::QuitDevice { uid, scope })
 }
 
+#[utoipa::path(post, path = "/user/token")]
 pub async fn set_token(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
     state
         .write
@@ -66,6 +67,7 @@ pub async fn set_token(State(state): State<ApiState>, body: Body) -> Result<Resp
     Ok(ok())
 }
 
+#[utoipa::path(post, path = "/user/device_quit")]
 pub async fn device_quit(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
     state
         .write

@@ -20,6 +20,7 @@ mod http_failures;
 mod http_routes;
 mod limits;
 mod log_postgres;
+mod metrics;
 mod ops_postgres;
 mod persistence;
 mod properties;

@@ -26,6 +26,7 @@ pub use scan::{parse_online_status, parse_with_serde, scan_plain_uids};
 /// [`super::front`] answers every such request before the router sees it. The route exists so
 /// that the router knows POST is the path's method (its 405 for the others names it), and it
 /// answers exactly as the front does should anything ever route a request here.
+#[utoipa::path(post, path = "/user/onlinestatus")]
 pub async fn routed(State(state): State<ApiState>, body: Body) -> Response {
     answer(&state, &body.0)
 }
