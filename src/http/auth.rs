@@ -4,8 +4,9 @@
 //! the request.
 //!
 //! Promises: the comparison takes the same time whatever the guess (both sides are hashed to
-//! 32 bytes, then compared in constant time, so not even the length leaks), and a request that
-//! carries both headers is judged on both the same way, without a shortcut on the first.
+//! 32 bytes, then compared in constant time, so not even the length leaks); a request that
+//! carries both is admitted only if both are right (a wrong credential is never outvoted by a
+//! right one), judged without a shortcut on the first.
 //! Must never: log either header.
 
 use axum::http::{header, HeaderMap};
@@ -48,20 +49,25 @@ pub fn admits_request(expected: Option<&ManagerToken>, path: &str, headers: &Hea
 }
 
 /// Whether a request with these headers may use the API: always when no manager token is
-/// configured, else only with the right one in its `token` header or as a bearer token.
+/// configured, else only when it presents the token (in its `token` header or as a bearer
+/// token) and every credential it presents is right.
 pub fn admits(expected: Option<&ManagerToken>, headers: &HeaderMap) -> bool {
     let Some(expected) = expected else {
         return true;
     };
     // Each credential presented is compared, and the results combined without branching, so
     // that the time says nothing about which one (if any) was right.
-    let by_header = headers.get(HEADER).map(|v| expected.matches(v.as_bytes()));
-    let by_bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| bearer_credential(v.as_bytes()))
-        .map(|t| expected.matches(t));
-    let none = Choice::from(0);
-    (by_header.unwrap_or(none) | by_bearer.unwrap_or(none)).into()
+    let judge = |presented: Option<&[u8]>| match presented {
+        Some(p) => (Choice::from(1), expected.matches(p)),
+        None => (Choice::from(0), Choice::from(1)),
+    };
+    let (header_sent, header_right) = judge(headers.get(HEADER).map(|v| v.as_bytes()));
+    let (bearer_sent, bearer_right) = judge(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| bearer_credential(v.as_bytes())),
+    );
+    ((header_sent | bearer_sent) & header_right & bearer_right).into()
 }
 
 /// The credential of an `Authorization: Bearer <credential>` value, or `None` for another
@@ -104,14 +110,27 @@ mod tests {
     }
 
     #[test]
-    fn either_header_admits_and_a_wrong_one_beside_a_right_one_does_not_refuse() {
+    fn either_header_admits_but_a_wrong_one_beside_a_right_one_refuses() {
         let token = ManagerToken::new("s3cret");
         let t = Some(&token);
         assert!(admits(t, &headers(&[("token", "s3cret")])));
         assert!(admits(t, &headers(&[("authorization", "Bearer s3cret")])));
         assert!(admits(
             t,
+            &headers(&[("token", "s3cret"), ("authorization", "Bearer s3cret")])
+        ));
+        assert!(!admits(
+            t,
             &headers(&[("token", "wrong"), ("authorization", "Bearer s3cret")])
+        ));
+        assert!(!admits(
+            t,
+            &headers(&[("token", "s3cret"), ("authorization", "Bearer wrong")])
+        ));
+        // Another scheme is no credential of ours: it neither admits nor refuses.
+        assert!(admits(
+            t,
+            &headers(&[("token", "s3cret"), ("authorization", "Basic abc")])
         ));
         assert!(!admits(t, &headers(&[])));
         assert!(!admits(t, &headers(&[("authorization", "Bearer wrong")])));

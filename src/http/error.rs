@@ -58,10 +58,16 @@ impl ApiError {
     }
 }
 
-/// The envelope, in the contract's key order.
-#[derive(Serialize)]
-struct Envelope<'a> {
+/// Every error: `{"msg":"<for a person>","status":N}`, N the HTTP status; the keys in the
+/// contract's order.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorEnvelope)]
+pub struct Envelope<'a> {
+    /// What is wrong, for a person (never internals).
+    #[schema(min_length = 1)]
     msg: &'a str,
+    /// The HTTP status, repeated.
+    #[schema(minimum = 400, maximum = 599)]
     status: u16,
 }
 

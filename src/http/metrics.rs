@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
-use super::error::ApiError;
+use super::error::{ApiError, Envelope};
 use super::ApiState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,7 +26,15 @@ struct BuildLabels {
     node_id: String,
 }
 
-#[utoipa::path(get, path = "/metrics")]
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operating",
+    responses(
+        (status = 200, description = "Prometheus text exposition (format 0.0.4)", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 500, description = "The metrics could not be written", body = Envelope),
+    )
+)]
 pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let write = &state.write;
     let last_seq = write.subscribers().last_published().0;

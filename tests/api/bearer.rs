@@ -48,8 +48,7 @@ async fn a_bearer_token_is_taken_wherever_the_token_header_is() {
         vec![("token", SECRET)],
         vec![("Authorization", bearer.as_str())],
         vec![("Authorization", lower.as_str())],
-        // A wrong `token` beside a right bearer token: the right one admits.
-        vec![("token", "wrong"), ("Authorization", bearer.as_str())],
+        vec![("token", SECRET), ("Authorization", bearer.as_str())],
     ] {
         for (what, answer) in answers(&app, &headers).await {
             let expected = if what.ends_with("/nowhere") { 404 } else { 200 };
@@ -70,6 +69,7 @@ async fn a_wrong_or_missing_bearer_token_is_a_401_that_names_both_ways() {
     let basic = format!("Basic {SECRET}");
     let no_scheme = SECRET.to_string();
     let glued = format!("Bearer{SECRET}");
+    let bearer = format!("Bearer {SECRET}");
     for headers in [
         vec![],
         vec![("Authorization", wrong_case.as_str())],
@@ -78,6 +78,9 @@ async fn a_wrong_or_missing_bearer_token_is_a_401_that_names_both_ways() {
         vec![("Authorization", no_scheme.as_str())],
         vec![("Authorization", glued.as_str())],
         vec![("Authorization", "Bearer ")],
+        // A wrong credential is never outvoted by a right one beside it.
+        vec![("token", "wrong"), ("Authorization", bearer.as_str())],
+        vec![("token", SECRET), ("Authorization", longer.as_str())],
     ] {
         for (what, answer) in answers(&app, &headers).await {
             assert_eq!(

@@ -21,6 +21,7 @@ mod http_routes;
 mod limits;
 mod log_postgres;
 mod metrics;
+mod openapi;
 mod ops_postgres;
 mod persistence;
 mod properties;
