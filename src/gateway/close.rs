@@ -68,7 +68,9 @@ impl Live {
                 (CloseReason::ClientClosed, None)
             }
         };
-        tracing::debug!(uid = %self.uid, session = %self.session_id, %reason, "session closed");
+        tracing::debug!(uid = %self.uid, session_id = %self.session_id,
+            device_flag = self.device_flag.0, node_id = self.gw.settings.node_id.0, %reason,
+            "session closed");
         // Ended: no longer counted open, though its farewell frames may take a moment more.
         self.uncount();
 

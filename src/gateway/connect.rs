@@ -149,35 +149,42 @@ async fn establish(
         node_id: gw.settings.node_id,
         peer: peer_text(peer),
     };
-    if let Err(e) = gw.write.execute(command).await {
-        gw.live().unregister(session_id);
-        let (reply, code, why) = match &e {
-            WriteError::Rejected(why) => {
-                gw.metrics().connect(ConnectResult::AuthFail);
-                tracing::info!(%peer, uid = %uid, device_flag = %params.device_flag.name(), why = %why, "connect refused");
-                (frames::auth_fail(&id), CloseCode::Policy, "auth fail")
-            }
-            // Not the client's fault: a system error (reason code 15) and 1011, so that the
-            // client retries later instead of treating its credentials as wrong.
-            WriteError::Log(_) | WriteError::Fenced => {
-                gw.metrics().connect(ConnectResult::SystemError);
-                let err = &e;
-                tracing::error!(%peer, uid = %uid, error = %err, "connect not recorded");
-                let reply = frames::error(
-                    &id.clone().into(),
-                    frames::CODE_SYSTEM_ERROR,
-                    "system error",
-                );
-                (reply, CloseCode::Error, "server error")
-            }
-        };
-        let _ = timeout(FLUSH_LIMIT, ws.send(Message::text(reply))).await;
-        close(ws, code, why).await;
-        return None;
-    }
+    let node_id = gw.settings.node_id.0;
+    let device_flag = params.device_flag.0;
+    let recorded = match gw.write.execute(command).await {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            gw.live().unregister(session_id);
+            let (reply, code, why) = match &e {
+                WriteError::Rejected(why) => {
+                    gw.metrics().connect(ConnectResult::AuthFail);
+                    tracing::info!(%peer, uid = %uid, device_flag, node_id, why = %why, "connect refused");
+                    (frames::auth_fail(&id), CloseCode::Policy, "auth fail")
+                }
+                // Not the client's fault: a system error (reason code 15) and 1011, so that the
+                // client retries later instead of treating its credentials as wrong.
+                WriteError::Log(_) | WriteError::Fenced => {
+                    gw.metrics().connect(ConnectResult::SystemError);
+                    let err = &e;
+                    tracing::error!(%peer, uid = %uid, device_flag, node_id, error = %err, "connect not recorded");
+                    let reply = frames::error(
+                        &id.clone().into(),
+                        frames::CODE_SYSTEM_ERROR,
+                        "system error",
+                    );
+                    (reply, CloseCode::Error, "server error")
+                }
+            };
+            let _ = timeout(FLUSH_LIMIT, ws.send(Message::text(reply))).await;
+            close(ws, code, why).await;
+            return None;
+        }
+    };
     drop(pending);
     gw.metrics().connect(ConnectResult::Ok);
-    tracing::debug!(%peer, uid = %uid, session = %session_id, device_flag = %params.device_flag.name(), "connected");
+    // The seq of the `Connected` event (kicks of replaced sessions may follow it in the batch).
+    let seq = recorded.first().map_or(0, |r| r.seq.0);
+    tracing::debug!(%peer, uid = %uid, session_id = %session_id, device_flag, node_id, seq, "connected");
 
     // Saturating: any i64 a client sends must not overflow (a panic here, after `Connected` is
     // durable, would leave the session online with no `Disconnected` ever recorded).

@@ -60,7 +60,7 @@ pub(super) struct Live {
     pub(super) gw: Arc<Gateway>,
     pub(super) uid: Uid,
     pub(super) session_id: SessionId,
-    device_flag: DeviceFlag,
+    pub(super) device_flag: DeviceFlag,
     counted: bool,
 }
 

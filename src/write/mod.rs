@@ -219,9 +219,14 @@ impl WritePath {
             reason,
         };
         match self.execute(command).await {
-            Ok(_) => {}
+            Ok(recorded) => {
+                if let Some(end) = recorded.first() {
+                    tracing::debug!(uid = %uid, session_id = %session_id, %reason, seq = end.seq.0,
+                        "session end recorded");
+                }
+            }
             Err(WriteError::Log(e)) if !matches!(e, LogError::Closed) => {
-                tracing::error!(uid = %uid, session = %session_id, %reason, error = %e,
+                tracing::error!(uid = %uid, session_id = %session_id, %reason, error = %e,
                     "close not recorded; retrying until the event log takes it");
                 self.retries.spawn(retry::close_until_recorded(
                     self.clone(),
@@ -231,7 +236,7 @@ impl WritePath {
                 ));
             }
             Err(e) => {
-                tracing::error!(uid = %uid, session = %session_id, %reason, error = %e,
+                tracing::error!(uid = %uid, session_id = %session_id, %reason, error = %e,
                     "close not recorded; the next start closes it as server_restart");
             }
         }

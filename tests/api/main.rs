@@ -19,6 +19,7 @@ mod http_errors;
 mod http_failures;
 mod http_routes;
 mod limits;
+mod log_format;
 mod log_postgres;
 mod metrics;
 mod openapi;
