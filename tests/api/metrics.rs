@@ -3,7 +3,7 @@
 //! moving as things happen: a connect of each result, every reason a session can end (one node,
 //! a restart after a crash, a node lost from a cluster), the API's requests, the appends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures_util::SinkExt;
 use prometheus_parse::{LineInfo, Scrape, Value};
@@ -409,4 +409,176 @@ async fn a_lost_node_s_sessions_are_counted_once_as_node_lost_by_the_peer_that_c
     .await;
     assert_eq!(seen.values().sum::<f64>(), 2.0, "{seen:?}");
     a.sigterm_and_wait().await;
+}
+
+/// The metric names a PromQL expression reads, and the labels it groups by: every identifier
+/// that is not a function, a keyword, a label matcher, a range, a grouping or a variable.
+fn promql_reads(expr: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    const KEYWORDS: &[&str] = &[
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+    ];
+    let chars: Vec<char> = expr.chars().collect();
+    let (mut metrics, mut grouped) = (BTreeSet::new(), BTreeSet::new());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '{' || c == '[' || c == '"' {
+            // A label matcher, a range or a string: nothing in it is a metric.
+            let close = match c {
+                '{' => '}',
+                '[' => ']',
+                _ => '"',
+            };
+            i += 1;
+            while i < chars.len() && chars[i] != close {
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        if c == '$' {
+            while i < chars.len() && (chars[i].is_alphanumeric() || "$_".contains(chars[i])) {
+                i += 1;
+            }
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_:".contains(chars[i])) {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let mut next = i;
+            while next < chars.len() && chars[next] == ' ' {
+                next += 1;
+            }
+            let rest: String = chars[next..].iter().collect();
+            // A function, or an aggregation with its grouping first (`sum by (l) (...)`).
+            let is_call = rest.starts_with('(')
+                || ["by ", "by(", "without ", "without("]
+                    .iter()
+                    .any(|g| rest.starts_with(g));
+            if (word == "by" || word == "without") && is_call {
+                // The grouping's labels, up to its `)`.
+                let close = chars[next..].iter().position(|&c| c == ')').unwrap() + next;
+                let labels: String = chars[next + 1..close].iter().collect();
+                grouped.extend(labels.split(',').map(|l| l.trim().to_owned()));
+                i = close + 1;
+            } else if !is_call && !KEYWORDS.contains(&word.as_str()) {
+                metrics.insert(word.clone());
+            }
+            continue;
+        }
+        i += 1;
+    }
+    (metrics, grouped)
+}
+
+#[test]
+fn the_promql_reader_finds_metrics_and_groupings() {
+    let (m, g) = promql_reads(
+        r#"histogram_quantile(0.99, sum by (route, le) (rate(x_bucket{job=~"$job"}[$__rate_interval]))) / sum(y)"#,
+    );
+    assert_eq!(m, BTreeSet::from(["x_bucket".to_owned(), "y".to_owned()]));
+    assert_eq!(g, BTreeSet::from(["route".to_owned(), "le".to_owned()]));
+}
+
+#[tokio::test]
+async fn the_dashboard_queries_only_metrics_the_server_exports() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap())
+            .expect("the dashboard is JSON");
+    let mut exprs: Vec<String> = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            exprs.push(target["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(query) = variable["definition"].as_str() {
+            // `label_values(METRIC{...}, label)`: the metric is read, the label is not grouped.
+            let inner = query
+                .trim_start_matches("label_values(")
+                .rsplit_once(',')
+                .unwrap()
+                .0;
+            exprs.push(inner.to_owned());
+        }
+    }
+    // What the issue asks the dashboard to show is there.
+    let all = exprs.join("\n");
+    for shown in [
+        "wkuser_sessions_open",
+        "wkuser_connects_total",
+        "wkuser_disconnects_total",
+        "wkuser_log_append_duration_seconds_bucket",
+        "wkuser_view_lag_events",
+        "wkuser_webhook_pending",
+    ] {
+        assert!(all.contains(shown), "the dashboard shows no {shown}");
+    }
+
+    // A server that has done a little of everything, so that every series exists.
+    let app = spawn_app().await;
+    app.set_token("u1", "t", 1, 0).await;
+    let mut ws = connected(&app, "u1", "t", 1, "d").await;
+    app.post("/user/onlinestatus", &json!(["u1"])).await;
+    let _other = connected(&app, "u1", "t", 1, "d2").await;
+    ws.send(Message::Close(None)).await.unwrap();
+    app.wait_online(
+        &["u1"],
+        json!([{"uid": "u1", "device_flag": 1, "online": 1}]),
+    )
+    .await;
+    let seen = scrape(&app.api).await;
+    let labels_of = |name: &str| -> BTreeSet<String> {
+        seen.samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .flat_map(|s| s.labels.keys().cloned().collect::<Vec<_>>())
+            .collect()
+    };
+
+    let mut checked = 0;
+    for expr in &exprs {
+        let (metrics, grouped) = promql_reads(expr);
+        assert!(!metrics.is_empty(), "no metric read by {expr}");
+        for metric in metrics {
+            // A histogram's series: its buckets are one sample of the histogram's name.
+            let (sample, histogram) = match metric.strip_suffix("_bucket") {
+                Some(base) => (base.to_owned(), true),
+                None => (metric.clone(), false),
+            };
+            let found = seen.samples.iter().find(|s| s.metric == sample);
+            let found = found.unwrap_or_else(|| panic!("{metric} (in {expr}) is not exported"));
+            assert_eq!(
+                matches!(found.value, Value::Histogram(_)),
+                histogram,
+                "{metric} in {expr}"
+            );
+            let labels = labels_of(&sample);
+            for label in &grouped {
+                // `le` is a histogram's own; job and instance are the scrape's.
+                if !["le", "job", "instance"].contains(&label.as_str()) {
+                    assert!(
+                        labels.contains(label),
+                        "{metric} has no label {label} ({expr})"
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked} metric reads checked");
 }
