@@ -280,8 +280,10 @@ pub fn name_the_environment(
     else {
         return error;
     };
+    // The subcommand's own argument, or a global one of the command (`--log-format`).
     let env = subcommand_of(command, argv)
         .get_arguments()
+        .chain(command.get_arguments())
         .find(|a| a.get_long() == Some(long))
         .and_then(|a| a.get_env());
     let Some(env) = env else {

@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod http;
 pub mod human;
 pub mod log;
+pub mod metrics;
 pub mod ops;
 pub mod postgres;
 pub mod presence;

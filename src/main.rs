@@ -35,6 +35,18 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    /// How log lines are written to stderr: `text` for a person, `json` for a log pipeline (one
+    /// JSON object per line, its fields - uid, session_id, device_flag, reason, node_id, seq -
+    /// as keys of their own).
+    #[arg(long, global = true, env = "WK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// The format of the log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -151,7 +163,7 @@ struct ReplayArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = parse_command_line();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -205,9 +217,10 @@ fn one_line(e: &anyhow::Error) -> String {
     line
 }
 
-/// Logs to stderr at `RUST_LOG` (default `info`), except the WebSocket library's trace level:
-/// there it prints whole messages, and a connect frame carries a token.
-fn init_logging() {
+/// Logs to stderr at `RUST_LOG` (default `info`), as text or one JSON object per line, except
+/// the WebSocket library's trace level: there it prints whole messages, and a connect frame
+/// carries a token.
+fn init_logging(format: LogFormat) {
     use tracing_subscriber::filter::{filter_fn, FilterExt};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -224,11 +237,25 @@ fn init_logging() {
         !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("tungstenite"))
     })
     .with_max_level_hint(tracing::level_filters::LevelFilter::TRACE);
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(level.and(no_payloads));
-    tracing_subscriber::registry().with(stderr).init();
+    let stderr = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+        // The event's fields beside `timestamp`, `level`, `target` and `message`, not nested:
+        // a pipeline filters on `uid` or `session_id` directly. The server opens no span an
+        // operator filters on, so spans are left out.
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(stderr.with_filter(level.and(no_payloads)))
+        .init();
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

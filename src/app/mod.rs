@@ -229,7 +229,12 @@ impl Server {
             projected,
             write.subscribers().published(),
         );
-        tracing::info!(last_seq = %projected, "recovered the event log and the view");
+        write.metrics().watch_view(projector.projected());
+        tracing::info!(
+            node_id = node_id.0,
+            seq = projected.0,
+            "recovered the event log and the view"
+        );
 
         let mine = sessions_of_this_node_only.then_some(node_id);
         let left_open = close_all(&write, CloseReason::ServerRestart, mine).await?;
@@ -302,7 +307,7 @@ impl Server {
                 stop,
             }
         });
-        tracing::info!(node_id = %node_id, "listening api={api_addr} ws={ws_addr}");
+        tracing::info!(node_id = node_id.0, "listening api={api_addr} ws={ws_addr}");
 
         Ok(Server {
             api_addr,

@@ -44,7 +44,7 @@ pub enum LeaseState {
 }
 
 /// One row of `GET /cluster/nodes`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NodeRow {
     pub node_id: u64,
     pub started_at: String,

@@ -35,7 +35,7 @@ impl Live {
     /// Records how the session ended and carries the close out: the farewell frames queued
     /// and sent within [`FLUSH_LIMIT`], then the linger.
     pub(super) async fn finish(
-        self,
+        mut self,
         end: End,
         out: mpsc::Sender<Out>,
         mut writer: tokio::task::JoinHandle<Option<SplitSink<Ws, Message>>>,
@@ -68,7 +68,11 @@ impl Live {
                 (CloseReason::ClientClosed, None)
             }
         };
-        tracing::debug!(uid = %self.uid, session = %self.session_id, %reason, "session closed");
+        tracing::debug!(uid = %self.uid, session_id = %self.session_id,
+            device_flag = self.device_flag.0, node_id = self.gw.settings.node_id.0, %reason,
+            "session closed");
+        // Ended: no longer counted open, though its farewell frames may take a moment more.
+        self.uncount();
 
         let Some((kick, last)) = farewell else {
             return;

@@ -30,6 +30,7 @@ use super::session::{Live, Ws};
 use super::{peer_text, Gateway, OpenGuard, PendingGuard};
 use crate::apply::live::CloseOrder;
 use crate::domain::{Command, DeviceId, SessionId};
+use crate::metrics::ConnectResult;
 use crate::write::WriteError;
 
 /// Bytes read from a socket at a time.
@@ -123,6 +124,7 @@ async fn establish(
     let (id, params) = match frames::parse_first(&text) {
         FirstFrame::Connect { id, params } => (id, params),
         FirstFrame::BadConnect { id, why } => {
+            gw.metrics().connect(ConnectResult::AuthFail);
             tracing::info!(%peer, why, "connect refused: bad params");
             let _ = timeout(FLUSH_LIMIT, ws.send(Message::text(frames::auth_fail(&id)))).await;
             close(ws, CloseCode::Policy, "auth fail").await;
@@ -147,32 +149,42 @@ async fn establish(
         node_id: gw.settings.node_id,
         peer: peer_text(peer),
     };
-    if let Err(e) = gw.write.execute(command).await {
-        gw.live().unregister(session_id);
-        let (reply, code, why) = match &e {
-            WriteError::Rejected(why) => {
-                tracing::info!(%peer, uid = %uid, device_flag = %params.device_flag.name(), why = %why, "connect refused");
-                (frames::auth_fail(&id), CloseCode::Policy, "auth fail")
-            }
-            // Not the client's fault: a system error (reason code 15) and 1011, so that the
-            // client retries later instead of treating its credentials as wrong.
-            WriteError::Log(_) | WriteError::Fenced => {
-                let err = &e;
-                tracing::error!(%peer, uid = %uid, error = %err, "connect not recorded");
-                let reply = frames::error(
-                    &id.clone().into(),
-                    frames::CODE_SYSTEM_ERROR,
-                    "system error",
-                );
-                (reply, CloseCode::Error, "server error")
-            }
-        };
-        let _ = timeout(FLUSH_LIMIT, ws.send(Message::text(reply))).await;
-        close(ws, code, why).await;
-        return None;
-    }
+    let node_id = gw.settings.node_id.0;
+    let device_flag = params.device_flag.0;
+    let recorded = match gw.write.execute(command).await {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            gw.live().unregister(session_id);
+            let (reply, code, why) = match &e {
+                WriteError::Rejected(why) => {
+                    gw.metrics().connect(ConnectResult::AuthFail);
+                    tracing::info!(%peer, uid = %uid, device_flag, node_id, why = %why, "connect refused");
+                    (frames::auth_fail(&id), CloseCode::Policy, "auth fail")
+                }
+                // Not the client's fault: a system error (reason code 15) and 1011, so that the
+                // client retries later instead of treating its credentials as wrong.
+                WriteError::Log(_) | WriteError::Fenced => {
+                    gw.metrics().connect(ConnectResult::SystemError);
+                    let err = &e;
+                    tracing::error!(%peer, uid = %uid, device_flag, node_id, error = %err, "connect not recorded");
+                    let reply = frames::error(
+                        &id.clone().into(),
+                        frames::CODE_SYSTEM_ERROR,
+                        "system error",
+                    );
+                    (reply, CloseCode::Error, "server error")
+                }
+            };
+            let _ = timeout(FLUSH_LIMIT, ws.send(Message::text(reply))).await;
+            close(ws, code, why).await;
+            return None;
+        }
+    };
     drop(pending);
-    tracing::debug!(%peer, uid = %uid, session = %session_id, device_flag = %params.device_flag.name(), "connected");
+    gw.metrics().connect(ConnectResult::Ok);
+    // The seq of the `Connected` event (kicks of replaced sessions may follow it in the batch).
+    let seq = recorded.first().map_or(0, |r| r.seq.0);
+    tracing::debug!(%peer, uid = %uid, session_id = %session_id, device_flag, node_id, seq, "connected");
 
     // Saturating: any i64 a client sends must not overflow (a panic here, after `Connected` is
     // durable, would leave the session online with no `Disconnected` ever recorded).
@@ -180,11 +192,7 @@ async fn establish(
         .client_timestamp
         .map_or(0, |t| now_ms().saturating_sub(t));
     let connected = frames::connect_ok(&id, time_diff, gw.settings.node_id.0);
-    let live = Live {
-        gw: gw.clone(),
-        uid,
-        session_id,
-    };
+    let live = Live::new(gw.clone(), uid, session_id, params.device_flag);
     Some(Established {
         live,
         socket: ws.split(),

@@ -130,6 +130,10 @@ impl Gateway {
         self.write.subscribers().live()
     }
 
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        self.write.metrics()
+    }
+
     /// Open sockets (authenticated or not).
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)

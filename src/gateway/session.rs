@@ -26,7 +26,7 @@ use super::close::protocol_violation;
 use super::frames::{self, Inbound};
 use super::Gateway;
 use crate::apply::live::CloseOrder;
-use crate::domain::{CloseReason, SessionId, Uid};
+use crate::domain::{CloseReason, DeviceFlag, SessionId, Uid};
 
 pub(super) type Ws = WebSocketStream<TcpStream>;
 
@@ -54,14 +54,46 @@ pub(super) enum End {
     Gone,
 }
 
-/// An authenticated session.
+/// An authenticated session, counted in `wkuser_sessions_open` from [`Live::new`] until its
+/// end is settled ([`Live::uncount`]) or it is dropped, however it ends.
 pub(super) struct Live {
     pub(super) gw: Arc<Gateway>,
     pub(super) uid: Uid,
     pub(super) session_id: SessionId,
+    pub(super) device_flag: DeviceFlag,
+    counted: bool,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.uncount();
+    }
 }
 
 impl Live {
+    pub(super) fn new(
+        gw: Arc<Gateway>,
+        uid: Uid,
+        session_id: SessionId,
+        device_flag: DeviceFlag,
+    ) -> Self {
+        gw.metrics().session_opened(device_flag);
+        Live {
+            gw,
+            uid,
+            session_id,
+            device_flag,
+            counted: true,
+        }
+    }
+
+    /// Takes the session out of `wkuser_sessions_open`, once.
+    pub(super) fn uncount(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.gw.metrics().session_closed(self.device_flag);
+        }
+    }
+
     pub(super) async fn run(
         self,
         (sink, mut stream): (SplitSink<Ws, Message>, SplitStream<Ws>),

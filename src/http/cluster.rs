@@ -10,10 +10,19 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::error::ApiError;
+use super::error::{ApiError, Envelope};
 use super::{json_response, ApiState};
 use crate::cluster::lease::NodeRow;
 
+#[utoipa::path(
+    get,
+    path = "/cluster/nodes",
+    tag = "operators",
+    responses(
+        (status = 200, description = "The nodes sharing this node's database, by node id (this node alone on the embedded storage)", body = Vec<NodeRow>),
+        (status = 503, description = "The shared database is unreachable; retry later", body = Envelope),
+    )
+)]
 pub async fn nodes(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let rows = match &state.lease {
         Some(lease) => lease.nodes(&state.write).await.map_err(|e| {

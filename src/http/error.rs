@@ -4,7 +4,7 @@
 //! Promises: no internals in a message (storage errors are logged, not shown). Must never:
 //! answer an error in any other shape, or panic.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -16,11 +16,13 @@ use crate::write::WriteError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    /// Says which header it wants: a caller who sent the token elsewhere (`Authorization`, a
-    /// query parameter) learns where it goes, and nothing about the token itself.
+    /// Begins with the contract's `unauthorized` and names both places the token may go
+    /// (`protocol.md` section 9): a caller who sent it elsewhere (a query parameter, another
+    /// scheme) learns where it goes, and nothing about the token itself.
     #[error(
-        "missing or wrong manager token: send it in the {:?} header",
-        super::auth::HEADER
+        "unauthorized: missing or wrong manager token; send it in the {:?} header or as \"Authorization: {} <token>\"",
+        super::auth::HEADER,
+        super::auth::BEARER
     )]
     Unauthorized,
     #[error("not found")]
@@ -56,10 +58,16 @@ impl ApiError {
     }
 }
 
-/// The envelope, in the contract's key order.
-#[derive(Serialize)]
-struct Envelope<'a> {
+/// Every error: `{"msg":"<for a person>","status":N}`, N the HTTP status; the keys in the
+/// contract's order.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorEnvelope)]
+pub struct Envelope<'a> {
+    /// What is wrong, for a person (never internals).
+    #[schema(min_length = 1)]
     msg: &'a str,
+    /// The HTTP status, repeated.
+    #[schema(minimum = 400, maximum = 599)]
     status: u16,
 }
 
@@ -67,13 +75,22 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let msg = self.to_string();
-        super::json_response(
+        let mut response = super::json_response(
             status,
             &Envelope {
                 msg: &msg,
                 status: status.as_u16(),
             },
-        )
+        );
+        if let ApiError::Unauthorized = self {
+            // RFC 9110 11.6.1: a 401 names a scheme the server takes. The `token` header has
+            // no scheme of its own; the message names it.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="wkuser""#),
+            );
+        }
+        response
     }
 }
 

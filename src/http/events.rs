@@ -10,7 +10,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
 
-use super::error::ApiError;
+use super::error::{ApiError, Envelope};
+use super::openapi::UidSchema;
 use super::query::Query;
 use super::{json_response, ApiState};
 use crate::domain::{Seq, Uid};
@@ -18,10 +19,50 @@ use crate::domain::{Seq, Uid};
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
-#[derive(Serialize)]
-struct EventsPage {
+/// A page of the log.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EventsPage {
+    #[schema(value_type = Vec<EventEnvelope>)]
     events: Vec<Box<serde_json::value::RawValue>>,
+    /// Every event up to this seq is committed (the other nodes' too, on a shared log).
+    #[schema(value_type = u64)]
     last_seq: Seq,
+}
+
+// The document's description of `RecordedEvent::to_operator_json`.
+/// One event as recorded, with its place in the log.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct EventEnvelope {
+    seq: u64,
+    #[schema(format = "uuid")]
+    event_id: String,
+    /// Milliseconds since the Unix epoch, by the recording node's clock.
+    recorded_at: i64,
+    node_id: u64,
+    /// TokenUpdated, DeviceQuit, Connected, Disconnected, SystemUidsAdded, SystemUidsRemoved,
+    /// NodeStarted or NodeStopped.
+    #[schema(rename = "type")]
+    kind: String,
+    version: u16,
+    /// The event's fields, by type (docs/architecture.md, Events).
+    data: serde_json::Value,
+}
+
+// The document's description of the query; `parse_events_query` reads it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct EventsParams {
+    /// Only this uid's events.
+    #[param(value_type = Option<UidSchema>)]
+    uid: Option<String>,
+    /// Only events after this seq (default 0).
+    #[param(minimum = 0)]
+    after: Option<i64>,
+    /// Events per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
 }
 
 /// The parameters of `/events`, parsed.
@@ -45,6 +86,18 @@ pub fn parse_events_query(raw: Option<&str>) -> Result<EventsQuery, ApiError> {
     Ok(EventsQuery { uid, after, limit })
 }
 
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "operators",
+    params(EventsParams),
+    responses(
+        (status = 200, description = "Events in seq order, and the log's last seq", body = EventsPage),
+        (status = 400, description = "A wrong parameter (the message names it)", body = Envelope),
+        (status = 500, description = "The event log cannot be read right now", body = Envelope),
+        (status = 503, description = "The shared database is unreachable; retry later", body = Envelope),
+    )
+)]
 pub async fn events(
     State(state): State<ApiState>,
     RawQuery(raw): RawQuery,

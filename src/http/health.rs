@@ -7,13 +7,29 @@ use std::sync::atomic::Ordering;
 use axum::extract::State;
 use axum::response::Response;
 
-use super::error::ApiError;
+use super::error::{ApiError, Envelope};
+use super::openapi::Acknowledged;
 use super::{ok, ApiState};
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operating",
+    responses((status = 200, description = "The process answers", body = Acknowledged))
+)]
 pub async fn healthz() -> Response {
     ok()
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operating",
+    responses(
+        (status = 200, description = "Recovered, accepting connections, the shared database reachable", body = Acknowledged),
+        (status = 503, description = "Not ready", body = Envelope),
+    )
+)]
 pub async fn readyz(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let reachable = state
         .storage_reachable

@@ -18,7 +18,10 @@ pub mod error;
 mod events;
 mod front;
 mod health;
+mod measured;
+mod metrics;
 pub mod onlinestatus;
+pub mod openapi;
 mod query;
 mod quiet;
 pub mod serve;
@@ -35,7 +38,6 @@ use axum::body::{Bytes, HttpBody};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{self, header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
 use tower::util::Either;
@@ -107,7 +109,11 @@ where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::fmt::Display + Into<axum::BoxError>,
 {
-    let front = front::Front::new(state.clone(), router(state));
+    let http_metrics = state.write.metrics().http(openapi::paths);
+    let front = measured::Measured::new(
+        front::Front::new(state.clone(), router(state)),
+        http_metrics,
+    );
     // A span and events per request cost time even when the log filters them out, on the
     // hottest path there is, so the layer is there only when the log level asks for it
     // (RUST_LOG=tower_http=debug), decided at start.
@@ -123,25 +129,13 @@ where
     }
 }
 
-/// Every route but the hot path's POST, which [`front`] serves before the router.
+/// Every route of the table ([`openapi::table`]); the hot path's POST is served by [`front`]
+/// before the router.
 fn router(state: ApiState) -> Router {
-    let api = Router::new()
-        .route("/user/token", post(tokens::set_token))
-        .route("/user/device_quit", post(tokens::device_quit))
-        // Served by the front before the router; known here too, so that a 405 for the
-        // path's other methods names POST in its `Allow` header (RFC 9110 15.5.6).
-        .route(front::ONLINE_STATUS, post(onlinestatus::routed))
-        .route("/user/systemuids", get(systemuids::list))
-        .route("/user/systemuids_add", post(systemuids::add))
-        .route("/user/systemuids_remove", post(systemuids::remove))
-        .route("/user/sessions", get(sessions::sessions))
-        .route("/events", get(events::events))
-        .route("/stats", get(stats::stats))
-        .route("/cluster/nodes", get(cluster::nodes))
+    let (api, _) = openapi::table().split_for_parts();
+    let api = api
+        // The console's page and files: not API routes, so not in the OpenAPI document.
         .merge(console::routes())
-        // `auth::PROBES`: the two paths that need no token.
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // No token guard here: [`front`] checks the token before the router sees a request

@@ -9,7 +9,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use super::error::{ApiError, Envelope};
+use super::openapi::UidSchema;
 use super::query::Query;
 use super::{json_response, ApiState};
 use crate::domain::{DeviceFlag, SessionId, Uid};
@@ -20,7 +21,7 @@ pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 1000;
 
 /// A flag the user is online on, as the page's `online` list shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OnlineFlag {
     pub device_flag: u8,
     pub device_name: String,
@@ -35,9 +36,11 @@ impl From<DeviceFlag> for OnlineFlag {
     }
 }
 
-/// One session as the page shows it (also what `wkuser audit` reads back).
-#[derive(Debug, Serialize, Deserialize)]
+/// One session as the page shows it (also what `wkuser audit` reads back). Times are RFC 3339,
+/// UTC, with milliseconds; an open session has no end and no reason.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionView {
+    #[schema(format = "uuid")]
     pub session_id: String,
     pub device_flag: u8,
     pub device_name: String,
@@ -67,8 +70,8 @@ impl From<&SessionRecord> for SessionView {
     }
 }
 
-/// The answer of `/user/sessions`.
-#[derive(Debug, Serialize, Deserialize)]
+/// The answer of `/user/sessions`; `next` is there exactly when an older page exists.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionsPage {
     pub uid: String,
     pub online: Vec<OnlineFlag>,
@@ -99,6 +102,21 @@ impl SessionsPage {
     }
 }
 
+// The document's description of the query; `parse_sessions_query` reads it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct SessionsParams {
+    #[param(value_type = UidSchema)]
+    uid: String,
+    /// Sessions per page (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// The `next` of the previous page: sessions older than this one.
+    #[param(format = "uuid")]
+    before: Option<String>,
+}
+
 /// The parameters of `/user/sessions`, parsed.
 #[derive(Debug)]
 pub struct SessionsQuery {
@@ -125,6 +143,18 @@ pub fn parse_sessions_query(raw: Option<&str>) -> Result<SessionsQuery, ApiError
     Ok(SessionsQuery { uid, limit, before })
 }
 
+#[utoipa::path(
+    get,
+    path = "/user/sessions",
+    tag = "operators",
+    params(SessionsParams),
+    responses(
+        (status = 200, description = "The uid's devices online now, and its sessions, newest first", body = SessionsPage),
+        (status = 400, description = "A missing or wrong parameter (the message names it)", body = Envelope),
+        (status = 500, description = "The SQL view failed", body = Envelope),
+        (status = 503, description = "The shared database is unreachable; retry later", body = Envelope),
+    )
+)]
 pub async fn sessions(
     State(state): State<ApiState>,
     RawQuery(raw): RawQuery,

@@ -14,8 +14,9 @@ use serde::Serialize;
 
 use super::{json_response, ApiState};
 
-#[derive(Serialize)]
-struct Stats {
+/// A few counters of the running server.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Stats {
     /// Open WebSocket sockets, authenticated or not.
     open_connections: usize,
     /// Open (connected) device sessions in the presence projection.
@@ -28,6 +29,12 @@ struct Stats {
     last_seq: u64,
 }
 
+#[utoipa::path(
+    get,
+    path = "/stats",
+    tag = "operators",
+    responses((status = 200, description = "Counts read from memory", body = Stats))
+)]
 pub async fn stats(State(state): State<ApiState>) -> Response {
     let (known_users, online_sessions) = state.write.presence().counts();
     json_response(

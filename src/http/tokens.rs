@@ -9,9 +9,42 @@ use axum::extract::State;
 use axum::response::Response;
 
 use super::body::{object, Body};
-use super::error::ApiError;
+use super::error::{ApiError, Envelope};
+use super::openapi::{Acknowledged, UidSchema};
 use super::{ok, ApiState};
 use crate::domain::{Command, DeviceFlag, DeviceLevel, QuitScope, Token};
+
+// The document's description of the body; `parse_set_token` reads the body itself (field by
+// field, for messages that name the field), never into this type.
+/// Sets the token and level of (uid, device_flag). Unknown fields are ignored; a null counts
+/// as absent; integers must be written as integers (`1.0` is refused).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SetTokenBody {
+    #[schema(value_type = UidSchema)]
+    uid: String,
+    /// The device's token: kept only as its hash.
+    #[schema(min_length = 1, max_length = 4096)]
+    token: String,
+    #[schema(minimum = 0, maximum = 255)]
+    device_flag: i64,
+    /// 0 slave (several devices of the flag together), 1 master (one; sets kick the others).
+    /// Absent or null: 0.
+    #[schema(minimum = 0, maximum = 1)]
+    device_level: Option<i64>,
+}
+
+// The document's description of the body; `parse_device_quit` reads it.
+/// Clears the token of (uid, device_flag), or of every flag, and kicks their sessions.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct DeviceQuitBody {
+    #[schema(value_type = UidSchema)]
+    uid: String,
+    /// One flag, or -1 for every flag of the uid.
+    #[schema(minimum = -1, maximum = 255)]
+    device_flag: i64,
+}
 
 /// Reads a `/user/token` body into its [`Command::SetToken`] (the token hashed, then dropped),
 /// or the 400 naming the wrong field. Pure; the handler serves exactly this (and `fuzz/`
@@ -58,6 +91,18 @@ pub fn parse_device_quit(body: &[u8]) -> Result<Command, ApiError> {
     Ok(Command::QuitDevice { uid, scope })
 }
 
+#[utoipa::path(
+    post,
+    path = "/user/token",
+    tag = "users",
+    request_body(content = SetTokenBody, content_type = "application/json", description = "Read as JSON whatever the Content-Type"),
+    responses(
+        (status = 200, description = "Durable: the token is set (a master-level one kicked the uid and flag's sessions)", body = Acknowledged),
+        (status = 400, description = "Malformed JSON or a wrong field (the message names it)", body = Envelope),
+        (status = 500, description = "The event log cannot be used right now; nothing was changed", body = Envelope),
+        (status = 503, description = "The shared database is unreachable; retry later", body = Envelope),
+    )
+)]
 pub async fn set_token(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
     state
         .write
@@ -66,6 +111,18 @@ pub async fn set_token(State(state): State<ApiState>, body: Body) -> Result<Resp
     Ok(ok())
 }
 
+#[utoipa::path(
+    post,
+    path = "/user/device_quit",
+    tag = "users",
+    request_body(content = DeviceQuitBody, content_type = "application/json", description = "Read as JSON whatever the Content-Type"),
+    responses(
+        (status = 200, description = "Durable: the token is cleared and the flag's sessions kicked (idempotent)", body = Acknowledged),
+        (status = 400, description = "Malformed JSON or a wrong field (the message names it)", body = Envelope),
+        (status = 500, description = "The event log cannot be used right now; nothing was changed", body = Envelope),
+        (status = 503, description = "The shared database is unreachable; retry later", body = Envelope),
+    )
+)]
 pub async fn device_quit(State(state): State<ApiState>, body: Body) -> Result<Response, ApiError> {
     state
         .write

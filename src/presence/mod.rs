@@ -144,6 +144,11 @@ impl Presence {
         }
     }
 
+    /// Users the projection holds, without walking them (for `/metrics`).
+    pub fn known_users(&self) -> usize {
+        self.users.len()
+    }
+
     /// Known users and open sessions, for logs and metrics.
     pub fn counts(&self) -> (usize, usize) {
         let sessions = self.users.iter().map(|e| e.sessions().len()).sum();

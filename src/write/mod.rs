@@ -24,6 +24,7 @@ use crate::domain::{
     decide, CloseReason, Command, RecordedEvent, Rejection, Seq, SessionId, Subject, Uid,
 };
 use crate::log::{EventLog, Guard, LogError};
+use crate::metrics::Metrics;
 use crate::presence::Presence;
 
 const STRIPES: usize = 1024;
@@ -57,6 +58,9 @@ pub struct WritePath {
     /// decided against every event committed before it arrived, whichever node wrote it.
     follower: Option<Arc<Follower>>,
     fenced: std::sync::atomic::AtomicBool,
+    /// This node's metrics: every append is counted here, and the edges reach them through
+    /// [`WritePath::metrics`].
+    metrics: Arc<Metrics>,
 }
 
 impl WritePath {
@@ -72,6 +76,7 @@ impl WritePath {
             stopping: CancellationToken::new(),
             follower: None,
             fenced: std::sync::atomic::AtomicBool::new(false),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -93,6 +98,10 @@ impl WritePath {
 
     pub fn log(&self) -> &EventLog {
         &self.log
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     fn turn(&self, subject: Subject<'_>) -> Option<&Mutex<()>> {
@@ -122,7 +131,10 @@ impl WritePath {
             let events = self
                 .presence()
                 .with_state(subject, |state| decide(state, &command))?;
-            return Ok(self.log.append(events).await?);
+            let started = std::time::Instant::now();
+            let outcome = self.log.append(events).await;
+            self.metrics.appended(&outcome, started);
+            return Ok(outcome?);
         };
         // A shared log: decided against this node's memory, and recorded only if no other
         // node recorded an event of the uid since the events memory holds (the guard); a
@@ -154,7 +166,10 @@ impl WritePath {
                 }),
                 Subject::SystemUids | Subject::Node => None,
             };
-            match self.log.append_guarded(events, guard).await {
+            let started = std::time::Instant::now();
+            let outcome = self.log.append_guarded(events, guard).await;
+            self.metrics.appended(&outcome, started);
+            match outcome {
                 Err(LogError::Conflict(uid)) if conflicts < MAX_CONFLICTS => {
                     conflicts += 1;
                     tracing::debug!(uid = %uid, conflicts, "decided again after another node's change");
@@ -204,9 +219,14 @@ impl WritePath {
             reason,
         };
         match self.execute(command).await {
-            Ok(_) => {}
+            Ok(recorded) => {
+                if let Some(end) = recorded.first() {
+                    tracing::debug!(uid = %uid, session_id = %session_id, %reason, seq = end.seq.0,
+                        "session end recorded");
+                }
+            }
             Err(WriteError::Log(e)) if !matches!(e, LogError::Closed) => {
-                tracing::error!(uid = %uid, session = %session_id, %reason, error = %e,
+                tracing::error!(uid = %uid, session_id = %session_id, %reason, error = %e,
                     "close not recorded; retrying until the event log takes it");
                 self.retries.spawn(retry::close_until_recorded(
                     self.clone(),
@@ -216,7 +236,7 @@ impl WritePath {
                 ));
             }
             Err(e) => {
-                tracing::error!(uid = %uid, session = %session_id, %reason, error = %e,
+                tracing::error!(uid = %uid, session_id = %session_id, %reason, error = %e,
                     "close not recorded; the next start closes it as server_restart");
             }
         }

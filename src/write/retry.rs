@@ -46,35 +46,35 @@ pub(super) async fn close_until_recorded(
         match write.execute(command).await {
             Err(WriteError::Fenced) => return,
             Ok(recorded) if recorded.is_empty() => {
-                tracing::info!(uid = %uid, session = %session_id, %reason, attempts,
+                tracing::info!(uid = %uid, session_id = %session_id, %reason, attempts,
                     "close not needed any more: the session's end was recorded meanwhile");
                 return;
             }
             Ok(_) => {
-                tracing::info!(uid = %uid, session = %session_id, %reason, attempts,
+                tracing::info!(uid = %uid, session_id = %session_id, %reason, attempts,
                     "close recorded after the event log recovered");
                 return;
             }
             Err(WriteError::Log(LogError::Closed)) => {
-                tracing::warn!(uid = %uid, session = %session_id, %reason, attempts,
+                tracing::warn!(uid = %uid, session_id = %session_id, %reason, attempts,
                     "event log closed with a close not recorded; the next start records it");
                 return;
             }
             Err(WriteError::Log(e)) if stopping => {
-                tracing::warn!(uid = %uid, session = %session_id, %reason, attempts, error = %e,
+                tracing::warn!(uid = %uid, session_id = %session_id, %reason, attempts, error = %e,
                     "stopping with a close not recorded; the stop or the next start records it");
                 return;
             }
             Err(WriteError::Log(e)) => {
                 if last_told.elapsed() >= TELL_EVERY {
                     last_told = Instant::now();
-                    tracing::error!(uid = %uid, session = %session_id, %reason, attempts, error = %e,
+                    tracing::error!(uid = %uid, session_id = %session_id, %reason, attempts, error = %e,
                         "close still not recorded; retrying");
                 }
             }
             // Only connects are refused while fenced: a close never is.
             Err(WriteError::Rejected(why)) => {
-                tracing::error!(uid = %uid, session = %session_id, %reason, why = %why,
+                tracing::error!(uid = %uid, session_id = %session_id, %reason, why = %why,
                     "close refused; not retried");
                 return;
             }

@@ -711,8 +711,8 @@ fn api_routes() -> Vec<(Method, &'static str, Option<&'static str>, Value)> {
     ]
 }
 
-/// The 401's message: it names the header the token goes in.
-const UNAUTHORIZED: &str = r#"missing or wrong manager token: send it in the "token" header"#;
+/// The 401's message: it names both ways the token may go.
+pub const UNAUTHORIZED: &str = r#"unauthorized: missing or wrong manager token; send it in the "token" header or as "Authorization: Bearer <token>""#;
 
 #[tokio::test]
 async fn a_401_names_the_header_the_manager_token_goes_in() {
@@ -730,7 +730,7 @@ async fn a_401_names_the_header_the_manager_token_goes_in() {
     ] {
         for headers in [
             &[][..],
-            &[("Authorization", "Bearer m4nager-secret")][..],
+            &[("Authorization", "Bearer wrong")][..],
             &[("token", "wrong")][..],
         ] {
             let resp = app
@@ -761,7 +761,7 @@ async fn the_manager_token_guards_every_api_route_but_not_the_probes() {
         &[("token", "")],
         &[("token", "m4nager-secreT")],
         &[("token", "m4nager-secret2")],
-        &[("Authorization", "Bearer m4nager-secret")],
+        &[("Authorization", "Bearer m4nager-secreT")],
     ];
     for (method, path, body, _) in api_routes() {
         for headers in wrong {

@@ -3,6 +3,7 @@
 //! `helpers` starts and restarts the server ([`helpers::spawn_app`]) and holds the clients the
 //! tests talk to it with; each other module covers one surface of the contract. `watchdog` turns a hung test into a fast failure with stacks.
 
+mod bearer;
 mod cli;
 mod cli_errors;
 mod cluster;
@@ -21,7 +22,10 @@ mod http_errors;
 mod http_failures;
 mod http_routes;
 mod limits;
+mod log_format;
 mod log_postgres;
+mod metrics;
+mod openapi;
 mod ops_migrate;
 mod ops_postgres;
 mod persistence;

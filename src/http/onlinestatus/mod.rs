@@ -15,6 +15,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::body::Body;
+use super::error::Envelope;
+use super::openapi::{UidList, UidSchema};
 use super::{ApiContext, ApiState};
 use crate::domain::DeviceFlag;
 use crate::presence::online::CHUNK;
@@ -26,8 +28,32 @@ pub use scan::{parse_online_status, parse_with_serde, scan_plain_uids};
 /// [`super::front`] answers every such request before the router sees it. The route exists so
 /// that the router knows POST is the path's method (its 405 for the others names it), and it
 /// answers exactly as the front does should anything ever route a request here.
+#[utoipa::path(
+    post,
+    path = "/user/onlinestatus",
+    tag = "users",
+    request_body(content = UidList, content_type = "application/json", description = "The uids to look up; read as JSON whatever the Content-Type"),
+    responses(
+        (status = 200, description = "One row per online (uid, flag), uids in request order, offline uids left out, a uid listed twice answered once", body = Vec<OnlineRow>),
+        (status = 400, description = "Malformed JSON, an entry that is not a valid uid (the message names it), or too many", body = Envelope),
+    )
+)]
 pub async fn routed(State(state): State<ApiState>, body: Body) -> Response {
     answer(&state, &body.0)
+}
+
+// The document's description of a row; `render` writes the rows itself.
+/// One online (uid, device flag).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct OnlineRow {
+    #[schema(value_type = UidSchema)]
+    uid: String,
+    #[schema(minimum = 0, maximum = 255)]
+    device_flag: u8,
+    /// Always 1: offline uids are left out.
+    #[schema(minimum = 1, maximum = 1)]
+    online: u8,
 }
 
 /// The answer to a body that was read whole (by [`super::front`], which serves this route).
