@@ -19,9 +19,12 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The longest outbound queue a session may have, in frames: far more than a client that reads
 /// ever needs, and well inside what a channel can hold.
 const MAX_OUTBOUND_QUEUE: usize = 1 << 20;
-/// The event log's page cache unless set, in MiB: under the load tool's churn the server's RSS
-/// levels off about this much above what it holds with no events cached (see "Memory under
-/// churn" in docs/performance.md); sled's own default, 1 GiB, let it pass 450 MB in 4 minutes.
+/// The event log's page cache unless set, in MiB. Under the load tool's churn the server's RSS
+/// levels off about 150 MiB above what its sessions hold (sled counts a page by its size on
+/// disk and holds about twice that; 16 MiB levels off about 60 MiB above), where sled's own
+/// default, 1 GiB, kept climbing past 450 MB (see "Memory under churn" in
+/// docs/performance.md). Smaller costs reads of the log from disk: the uid index of a million
+/// users is far larger than any of these.
 pub const DEFAULT_LOG_CACHE_MB: u64 = 64;
 /// The largest page cache the event log may be given, in MiB (1 TiB): its bytes must fit sled's
 /// `u64`, and no machine this runs on has more memory to give it.
