@@ -19,6 +19,16 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The longest outbound queue a session may have, in frames: far more than a client that reads
 /// ever needs, and well inside what a channel can hold.
 const MAX_OUTBOUND_QUEUE: usize = 1 << 20;
+/// The event log's page cache unless set, in MiB. Under the load tool's churn the server's RSS
+/// levels off about 150 MiB above what its sessions hold (sled counts a page by its size on
+/// disk and holds about twice that; 16 MiB levels off about 60 MiB above), where sled's own
+/// default, 1 GiB, kept climbing past 450 MB (see "Memory under churn" in
+/// docs/performance.md). Smaller costs reads of the log from disk: the uid index of a million
+/// users is far larger than any of these.
+pub const DEFAULT_LOG_CACHE_MB: u64 = 64;
+/// The largest page cache the event log may be given, in MiB (1 TiB): its bytes must fit sled's
+/// `u64`, and no machine this runs on has more memory to give it.
+const MAX_LOG_CACHE_MB: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -36,6 +46,12 @@ pub struct Config {
     /// this; a node whose lease runs out is lost, and a peer closes its sessions (`node_lost`).
     #[arg(long, env = "WK_NODE_LEASE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub node_lease: Duration,
+
+    /// The event log's page cache (sled), in MiB: what of the log stays in memory once read or
+    /// written. The server's memory grows with the events appended until this is full, then
+    /// levels off (sled's own default is 1024). Unused with --database-url.
+    #[arg(long, env = "WK_LOG_CACHE_MB", default_value_t = DEFAULT_LOG_CACHE_MB)]
+    pub log_cache_mb: u64,
 
     /// Address of the HTTP API. Port 0 binds a free port (logged at start).
     #[arg(long, env = "WK_API_ADDR", default_value = "127.0.0.1:5001")]
@@ -177,6 +193,15 @@ impl Config {
                     setting(name)
                 )));
             }
+        }
+        if self.log_cache_mb == 0 || self.log_cache_mb > MAX_LOG_CACHE_MB {
+            // sled has no "no cache": it panics on opening with less than 256 bytes. Past the
+            // bound, the bytes would overflow the u64 sled counts them in.
+            return Err(ConfigError::Invalid(format!(
+                "{} must be between 1 and {MAX_LOG_CACHE_MB} MiB (it is {})",
+                setting("log-cache-mb"),
+                self.log_cache_mb
+            )));
         }
         if self.outbound_queue > MAX_OUTBOUND_QUEUE {
             // The queue is allocated per session: past tokio's bound a channel cannot be made,
@@ -335,6 +360,7 @@ mod tests {
         assert_eq!(c.max_body_bytes, 1 << 20);
         assert_eq!(c.header_read_timeout, Duration::from_secs(120));
         assert_eq!(c.slow_reader_limit, Duration::from_secs(1));
+        assert_eq!(c.log_cache_mb, 64);
         assert!(c.check().unwrap().is_empty());
     }
 

@@ -66,8 +66,8 @@ pub(super) async fn recover(
 
 /// Opens the log in `config`'s data directory (sled locks it: one process at a time).
 pub(super) async fn open_log(config: &Config) -> Result<Arc<dyn LogStore>, StartError> {
-    let dir = config.log_dir();
-    let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
+    let (dir, cache_mb) = (config.log_dir(), config.log_cache_mb);
+    let store = tokio::task::spawn_blocking(move || SledStore::open_with_cache(&dir, cache_mb))
         .await
         .map_err(LogError::storage)?
         .map_err(|e| e.in_data_dir(&config.data_dir, "stop it first"))?;

@@ -3,13 +3,16 @@
 //! separator is unambiguous) for one user's history without a scan.
 //!
 //! Promises that a batch lands in both trees atomically (one sled transaction) and is durable
-//! after [`LogStore::flush`]. Must never: be opened by two processes (sled locks the directory).
+//! after [`LogStore::flush`], and that sled's page cache is the size it is opened with (sled's
+//! own default, 1 GiB, is never used). Must never: be opened by two processes (sled locks the
+//! directory).
 
 use std::path::Path;
 
 use sled::Transactional;
 
 use super::{EncodedRecord, LogError, LogStore};
+use crate::config::DEFAULT_LOG_CACHE_MB;
 use crate::domain::Seq;
 
 pub struct SledStore {
@@ -19,8 +22,20 @@ pub struct SledStore {
 }
 
 impl SledStore {
+    /// Opens the log in `dir` with the server's default page cache (for the commands that read
+    /// a stopped data directory, and for tests).
     pub fn open(dir: &Path) -> Result<Self, LogError> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| {
+        Self::open_with_cache(dir, DEFAULT_LOG_CACHE_MB)
+    }
+
+    /// Opens the log in `dir`, its page cache bounded to `cache_mb` MiB (at least 1; the
+    /// server's `--log-cache-mb`, checked there). sled counts a page by its size on disk, so
+    /// the memory it holds is about this plus its bookkeeping, not a hard limit.
+    pub fn open_with_cache(dir: &Path, cache_mb: u64) -> Result<Self, LogError> {
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_mb.max(1).saturating_mul(1024 * 1024));
+        let db = config.open().map_err(|e| {
             if held_by_another_process(&e) {
                 LogError::InUse {
                     what: "event log",

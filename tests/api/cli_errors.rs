@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::cli::{dir, history, stderr, stdout, wkuser, wkuser_with_env};
 use crate::helpers::*;
-use crate::process::start_node;
+use crate::process::{start_node, start_node_with};
 
 /// The names in `dir`, sorted.
 fn names_in(dir: &Path) -> Vec<String> {
@@ -369,4 +369,90 @@ async fn a_taken_port_is_refused_before_the_data_dir_is_made() {
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         assert!(!data.exists(), "no data directory was made: {err}");
     }
+}
+
+/// `--log-cache-mb` (`WK_LOG_CACHE_MB`) bounds the log's page cache. A size sled cannot take
+/// (it panics below 256 bytes) or that overflows is one line naming both ways to set it,
+/// before the data directory is made; a value that is no number is clap's error, naming the
+/// variable it came from. The smallest cache it takes serves: the events of users written
+/// well past 1 MiB of log are read back through the API, the first of them long evicted.
+#[tokio::test]
+async fn a_log_cache_out_of_bounds_is_one_line_and_the_smallest_serves() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let data_arg = data.display().to_string();
+    let bound = "must be between 1 and 1048576 MiB";
+    for value in ["0", "1048577"] {
+        let run = wkuser(&["serve", "--data-dir", &data_arg, "--log-cache-mb", value]).await;
+        assert_eq!(run.status.code(), Some(2), "{value}: {}", stderr(&run));
+        assert_eq!(
+            stderr(&run),
+            format!("wkuser: --log-cache-mb (WK_LOG_CACHE_MB) {bound} (it is {value})\n")
+        );
+    }
+    let run = wkuser_with_env(
+        &["serve", "--data-dir", &data_arg],
+        &[("WK_LOG_CACHE_MB", "0")],
+    )
+    .await;
+    assert_eq!(
+        stderr(&run),
+        format!("wkuser: --log-cache-mb (WK_LOG_CACHE_MB) {bound} (it is 0)\n")
+    );
+    for value in ["-1", "64MB", ""] {
+        let run = wkuser_with_env(
+            &["serve", "--data-dir", &data_arg],
+            &[("WK_LOG_CACHE_MB", value)],
+        )
+        .await;
+        assert_eq!(run.status.code(), Some(2), "{value:?}: {}", stderr(&run));
+        assert!(
+            stderr(&run).starts_with(&format!(
+                "error: invalid value '{value}' for WK_LOG_CACHE_MB (--log-cache-mb)"
+            )),
+            "{value:?}: {}",
+            stderr(&run)
+        );
+    }
+    assert!(!data.exists(), "a refused start made its data dir");
+
+    let node = start_node_with(&data, "info", &["--log-cache-mb", "1"]).await;
+    let http = reqwest::Client::new();
+    // Each token event takes a few hundred bytes of log: 4,000 of them are well past 1 MiB.
+    let users = 4_000;
+    for chunk in (0..users).collect::<Vec<_>>().chunks(50) {
+        futures_util::future::join_all(chunk.iter().map(|i| {
+            let body = json!({"uid": format!("cache_{i:05}"), "token": format!("t{i}"),
+                "device_flag": 1, "device_level": 1});
+            node.post_ok(&http, "/user/token", body)
+        }))
+        .await;
+    }
+    let api = node.api.trim_start_matches("http://").to_owned();
+    for uid in ["cache_00000", "cache_01999", "cache_03999"] {
+        let run = wkuser(&["events", "--api", &api, "--uid", uid]).await;
+        assert_eq!(run.status.code(), Some(0), "{uid}: {}", stderr(&run));
+        let lines: Vec<String> = stdout(&run).lines().map(str::to_owned).collect();
+        assert_eq!(lines.len(), 1, "{uid}: {lines:?}");
+        assert!(lines[0].contains(uid), "{uid}: {lines:?}");
+    }
+    node.sigterm_and_wait().await;
+    let log_bytes = dir_size(&data.join("log"));
+    assert!(log_bytes > 1 << 20, "the log holds only {log_bytes} bytes");
+}
+
+/// The bytes of the files under `dir`, recursively.
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                dir_size(&e.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
 }
