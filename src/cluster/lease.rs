@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde::Serialize;
 use sqlx::postgres::PgPool;
 use sqlx::Row;
@@ -321,20 +322,29 @@ fn open_sessions_of(write: &WritePath, node: NodeId) -> Vec<(Uid, OpenSession)> 
 }
 
 /// Closes `open`, sessions of `node`, as `node_lost`. Several peers may do it at once: the
-/// write path's guards let one `Disconnected` through per session.
+/// write path's guards let one `Disconnected` through per session. The closes run at once, up
+/// to [`CLOSES_AT_ONCE`], so that the log's writer takes them in a few batches: one after the
+/// other, each paid a round trip to the database, and a node holding thousands of sessions
+/// would leave them online long past lease + 2 s.
 async fn close_as_lost(write: &WritePath, node: NodeId, open: Vec<(Uid, OpenSession)>) {
     if open.is_empty() {
         return;
     }
     tracing::info!(node_id = %node, sessions = open.len(), "a node's lease ran out: closing its sessions as node_lost");
-    for (uid, session) in open {
-        let close = Command::Disconnect {
-            uid,
-            session_id: session.session_id,
-            reason: CloseReason::NodeLost,
-        };
-        if let Err(e) = write.execute(close).await {
-            tracing::warn!(error = %e, "could not close a lost node's session; the next look tries again");
-        }
-    }
+    futures_util::stream::iter(open)
+        .for_each_concurrent(CLOSES_AT_ONCE, |(uid, session)| async move {
+            let close = Command::Disconnect {
+                uid,
+                session_id: session.session_id,
+                reason: CloseReason::NodeLost,
+            };
+            if let Err(e) = write.execute(close).await {
+                tracing::warn!(error = %e, "could not close a lost node's session; the next look tries again");
+            }
+        })
+        .await;
 }
+
+/// How many closes of a lost node's sessions are in flight at once: a batch of the log's
+/// writer can hold them all.
+const CLOSES_AT_ONCE: usize = 1024;
