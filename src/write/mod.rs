@@ -57,6 +57,9 @@ pub struct WritePath {
     /// decided against every event committed before it arrived, whichever node wrote it.
     follower: Option<Arc<Follower>>,
     fenced: std::sync::atomic::AtomicBool,
+    /// Until when this node surely holds its lease, by this machine's monotonic clock (see
+    /// [`WritePath::hold_lease_until`]); `None` without a lease.
+    lease_until: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 impl WritePath {
@@ -72,6 +75,7 @@ impl WritePath {
             stopping: CancellationToken::new(),
             follower: None,
             fenced: std::sync::atomic::AtomicBool::new(false),
+            lease_until: parking_lot::Mutex::new(None),
         }
     }
 
@@ -109,7 +113,7 @@ impl WritePath {
     /// changed nothing), once they are durable and published.
     pub async fn execute(&self, command: Command) -> Result<Vec<RecordedEvent>, WriteError> {
         if matches!(command, Command::Connect { .. })
-            && self.fenced.load(std::sync::atomic::Ordering::Acquire)
+            && (self.fenced.load(std::sync::atomic::Ordering::Acquire) || self.lease_ran_out())
         {
             return Err(WriteError::Fenced);
         }
@@ -220,6 +224,20 @@ impl WritePath {
                     "close not recorded; the next start closes it as server_restart");
             }
         }
+    }
+
+    /// Refuses connects once `until` has passed, until a renewal moves it on: `until` is when
+    /// the lease would run out counted from before its renewal was asked, never later than
+    /// when the peers find it run out. Without it, a node resumed from a freeze past its lease
+    /// took connects until its lease task woke to fence it, then closed them at once.
+    pub fn hold_lease_until(&self, until: std::time::Instant) {
+        *self.lease_until.lock() = Some(until);
+    }
+
+    fn lease_ran_out(&self) -> bool {
+        self.lease_until
+            .lock()
+            .is_some_and(|until| std::time::Instant::now() >= until)
     }
 
     /// Refuses connects while `fenced` (see [`WriteError::Fenced`]).
