@@ -91,6 +91,27 @@ pub async fn start_node_with(data_dir: &Path, log_level: &str, extra: &[&str]) -
     }
 }
 
+/// How many of a node's last stderr lines a failed test shows.
+const FAILURE_LOG_LINES: usize = 60;
+
+impl Drop for Node {
+    /// A test that fails while the node runs shows the end of what the node logged, named by
+    /// its addresses: with several nodes, what each did around the failure.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let lines = self.stderr.lock();
+        let tail = &lines[lines.len().saturating_sub(FAILURE_LOG_LINES)..];
+        eprintln!(
+            "the node at {} / {} (the test failed); its stderr ends with:\n{}",
+            self.api,
+            self.ws,
+            tail.join("\n")
+        );
+    }
+}
+
 impl Node {
     /// POSTs `body` to the child's API at `path` (`/user/token`, ...) and asserts the 200.
     pub async fn post_ok(&self, http: &reqwest::Client, path: &str, body: serde_json::Value) {
