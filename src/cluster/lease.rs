@@ -6,12 +6,16 @@
 //! through the write path, whose guards make each close happen once however many peers race.
 //! A node that cannot renew in time fences itself ([`LeaseState::Fenced`]): its sessions may
 //! already be closed by a peer, so it closes its sockets and refuses connects until it holds a
-//! new lease. Promises: every time is the database's clock. Must never: renew a lease that has
-//! run out (a peer may have declared the node lost), or close a live peer's sessions.
+//! new lease. Promises: every time the nodes compare is the database's clock; a node's own
+//! deadline, past which it refuses connects even before its renewal task notices (a process
+//! resumed from a freeze), counts from before each renewal was asked, so it never runs past
+//! what the peers see. Must never: renew a lease that has run out (a peer may have declared
+//! the node lost), or close a live peer's sessions.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde::Serialize;
 use sqlx::postgres::PgPool;
 use sqlx::Row;
@@ -61,6 +65,8 @@ pub struct Lease {
     length: Duration,
     boot_id: parking_lot::Mutex<Uuid>,
     state: watch::Sender<LeaseState>,
+    /// When the lease taken at start runs out, counted from before it was asked for.
+    taken_until: std::time::Instant,
 }
 
 impl Lease {
@@ -70,9 +76,10 @@ impl Lease {
     pub async fn take(pool: PgPool, node_id: NodeId, length: Duration) -> Result<Self, LeaseError> {
         let boot_id = Uuid::now_v7();
         let deadline = tokio::time::Instant::now() + length + Duration::from_secs(2);
-        loop {
+        let taken_until = loop {
+            let asked = std::time::Instant::now();
             if try_take(&pool, node_id, boot_id, length).await? {
-                break;
+                break asked + length;
             }
             if tokio::time::Instant::now() >= deadline {
                 let until: String = sqlx::query_scalar(
@@ -85,13 +92,14 @@ impl Lease {
                 return Err(LeaseError::Held { node_id, until });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        };
         Ok(Lease {
             pool,
             node_id,
             length,
             boot_id: parking_lot::Mutex::new(boot_id),
             state: watch::channel(LeaseState::Held).0,
+            taken_until,
         })
     }
 
@@ -225,13 +233,18 @@ pub fn spawn(
     tokio::spawn(async move {
         let every = lease.length / 5;
         let mut last_renewed = tokio::time::Instant::now();
+        write.hold_lease_until(lease.taken_until);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
+            let asked = std::time::Instant::now();
             match lease.renew().await {
-                Ok(true) => last_renewed = tokio::time::Instant::now(),
+                Ok(true) => {
+                    last_renewed = tokio::time::Instant::now();
+                    write.hold_lease_until(asked + lease.length);
+                }
                 Ok(false) => fence(
                     &lease,
                     &on_change,
@@ -283,8 +296,10 @@ fn fence(lease: &Lease, on_change: &OnLeaseChange, why: &str) {
 /// their peers would have: once the node holds a lease again, no peer will.
 async fn retake(lease: &Lease, write: &WritePath) -> bool {
     let boot_id = Uuid::now_v7();
+    let asked = std::time::Instant::now();
     match try_take(&lease.pool, lease.node_id, boot_id, lease.length).await {
         Ok(true) => {
+            write.hold_lease_until(asked + lease.length);
             let open = open_sessions_of(write, lease.node_id);
             close_as_lost(write, lease.node_id, open).await;
             *lease.boot_id.lock() = boot_id;
@@ -321,20 +336,29 @@ fn open_sessions_of(write: &WritePath, node: NodeId) -> Vec<(Uid, OpenSession)> 
 }
 
 /// Closes `open`, sessions of `node`, as `node_lost`. Several peers may do it at once: the
-/// write path's guards let one `Disconnected` through per session.
+/// write path's guards let one `Disconnected` through per session. The closes run at once, up
+/// to [`CLOSES_AT_ONCE`], so that the log's writer takes them in a few batches: one after the
+/// other, each paid a round trip to the database, and a node holding thousands of sessions
+/// would leave them online long past lease + 2 s.
 async fn close_as_lost(write: &WritePath, node: NodeId, open: Vec<(Uid, OpenSession)>) {
     if open.is_empty() {
         return;
     }
     tracing::info!(node_id = %node, sessions = open.len(), "a node's lease ran out: closing its sessions as node_lost");
-    for (uid, session) in open {
-        let close = Command::Disconnect {
-            uid,
-            session_id: session.session_id,
-            reason: CloseReason::NodeLost,
-        };
-        if let Err(e) = write.execute(close).await {
-            tracing::warn!(error = %e, "could not close a lost node's session; the next look tries again");
-        }
-    }
+    futures_util::stream::iter(open)
+        .for_each_concurrent(CLOSES_AT_ONCE, |(uid, session)| async move {
+            let close = Command::Disconnect {
+                uid,
+                session_id: session.session_id,
+                reason: CloseReason::NodeLost,
+            };
+            if let Err(e) = write.execute(close).await {
+                tracing::warn!(error = %e, "could not close a lost node's session; the next look tries again");
+            }
+        })
+        .await;
 }
+
+/// How many closes of a lost node's sessions are in flight at once: a batch of the log's
+/// writer can hold them all.
+const CLOSES_AT_ONCE: usize = 1024;

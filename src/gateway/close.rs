@@ -58,6 +58,14 @@ impl Live {
                 } else {
                     CloseCode::Normal
                 };
+                if reason == CloseReason::NodeLost {
+                    // A fence orders the close with nothing recorded, and leaves the record to
+                    // whoever declares the node lost, from memory: a connect still in flight
+                    // then, recorded a moment later, is in nobody's memory yet, and would stay
+                    // online with no socket. Recorded here too; a session already closed
+                    // decides to nothing, so each still ends once.
+                    self.record(reason).await;
+                }
                 (
                     reason,
                     Some((reason.kick_text(), Out::Close(code, reason.as_str()))),

@@ -29,7 +29,8 @@ use super::frames::{self, FirstFrame};
 use super::session::{Live, Ws};
 use super::{peer_text, Gateway, OpenGuard, PendingGuard};
 use crate::apply::live::CloseOrder;
-use crate::domain::{Command, DeviceId, SessionId};
+use crate::domain::{CloseReason, Command, DeviceId, SessionId};
+use crate::log::LogError;
 use crate::metrics::ConnectResult;
 use crate::write::WriteError;
 
@@ -177,6 +178,15 @@ async fn establish(
             };
             let _ = timeout(FLUSH_LIMIT, ws.send(Message::text(reply))).await;
             close(ws, code, why).await;
+            if let WriteError::Log(LogError::InDoubt(_)) = e {
+                // The database went away with the commit's answer: the `Connected` may be in
+                // the log, and would then hold a session online with no socket behind it. Its
+                // end is recorded (retried until the database is back); a close of a session
+                // never recorded decides to nothing.
+                gw.write
+                    .close_session(uid, session_id, CloseReason::ClientClosed)
+                    .await;
+            }
             return None;
         }
     };

@@ -100,7 +100,9 @@ pub const STORAGE_UNAVAILABLE: &str = "storage unavailable, retry later";
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
         tracing::error!(error = %e, "request failed on the event log");
-        if let LogError::Unavailable(_) = e {
+        // In doubt, the database went away with the answer: retry later too, and never "nothing
+        // was changed", which may be false.
+        if let LogError::Unavailable(_) | LogError::InDoubt(_) = e {
             return ApiError::Unavailable(STORAGE_UNAVAILABLE);
         }
         // The contract's internal failure. Said so that it holds for a read served from the

@@ -48,6 +48,10 @@ pub enum LogError {
     /// Another node recorded an event of a uid since this node decided for it: decide again.
     #[error("another node changed uid {0} meanwhile")]
     Conflict(Uid),
+    /// The shared database stayed out of reach after an append's commit answer was lost: its
+    /// events are in the log once or not at all ([`AppendError::InDoubt`]).
+    #[error("the outcome of an append is unknown: {0}")]
+    InDoubt(Arc<str>),
 }
 
 impl LogError {

@@ -335,9 +335,9 @@ impl PostgresStore {
             if since.elapsed() + pause > RESOLVE_LIMIT {
                 tracing::error!(batch = %batch_id, error = %why,
                     "cannot learn whether a batch was recorded: it is in the log once or not at all");
-                return Err(AppendError::InDoubt(LogError::storage(format_args!(
-                    "the outcome of the append is unknown: {why}"
-                ))));
+                return Err(AppendError::InDoubt(LogError::InDoubt(
+                    why.to_string().into(),
+                )));
             }
             tracing::warn!(batch = %batch_id, error = %why,
                 "the answer to an append's commit was lost; looking the batch up before trying again");

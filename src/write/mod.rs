@@ -61,6 +61,9 @@ pub struct WritePath {
     /// This node's metrics: every append is counted here, and the edges reach them through
     /// [`WritePath::metrics`].
     metrics: Arc<Metrics>,
+    /// Until when this node surely holds its lease, by this machine's monotonic clock (see
+    /// [`WritePath::hold_lease_until`]); `None` without a lease.
+    lease_until: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 impl WritePath {
@@ -77,6 +80,7 @@ impl WritePath {
             follower: None,
             fenced: std::sync::atomic::AtomicBool::new(false),
             metrics: Arc::new(Metrics::new()),
+            lease_until: parking_lot::Mutex::new(None),
         }
     }
 
@@ -118,7 +122,7 @@ impl WritePath {
     /// changed nothing), once they are durable and published.
     pub async fn execute(&self, command: Command) -> Result<Vec<RecordedEvent>, WriteError> {
         if matches!(command, Command::Connect { .. })
-            && self.fenced.load(std::sync::atomic::Ordering::Acquire)
+            && (self.fenced.load(std::sync::atomic::Ordering::Acquire) || self.lease_ran_out())
         {
             return Err(WriteError::Fenced);
         }
@@ -240,6 +244,20 @@ impl WritePath {
                     "close not recorded; the next start closes it as server_restart");
             }
         }
+    }
+
+    /// Refuses connects once `until` has passed, until a renewal moves it on: `until` is when
+    /// the lease would run out counted from before its renewal was asked, never later than
+    /// when the peers find it run out. Without it, a node resumed from a freeze past its lease
+    /// took connects until its lease task woke to fence it, then closed them at once.
+    pub fn hold_lease_until(&self, until: std::time::Instant) {
+        *self.lease_until.lock() = Some(until);
+    }
+
+    fn lease_ran_out(&self) -> bool {
+        self.lease_until
+            .lock()
+            .is_some_and(|until| std::time::Instant::now() >= until)
     }
 
     /// Refuses connects while `fenced` (see [`WriteError::Fenced`]).

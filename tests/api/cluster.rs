@@ -1,5 +1,9 @@
-//! Several real `wkuser serve` processes on one PostgreSQL database (protocol.md section 6):
-//! one log, read your writes across nodes, kicks that reach the socket wherever it is.
+//! Several real `wkuser serve` processes on one PostgreSQL (protocol.md section 6): one log,
+//! read your writes across nodes, kicks that reach the socket wherever it is, a dead or frozen
+//! node's sessions ended.
+//!
+//! Each test starts its own throwaway PostgreSQL ([`ThrowawayPostgres`]), as the issue asks:
+//! the nodes of one test share nothing with another test's, not even a server.
 
 use futures_util::SinkExt;
 use serde_json::{json, Value};
@@ -7,14 +11,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
 
-/// A node of the cluster on `db`, with its own (unused) data directory.
-async fn node(db: &TestDatabase, id: u64, data: &tempfile::TempDir) -> Node {
+/// A node of the cluster on the database at `url`, with its own (unused) data directory.
+async fn node(url: &str, id: u64, data: &tempfile::TempDir) -> Node {
     let dir = data.path().join(format!("node{id}"));
     let node_id = id.to_string();
     start_node_with(
         &dir,
         "info",
-        &["--database-url", &db.url, "--node-id", &node_id],
+        &["--database-url", url, "--node-id", &node_id],
     )
     .await
 }
@@ -41,11 +45,12 @@ async fn connect(node: &Node, uid: &str, token: &str, flag: u8, device: &str) ->
 
 #[tokio::test]
 async fn a_token_set_on_one_node_admits_a_connect_on_another_and_a_quit_kicks_it_there() {
-    let db = TestDatabase::create().await;
+    let pg = ThrowawayPostgres::start().await;
+    let url = pg.url();
     let data = tempfile::tempdir().unwrap();
-    let a = node(&db, 1, &data).await;
-    let b = node(&db, 2, &data).await;
-    let c = node(&db, 3, &data).await;
+    let a = node(&url, 1, &data).await;
+    let b = node(&url, 2, &data).await;
+    let c = node(&url, 3, &data).await;
 
     // Acknowledged on A, then at once a connect on B: no wait in between.
     let set = json!({"uid": "u1", "token": "t1", "device_flag": 1, "device_level": 0});
@@ -80,10 +85,11 @@ async fn a_token_set_on_one_node_admits_a_connect_on_another_and_a_quit_kicks_it
 
 #[tokio::test]
 async fn a_master_connect_on_one_node_replaces_the_master_session_held_by_another() {
-    let db = TestDatabase::create().await;
+    let pg = ThrowawayPostgres::start().await;
+    let url = pg.url();
     let data = tempfile::tempdir().unwrap();
-    let b = node(&db, 1, &data).await;
-    let c = node(&db, 2, &data).await;
+    let b = node(&url, 1, &data).await;
+    let c = node(&url, 2, &data).await;
     let set = json!({"uid": "m", "token": "tm", "device_flag": 1, "device_level": 1});
     assert_eq!(post(&b, "/user/token", set).await.0, 200);
     let (mut on_c, answer) = connect(&c, "m", "tm", 1, "laptop-1").await;
@@ -102,10 +108,11 @@ async fn a_master_connect_on_one_node_replaces_the_master_session_held_by_anothe
 
 #[tokio::test]
 async fn a_node_stops_with_its_own_sessions_closed_and_leaves_the_others_open() {
-    let db = TestDatabase::create().await;
+    let pg = ThrowawayPostgres::start().await;
+    let url = pg.url();
     let data = tempfile::tempdir().unwrap();
-    let a = node(&db, 1, &data).await;
-    let b = node(&db, 2, &data).await;
+    let a = node(&url, 1, &data).await;
+    let b = node(&url, 2, &data).await;
     for (uid, n) in [("on-a", &a), ("on-b", &b)] {
         let set = json!({"uid": uid, "token": "t", "device_flag": 1, "device_level": 0});
         assert_eq!(post(n, "/user/token", set).await.0, 200);
@@ -124,7 +131,7 @@ async fn a_node_stops_with_its_own_sessions_closed_and_leaves_the_others_open() 
     )
     .await;
     // A node started again on the database finds every user where the others left them.
-    let b = node(&db, 2, &data).await;
+    let b = node(&url, 2, &data).await;
     let (status, online) = post(&b, "/user/onlinestatus", json!(["on-a", "on-b"])).await;
     assert_eq!(
         (status, online),
@@ -136,7 +143,7 @@ async fn a_node_stops_with_its_own_sessions_closed_and_leaves_the_others_open() 
 }
 
 /// A node of the cluster with a short lease, so that a lost node is noticed quickly.
-async fn node_leased(db: &TestDatabase, id: u64, data: &tempfile::TempDir, lease: &str) -> Node {
+async fn node_leased(url: &str, id: u64, data: &tempfile::TempDir, lease: &str) -> Node {
     let dir = data.path().join(format!("node{id}"));
     let node_id = id.to_string();
     start_node_with(
@@ -144,7 +151,7 @@ async fn node_leased(db: &TestDatabase, id: u64, data: &tempfile::TempDir, lease
         "info",
         &[
             "--database-url",
-            &db.url,
+            url,
             "--node-id",
             &node_id,
             "--node-lease",
@@ -176,13 +183,18 @@ async fn all_events(node: &Node) -> Vec<Value> {
     }
 }
 
+/// The lease of the nodes whose peer is killed: short, so that the loss is noticed quickly.
+const LOST_LEASE_MS: i64 = 2_000;
+
 #[tokio::test]
 async fn a_killed_node_s_sessions_are_closed_as_node_lost_exactly_once_by_racing_survivors() {
-    let db = TestDatabase::create().await;
+    let pg = ThrowawayPostgres::start().await;
+    let url = pg.url();
     let data = tempfile::tempdir().unwrap();
-    let a = node_leased(&db, 1, &data, "2s").await;
-    let b = node_leased(&db, 2, &data, "2s").await;
-    let c = node_leased(&db, 3, &data, "2s").await;
+    let lease = format!("{LOST_LEASE_MS}ms");
+    let a = node_leased(&url, 1, &data, &lease).await;
+    let b = node_leased(&url, 2, &data, &lease).await;
+    let c = node_leased(&url, 3, &data, &lease).await;
     let uids: Vec<String> = (0..100).map(|i| format!("held{i}")).collect();
     let mut sockets = Vec::new();
     for uid in &uids {
@@ -204,6 +216,9 @@ async fn a_killed_node_s_sessions_are_closed_as_node_lost_exactly_once_by_racing
     assert_eq!(nodes[2]["sessions_open"], 100, "{nodes}");
     assert_eq!(nodes[2]["alive"], true, "{nodes}");
 
+    // The moment of the kill by this machine's clock, which stamps `recorded_at` on every
+    // node too: taken before the signal, so the bound below counts from no later than the kill.
+    let killed_at = now_ms();
     c.sigkill().await;
     // Both survivors look every fifth of the lease; each closes what it finds open.
     for n in [&a, &b] {
@@ -226,6 +241,31 @@ async fn a_killed_node_s_sessions_are_closed_as_node_lost_exactly_once_by_racing
     for (session, reasons) in &closes {
         assert_eq!(reasons, &vec!["node_lost".to_owned()], "session {session}");
     }
+    // Within lease + 2 s of the kill (protocol.md 6.4), by each close's own time in the log:
+    // the lease ran out at most one lease after the kill, and a survivor noticed and closed.
+    let bound = LOST_LEASE_MS + 2_000;
+    let after_kill: Vec<i64> = events
+        .iter()
+        .filter(|e| e["type"] == "Disconnected")
+        .map(|e| e["recorded_at"].as_i64().unwrap() - killed_at)
+        .collect();
+    let (first, last) = (after_kill.iter().min(), after_kill.iter().max());
+    let by_a = events
+        .iter()
+        .filter(|e| e["type"] == "Disconnected" && e["node_id"] == 1)
+        .count();
+    eprintln!(
+        "node_lost: closes {first:?}..{last:?} ms after the kill; {by_a} by A, {} by B",
+        after_kill.len() - by_a
+    );
+    assert!(
+        first.is_some_and(|&ms| ms >= 0),
+        "no session of a live node is closed: the first close {first:?} ms after the kill"
+    );
+    assert!(
+        last.is_some_and(|&ms| ms <= bound),
+        "every session closed within lease + 2 s ({bound} ms) of the kill: the last {last:?} ms after it"
+    );
     let (_, nodes) = get(&a, "/cluster/nodes").await;
     assert_eq!(nodes[2]["alive"], false, "{nodes}");
     assert_eq!(nodes[2]["sessions_open"], 0, "{nodes}");
@@ -236,10 +276,11 @@ async fn a_killed_node_s_sessions_are_closed_as_node_lost_exactly_once_by_racing
 
 #[tokio::test]
 async fn a_node_frozen_past_its_lease_closes_its_sockets_and_brings_no_session_back() {
-    let db = TestDatabase::create().await;
+    let pg = ThrowawayPostgres::start().await;
+    let url = pg.url();
     let data = tempfile::tempdir().unwrap();
-    let a = node_leased(&db, 1, &data, "1s").await;
-    let b = node_leased(&db, 2, &data, "1s").await;
+    let a = node_leased(&url, 1, &data, "1s").await;
+    let b = node_leased(&url, 2, &data, "1s").await;
     let set = json!({"uid": "frozen", "token": "t", "device_flag": 1, "device_level": 0});
     assert_eq!(post(&a, "/user/token", set).await.0, 200);
     let (mut ws, answer) = connect(&b, "frozen", "t", 1, "d").await;
@@ -291,15 +332,16 @@ async fn a_node_frozen_past_its_lease_closes_its_sockets_and_brings_no_session_b
 
 #[tokio::test]
 async fn a_second_live_node_with_the_same_id_is_refused() {
-    let db = TestDatabase::create().await;
+    let pg = ThrowawayPostgres::start().await;
+    let url = pg.url();
     let data = tempfile::tempdir().unwrap();
-    let a = node_leased(&db, 7, &data, "1s").await;
+    let a = node_leased(&url, 7, &data, "1s").await;
     let dir = data.path().join("twin");
     let refused = serve_refused(
         &dir,
         &[
             "--database-url",
-            &db.url,
+            &url,
             "--node-id",
             "7",
             "--node-lease",
@@ -312,16 +354,17 @@ async fn a_second_live_node_with_the_same_id_is_refused() {
     assert!(err.contains("node id 7 is held by a live node"), "{err}");
     a.sigterm_and_wait().await;
     // Stopped cleanly, it gave the lease up: the id is free at once.
-    let again = node_leased(&db, 7, &data, "1s").await;
+    let again = node_leased(&url, 7, &data, "1s").await;
     again.sigterm_and_wait().await;
 }
 
 #[tokio::test]
 async fn two_nodes_deciding_for_one_uid_at_once_leave_one_master_session() {
-    let db = TestDatabase::create().await;
+    let pg = ThrowawayPostgres::start().await;
+    let url = pg.url();
     let data = tempfile::tempdir().unwrap();
-    let a = node(&db, 1, &data).await;
-    let b = node(&db, 2, &data).await;
+    let a = node(&url, 1, &data).await;
+    let b = node(&url, 2, &data).await;
     let set = json!({"uid": "race", "token": "t", "device_flag": 1, "device_level": 1});
     assert_eq!(post(&a, "/user/token", set).await.0, 200);
     let mut connects = tokio::task::JoinSet::new();

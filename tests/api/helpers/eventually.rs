@@ -32,6 +32,17 @@ pub async fn eventually<T: Debug>(
     poll_until(PATIENCE, awaited, probe, holds).await
 }
 
+/// [`eventually`] with a longer `patience`, for a wait the contract itself makes long (a node
+/// whose database is away answers each request only once its wait for a connection ends).
+pub async fn eventually_within<T: Debug>(
+    patience: Duration,
+    awaited: &str,
+    probe: impl AsyncFnMut() -> T,
+    holds: impl Fn(&T) -> bool,
+) -> T {
+    poll_until(patience, awaited, probe, holds).await
+}
+
 /// [`eventually`] with a patience of its own, for this module's tests of the failure.
 async fn poll_until<T: Debug>(
     patience: Duration,

@@ -14,6 +14,11 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// Set (to anything), every line a node writes to stderr is also printed by the test, named by
+/// the node's addresses: for reading what several nodes did around a failure
+/// (`WK_TEST_NODE_LOG=1 cargo test --test api NAME -- --nocapture`).
+pub const ECHO_NODE_LOG: &str = "WK_TEST_NODE_LOG";
+
 /// The binary running on a data directory, killed when dropped.
 pub struct Node {
     child: Child,
@@ -60,8 +65,18 @@ pub async fn start_node_with(data_dir: &Path, log_level: &str, extra: &[&str]) -
     .expect("wkuser listens within 20 s");
     // Keep draining stderr so the child never blocks on a full pipe.
     let seen = stderr.clone();
+    let echo = std::env::var_os(ECHO_NODE_LOG).is_some();
+    let name = listening.clone();
+    if echo {
+        for line in seen.lock().iter() {
+            eprintln!("[{name}] {line}");
+        }
+    }
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
+            if echo {
+                eprintln!("[{name}] {line}");
+            }
             seen.lock().push(line);
         }
     });
@@ -73,6 +88,27 @@ pub async fn start_node_with(data_dir: &Path, log_level: &str, extra: &[&str]) -
         api: format!("http://{api}"),
         ws: format!("ws://{ws}"),
         stderr,
+    }
+}
+
+/// How many of a node's last stderr lines a failed test shows.
+const FAILURE_LOG_LINES: usize = 60;
+
+impl Drop for Node {
+    /// A test that fails while the node runs shows the end of what the node logged, named by
+    /// its addresses: with several nodes, what each did around the failure.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let lines = self.stderr.lock();
+        let tail = &lines[lines.len().saturating_sub(FAILURE_LOG_LINES)..];
+        eprintln!(
+            "the node at {} / {} (the test failed); its stderr ends with:\n{}",
+            self.api,
+            self.ws,
+            tail.join("\n")
+        );
     }
 }
 

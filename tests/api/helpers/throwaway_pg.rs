@@ -320,8 +320,17 @@ impl ThrowawayPostgres {
 
 impl Drop for ThrowawayPostgres {
     /// Kills and reaps every process of the server, then the temp dir goes. Waits a bounded
-    /// time and never panics: a drop may run while a failed test unwinds.
+    /// time and never panics: a drop may run while a failed test unwinds, and then the tail of
+    /// the server's log is printed first, beside the failure.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "the throwaway PostgreSQL in {} on port {} (the test failed); its log ends with:\n{}",
+                self.dir().display(),
+                self.port,
+                log_tail(&self.log_path())
+            );
+        }
         let Some(mut postmaster) = self.postmaster.take() else {
             return;
         };
