@@ -20,11 +20,13 @@
 //! runs each query with [`Handle::block_on`] and waits for it there.
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgListener, PgPool};
 use sqlx::Row;
 use tokio::runtime::{Handle, Runtime};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -36,8 +38,13 @@ use crate::domain::Seq;
 /// too, so that their events join the same order.
 pub const APPEND_LOCK: i64 = 0x77_6b_6c_6f_67; // "wklog"
 
-/// The connections of one store: the writer's and a few readers'.
+/// The readers' connections of one store (the appends have one of their own).
 const POOL_SIZE: u32 = 4;
+
+/// A reader's connection used this recently is handed out without the round trip that checks
+/// it: under load every read would otherwise cost two. One that died meanwhile fails its read,
+/// which its caller tries again (the tail at its next poll).
+const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 
 /// How long an append's transaction may sit idle before the database ends it: an append whose
 /// node stopped or lost its connection mid-transaction holds the append lock, and every node's
@@ -60,11 +67,6 @@ fn begin_and_lock() -> String {
     )
 }
 
-/// Whether the batch is already recorded (an earlier try whose answer was lost), and the last
-/// seq.
-const READ_HEAD: &str = "SELECT (SELECT first_seq FROM log_batches WHERE batch_id = $1::uuid), \
-     (SELECT coalesce(max(seq), 0) FROM log_events)";
-
 /// The whole batch in one statement, with a fixed number of binds whatever its size (arrays).
 /// An event that names a uid twice is indexed under it once, as sled's keys do.
 const INSERT_BATCH: &str = "WITH events AS ( \
@@ -75,17 +77,30 @@ const INSERT_BATCH: &str = "WITH events AS ( \
      ) \
      INSERT INTO log_batches (batch_id, first_seq, last_seq) VALUES ($5::uuid, $6, $7)";
 
-/// The first guard that does not hold: a uid with an event recorded after the seq its decision
-/// was made at.
-const BROKEN_GUARD: &str = "SELECT g.uid FROM unnest($1::text[], $2::int8[]) AS g(uid, after) \
-     WHERE EXISTS (SELECT 1 FROM log_uids l WHERE l.uid = g.uid AND l.seq > g.after) LIMIT 1";
+/// One append, whole, in the database (`wk_log_append` of `migrations/postgres`): the lock,
+/// the lookup by batch id, the guards, the numbering and the inserts, in the implicit
+/// transaction of this one statement. Sent outside any transaction block, it commits when it
+/// ends; its answer is read up to the server's `ReadyForQuery`, which follows the commit.
+const APPEND: &str =
+    "SELECT first_seq, conflict_uids FROM wk_log_append($1::uuid, $2, $3, $4, $5, $6, $7)";
 
 pub struct PostgresStore {
     /// Taken out at drop, to be shut down without blocking (a store may be dropped on the async
     /// runtime, where a blocking shutdown is refused).
     runtime: Option<Runtime>,
     handle: Handle,
+    /// The readers' connections (the tail, catch-ups, reads of the API).
     pool: PgPool,
+    /// The appends' one connection, apart from the readers': an append never waits for a
+    /// reader's connection, nor for the check a pool makes of a connection it hands out (a
+    /// round trip of its own). A connection that died is found by the append itself, whose
+    /// outcome is then looked up by its batch id (see [`TryError::Unknown`]).
+    appends: PgPool,
+    /// For the doorbell's own connection. Holds the password, if the URL has one: never shown.
+    url: String,
+    /// Names this store's appends in the doorbell, so that it does not wake for its own.
+    writer_id: i64,
+    doorbell: OnceLock<watch::Receiver<Seq>>,
 }
 
 /// What a store does with the database's schema when it connects.
@@ -100,9 +115,9 @@ enum Schema {
 enum TryError {
     /// The transaction did not commit: nothing of the batch is in the log.
     NotRecorded(sqlx::Error),
-    /// A guard did not hold (another node recorded an event of this uid since): nothing of
+    /// Guards did not hold (another node recorded an event of these uids since): nothing of
     /// the batch is in the log.
-    Conflict(crate::domain::Uid),
+    Conflict(Vec<crate::domain::Uid>),
     /// The commit was sent and its answer lost: the batch may be in the log.
     Unknown(sqlx::Error),
 }
@@ -135,12 +150,38 @@ impl PostgresStore {
                 Schema::Existing => crate::postgres::connect_existing(url, POOL_SIZE).await,
             }
         };
-        let pool = wait_on(&handle, connecting)
-            .map_err(|e| LogError::storage(format_args!("cannot open the shared log: {e}")))?;
+        let (pool, appends) = wait_on(&handle, async {
+            // Connected (and migrated) once, then the store's own pools on the same options.
+            let checked = connecting.await?;
+            let options = (*checked.connect_options()).clone();
+            checked.close().await;
+            let reads = crate::postgres::pool_options(POOL_SIZE)
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for < TRUSTED_IDLE {
+                            return Ok(true);
+                        }
+                        sqlx::Connection::ping(conn).await.map(|()| true)
+                    })
+                })
+                .connect_lazy_with(options.clone());
+            let appends = crate::postgres::pool_options(1)
+                .test_before_acquire(false)
+                .connect_lazy_with(options);
+            Ok::<_, sqlx::Error>((reads, appends))
+        })
+        .map_err(|e| LogError::storage(format_args!("cannot open the shared log: {e}")))?;
         Ok(PostgresStore {
             runtime: Some(runtime),
             handle,
             pool,
+            appends,
+            url: url.to_owned(),
+            // Random: two stores of one node (a restart, a test) must not take each other's
+            // rings for their own.
+            writer_id: Uuid::now_v7().as_u64_pair().1 as i64,
+            doorbell: OnceLock::new(),
         })
     }
 
@@ -223,72 +264,62 @@ impl PostgresStore {
         wait_on(&self.handle, future)
     }
 
-    /// One try: under the lock, the batch found recorded, or numbered after the last seq and
-    /// inserted. Returns the batch's first seq.
+    /// One try: one statement, [`APPEND`], which under the lock finds the batch recorded, or
+    /// checks its guards, numbers it after the last seq and inserts it. Returns the batch's
+    /// first seq.
     async fn try_append(
         pool: &PgPool,
+        writer_id: i64,
         batch_id: Uuid,
         batch: &[EncodedRecord],
         guards: &[Guard],
     ) -> Result<i64, TryError> {
-        let mut tx = pool
-            .begin_with(begin_and_lock())
-            .await
-            .map_err(TryError::NotRecorded)?;
-        let head = sqlx::query(READ_HEAD)
-            .bind(batch_id.to_string())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(TryError::NotRecorded)?;
-        let recorded: Option<i64> = head.get(0);
-        if let Some(first) = recorded {
-            return Ok(first);
-        }
-        if !guards.is_empty() {
-            let uids: Vec<&str> = guards.iter().map(|g| g.uid.as_str()).collect();
-            let after: Vec<i64> = guards.iter().map(|g| g.after.0 as i64).collect();
-            let broken: Option<String> = sqlx::query_scalar(BROKEN_GUARD)
-                .bind(&uids)
-                .bind(&after)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(TryError::NotRecorded)?;
-            if let Some(uid) = broken {
-                let uid = crate::domain::Uid::parse(&uid)
-                    .map_err(|e| TryError::NotRecorded(sqlx::Error::Decode(Box::new(e))))?;
-                return Err(TryError::Conflict(uid));
-            }
-        }
-        let last: i64 = head.get(1);
-        let first = last + 1;
-        let count = i64::try_from(batch.len()).expect("a batch fits in i64");
-        let seqs: Vec<i64> = (first..first + count).collect();
         let bodies: Vec<&[u8]> = batch.iter().map(|r| r.bytes.as_slice()).collect();
-        let (mut uids, mut uid_seqs) = (Vec::new(), Vec::new());
-        for (r, seq) in batch.iter().zip(&seqs) {
+        let (mut uids, mut uid_events) = (Vec::new(), Vec::new());
+        for (r, position) in batch.iter().zip(1i32..) {
             for uid in &r.uids {
                 uids.push(uid.as_str());
-                uid_seqs.push(*seq);
+                uid_events.push(position);
             }
         }
-        sqlx::query(INSERT_BATCH)
-            .bind(&seqs)
+        let guard_uids: Vec<&str> = guards.iter().map(|g| g.uid.as_str()).collect();
+        let guard_after: Vec<i64> = guards.iter().map(|g| g.after.0 as i64).collect();
+        // Taken apart from the statement: a connection that cannot be had means nothing was
+        // sent.
+        let mut conn = pool.acquire().await.map_err(TryError::NotRecorded)?;
+        let row = sqlx::query(APPEND)
+            .bind(batch_id.to_string())
             .bind(&bodies)
             .bind(&uids)
-            .bind(&uid_seqs)
-            .bind(batch_id.to_string())
-            .bind(first)
-            .bind(first + count - 1)
-            .execute(&mut *tx)
+            .bind(&uid_events)
+            .bind(&guard_uids)
+            .bind(&guard_after)
+            .bind(writer_id)
+            .fetch_one(&mut *conn)
             .await
-            .map_err(TryError::NotRecorded)?;
-        tx.commit().await.map_err(|e| match e {
-            // The database answered: it refused the commit, so nothing was recorded.
-            sqlx::Error::Database(_) => TryError::NotRecorded(e),
-            // No answer (the connection failed on the way): it may have committed.
-            other => TryError::Unknown(other),
-        })?;
-        Ok(first)
+            .map_err(|e| {
+                if statement_surely_failed(&e) {
+                    TryError::NotRecorded(e)
+                } else {
+                    // No answer, or one that does not say the statement failed: it may have
+                    // committed.
+                    TryError::Unknown(e)
+                }
+            })?;
+        let first: Option<i64> = row.get(0);
+        let conflicts: Option<Vec<String>> = row.get(1);
+        match (first, conflicts) {
+            (Some(first), _) => Ok(first),
+            (None, Some(uids)) if !uids.is_empty() => Err(TryError::Conflict(
+                uids.iter()
+                    .map(|uid| crate::domain::Uid::parse(uid))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| TryError::NotRecorded(sqlx::Error::Decode(Box::new(e))))?,
+            )),
+            (None, _) => Err(TryError::NotRecorded(sqlx::Error::Protocol(
+                "wk_log_append answered neither a seq nor a conflict".into(),
+            ))),
+        }
     }
 
     /// Tries the batch until it is recorded, found recorded, or (once its outcome is in doubt)
@@ -296,6 +327,7 @@ impl PostgresStore {
     /// nothing, and is answered at once.
     async fn append_batch(
         pool: &PgPool,
+        writer_id: i64,
         batch_id: Uuid,
         batch: &[EncodedRecord],
         guards: &[Guard],
@@ -303,7 +335,7 @@ impl PostgresStore {
         let mut in_doubt_since: Option<Instant> = None;
         let mut pause = FIRST_PAUSE;
         loop {
-            let why = match Self::try_append(pool, batch_id, batch, guards).await {
+            let why = match Self::try_append(pool, writer_id, batch_id, batch, guards).await {
                 Ok(first) => {
                     if in_doubt_since.is_some() {
                         tracing::info!(batch = %batch_id, first_seq = first,
@@ -316,7 +348,7 @@ impl PostgresStore {
                 }
                 // Checked after the lookup by batch id: a batch found recorded is not in
                 // conflict with itself.
-                Err(TryError::Conflict(uid)) => return Err(AppendError::Conflict(uid)),
+                Err(TryError::Conflict(uids)) => return Err(AppendError::Conflict(uids)),
                 Err(TryError::NotRecorded(e) | TryError::Unknown(e)) => e,
             };
             let since = *in_doubt_since.get_or_insert_with(Instant::now);
@@ -331,6 +363,96 @@ impl PostgresStore {
                 "the answer to an append's commit was lost; looking the batch up before trying again");
             tokio::time::sleep(pause).await;
             pause *= 2;
+        }
+    }
+}
+
+/// Whether an error to [`APPEND`] says its statement failed, and so its implicit transaction
+/// did not commit: an error the database answered in the statement's course. Not so an error of
+/// the connection (the answer lost), nor one of the classes a server sends when it ends a
+/// session or fails in itself, which may come after the commit.
+fn statement_surely_failed(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    let class = db.code().map(|c| c.chars().take(2).collect::<String>());
+    // 08 connection exception, 53 insufficient resources, 57 operator intervention (a shutdown,
+    // a terminated backend), 58 system error, XX internal error.
+    !matches!(
+        class.as_deref(),
+        None | Some("08" | "53" | "57" | "58" | "XX")
+    )
+}
+
+/// The channel of [`APPEND`]'s rings: `<writer id> <last seq>`.
+const DOORBELL: &str = "wk_log";
+
+/// Rung when the doorbell cannot say what was announced (it may have missed rings): read.
+pub const RING_UNKNOWN: Seq = Seq(u64::MAX);
+
+/// How long the doorbell waits before listening again after its connection failed.
+const DOORBELL_RETRY: Duration = Duration::from_secs(1);
+
+/// Listens to the other writers' rings for as long as the store lives (its runtime ends the
+/// task), and sends the highest seq announced. A connection lost and found again may have
+/// missed rings: it sends [`RING_UNKNOWN`], so that the follower reads whatever it holds.
+/// Rings come in commit order, which is seq order, so the highest seq announced covers every
+/// ring before it, those missed included.
+async fn listen_to_doorbell(url: String, writer_id: i64, ring: watch::Sender<Seq>) {
+    let mut failing = false;
+    loop {
+        let listening = async {
+            let mut listener = PgListener::connect(&url).await?;
+            listener.listen(DOORBELL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match listening.await {
+            Ok(l) => l,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "the shared log's doorbell cannot listen; tails poll meanwhile");
+                    failing = true;
+                }
+                tokio::time::sleep(DOORBELL_RETRY).await;
+                continue;
+            }
+        };
+        if std::mem::take(&mut failing) {
+            tracing::info!("the shared log's doorbell listens again");
+        }
+        // Whatever rang while nobody listened.
+        ring.send_replace(RING_UNKNOWN);
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(note)) => {
+                    let mut parts = note.payload().split(' ');
+                    let writer = parts.next().and_then(|w| w.parse::<i64>().ok());
+                    let last = parts.next().and_then(|s| s.parse::<u64>().ok());
+                    match (writer, last) {
+                        (Some(w), Some(_)) if w == writer_id => {}
+                        (_, Some(last)) => {
+                            ring.send_if_modified(|seen| {
+                                let newer = *seen == RING_UNKNOWN || Seq(last) > *seen;
+                                if newer {
+                                    *seen = Seq(last);
+                                }
+                                newer
+                            });
+                        }
+                        _ => {
+                            ring.send_replace(RING_UNKNOWN);
+                        }
+                    }
+                }
+                // The connection was lost and made again: rings may have been missed.
+                Ok(None) => {
+                    ring.send_replace(RING_UNKNOWN);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the shared log's doorbell stopped; listening again");
+                    break;
+                }
+            }
         }
     }
 }
@@ -390,6 +512,16 @@ impl LogStore for PostgresStore {
         false
     }
 
+    fn doorbell(&self) -> Option<watch::Receiver<Seq>> {
+        let ring = self.doorbell.get_or_init(|| {
+            let (tx, rx) = watch::channel(Seq(0));
+            self.handle
+                .spawn(listen_to_doorbell(self.url.clone(), self.writer_id, tx));
+            rx
+        });
+        Some(ring.clone())
+    }
+
     fn last_seq(&self) -> Result<Seq, LogError> {
         let last: i64 = self
             .wait(
@@ -413,7 +545,13 @@ impl LogStore for PostgresStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let first = self.wait(Self::append_batch(&self.pool, batch_id, batch, guards))?;
+        let first = self.wait(Self::append_batch(
+            &self.appends,
+            self.writer_id,
+            batch_id,
+            batch,
+            guards,
+        ))?;
         let first = to_seq(first).map_err(AppendError::Failed)?;
         for (r, seq) in batch.iter_mut().zip(first.0..) {
             r.seq = Seq(seq);
@@ -461,9 +599,13 @@ impl Drop for PostgresStore {
     fn drop(&mut self) {
         // Closes the connections politely (bounded: a database out of reach must not hold the
         // drop), then lets the runtime go without waiting for it.
-        let pool = self.pool.clone();
-        let _ = self
-            .wait(async move { tokio::time::timeout(Duration::from_secs(1), pool.close()).await });
+        let (pool, appends) = (self.pool.clone(), self.appends.clone());
+        let _ = self.wait(async move {
+            tokio::time::timeout(Duration::from_secs(1), async {
+                tokio::join!(pool.close(), appends.close())
+            })
+            .await
+        });
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
