@@ -9,6 +9,7 @@
 //! event is never rewritten. Must never: acknowledge an event that a crash could lose, or leave
 //! a gap in `seq` when a write fails.
 
+mod doorbell;
 pub mod postgres_store;
 pub mod sled_store;
 pub mod writer;

@@ -1,36 +1,40 @@
 //! The PostgreSQL-backed [`LogStore`]: one log that several nodes append to (tables
 //! `log_events`, `log_uids` and `log_batches` of `migrations/postgres/0003_log.sql`).
 //!
-//! Owns the numbering of every node's batches. A batch is one transaction: it takes the append
-//! lock ([`APPEND_LOCK`], a transaction-level advisory lock), reads the log's last seq, numbers
-//! the batch after it, inserts it (its events, their uid index rows and the batch's id) and
-//! commits; the lock goes with the commit. Promises: seqs are dense and become visible in seq
-//! order, so a tailer reading `seq > last` never passes an event that commits later (the trap of
-//! a `bigserial` key, whose values are taken before their transactions commit, in any order);
-//! a batch whose commit answer was lost is looked up under the lock by its id before it is
-//! inserted again, so it is recorded once; an append that fails before its commit leaves
-//! nothing behind, and one whose outcome stays unknown says so ([`AppendError::InDoubt`]).
-//! Must never:
-//! read the last seq in the statement that takes the lock (under READ COMMITTED a statement
-//! sees the rows committed when it started, before the lock was granted: it could miss the
-//! previous holder's batch), or run a query on the async runtime's worker threads.
+//! Owns the numbering of every node's batches, and the doorbell that tells a node another one
+//! appended. A batch is one statement, `wk_log_append` (`migrations/postgres/0006_log_append.sql`),
+//! in its own implicit transaction: it takes the append lock ([`APPEND_LOCK`], a
+//! transaction-level advisory lock), looks the batch up by its id, checks the guards, reads the
+//! log's last seq, numbers the batch after it, inserts it (its events, their uid index rows and
+//! the batch's id), rings the doorbell, and commits as the statement ends; the lock goes with
+//! the commit, and is never held across a round trip to this node. Promises: seqs are dense and
+//! become visible in seq order, so a tailer reading `seq > last` never passes an event that
+//! commits later (the trap of a `bigserial` key, whose values are taken before their
+//! transactions commit, in any order); a batch whose answer was lost is looked up under the
+//! lock by its id before it is inserted again, so it is recorded once; an append that fails
+//! leaves nothing behind, and one whose outcome stays unknown says so
+//! ([`AppendError::InDoubt`]); a batch whose guards break records nothing and names every uid
+//! whose guard broke. Must never: read the last seq with a snapshot taken before the lock was
+//! granted (it could miss the previous holder's batch: the function's statements each take a
+//! new one, under READ COMMITTED, which it requires), append inside a transaction block (the
+//! lock would outlive the statement), or run a query on the async runtime's worker threads.
 //!
 //! The trait is synchronous, so the store owns a small runtime of its own whose one worker
-//! drives the pool's connections; the caller's thread (the log's writer, or a blocking task)
+//! drives the pools' connections (and the doorbell's listener); the caller's thread (the log's writer, or a blocking task)
 //! runs each query with [`Handle::block_on`] and waits for it there.
 
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::PgPool;
 use sqlx::Row;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{AppendError, EncodedRecord, Guard, LogError, LogStore};
+use super::{doorbell, AppendError, EncodedRecord, Guard, LogError, LogStore};
 use crate::domain::Seq;
 
 /// The advisory lock every append holds from the read of the last seq to its commit, in every
@@ -384,79 +388,6 @@ fn statement_surely_failed(e: &sqlx::Error) -> bool {
     )
 }
 
-/// The channel of [`APPEND`]'s rings: `<writer id> <last seq>`.
-const DOORBELL: &str = "wk_log";
-
-/// Rung when the doorbell cannot say what was announced (it may have missed rings): read.
-pub const RING_UNKNOWN: Seq = Seq(u64::MAX);
-
-/// How long the doorbell waits before listening again after its connection failed.
-const DOORBELL_RETRY: Duration = Duration::from_secs(1);
-
-/// Listens to the other writers' rings for as long as the store lives (its runtime ends the
-/// task), and sends the highest seq announced. A connection lost and found again may have
-/// missed rings: it sends [`RING_UNKNOWN`], so that the follower reads whatever it holds.
-/// Rings come in commit order, which is seq order, so the highest seq announced covers every
-/// ring before it, those missed included.
-async fn listen_to_doorbell(url: String, writer_id: i64, ring: watch::Sender<Seq>) {
-    let mut failing = false;
-    loop {
-        let listening = async {
-            let mut listener = PgListener::connect(&url).await?;
-            listener.listen(DOORBELL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let mut listener = match listening.await {
-            Ok(l) => l,
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(error = %e, "the shared log's doorbell cannot listen; tails poll meanwhile");
-                    failing = true;
-                }
-                tokio::time::sleep(DOORBELL_RETRY).await;
-                continue;
-            }
-        };
-        if std::mem::take(&mut failing) {
-            tracing::info!("the shared log's doorbell listens again");
-        }
-        // Whatever rang while nobody listened.
-        ring.send_replace(RING_UNKNOWN);
-        loop {
-            match listener.try_recv().await {
-                Ok(Some(note)) => {
-                    let mut parts = note.payload().split(' ');
-                    let writer = parts.next().and_then(|w| w.parse::<i64>().ok());
-                    let last = parts.next().and_then(|s| s.parse::<u64>().ok());
-                    match (writer, last) {
-                        (Some(w), Some(_)) if w == writer_id => {}
-                        (_, Some(last)) => {
-                            ring.send_if_modified(|seen| {
-                                let newer = *seen == RING_UNKNOWN || Seq(last) > *seen;
-                                if newer {
-                                    *seen = Seq(last);
-                                }
-                                newer
-                            });
-                        }
-                        _ => {
-                            ring.send_replace(RING_UNKNOWN);
-                        }
-                    }
-                }
-                // The connection was lost and made again: rings may have been missed.
-                Ok(None) => {
-                    ring.send_replace(RING_UNKNOWN);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the shared log's doorbell stopped; listening again");
-                    break;
-                }
-            }
-        }
-    }
-}
-
 /// A database error as the log reports it: unavailable when the database cannot be reached
 /// (the caller may retry later), a storage failure otherwise.
 fn db_error(e: sqlx::Error) -> LogError {
@@ -516,7 +447,7 @@ impl LogStore for PostgresStore {
         let ring = self.doorbell.get_or_init(|| {
             let (tx, rx) = watch::channel(Seq(0));
             self.handle
-                .spawn(listen_to_doorbell(self.url.clone(), self.writer_id, tx));
+                .spawn(doorbell::listen(self.url.clone(), self.writer_id, tx));
             rx
         });
         Some(ring.clone())
@@ -609,5 +540,17 @@ impl Drop for PostgresStore {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::APPEND_LOCK;
+
+    #[test]
+    fn the_append_function_takes_the_append_lock() {
+        let function = include_str!("../../migrations/postgres/0006_log_append.sql");
+        let lock = format!("pg_advisory_xact_lock({APPEND_LOCK})");
+        assert!(function.contains(&lock), "{lock} not in wk_log_append");
     }
 }
