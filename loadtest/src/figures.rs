@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::across::{self, AcrossRun};
 use crate::cpu::CpuTimes;
 use crate::drive::{self, OpenRun, Slots, StatusRun};
 use crate::measure::{rate, Errors, Latencies, Summary};
@@ -83,6 +84,8 @@ pub struct Figures {
     /// Average onlinestatus answer, in bytes.
     pub answer_bytes: f64,
     pub errors: Vec<(&'static str, Errors)>,
+    /// The probes across nodes, run during the churn (a target of several nodes only).
+    pub across: Option<AcrossRun>,
 }
 
 impl Figures {
@@ -100,6 +103,7 @@ impl Figures {
             skipped: self.skipped + other.skipped,
             answer_bytes: self.answer_bytes.max(other.answer_bytes),
             errors: Vec::new(),
+            across: None,
         }
     }
 }
@@ -150,8 +154,10 @@ pub async fn open(clock: &Clock, target: &Target, load: &Load<'_>, frames: Arc<F
 }
 
 /// onlinestatus alone for `--measure-time` (in slices alternating with the ceiling at
-/// `beside`, when given), then with churn for `churn_for`; the sessions of `opened` stay held
-/// (those whose reconnect failed are gone).
+/// `beside`, when given), then with churn for `churn_for`, and the `probes` across nodes (when
+/// given) meanwhile; the sessions of `opened` stay held (those whose reconnect failed are
+/// gone).
+#[allow(clippy::too_many_arguments)]
 pub async fn drive(
     clock: &Clock,
     target: &Target,
@@ -160,6 +166,7 @@ pub async fn drive(
     opened: OpenRun,
     churn_for: Duration,
     beside: Option<SocketAddr>,
+    probes: Option<&across::Plan>,
 ) -> (Figures, Slots) {
     let a = load.args;
     let (alone, alone_rated, beside_run, beside_rated) = match beside {
@@ -208,7 +215,13 @@ pub async fn drive(
         opened.slots.clone(),
         crate::run::PING_EVERY,
     ));
-    let (churn, busy) = tokio::join!(
+    let probing = async {
+        match probes {
+            Some(plan) => Some(across::probe(plan, churn_for).await),
+            None => None,
+        }
+    };
+    let (churn, busy, across) = tokio::join!(
         drive::churn(
             target.ws.clone(),
             opened.slots.clone(),
@@ -224,7 +237,8 @@ pub async fn drive(
             load.bodies.clone(),
             a.status_clients,
             churn_for,
-        )
+        ),
+        probing
     );
     keep_alive.abort();
     let figures = Figures {
@@ -239,6 +253,7 @@ pub async fn drive(
         skipped: churn.skipped,
         answer_bytes: (alone.answer_bytes + busy.answer_bytes) as f64
             / (alone.requests + busy.requests).max(1) as f64,
+        across,
         errors: vec![
             ("open", opened.errors),
             ("onlinestatus alone", alone.errors),

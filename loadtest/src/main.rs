@@ -7,6 +7,7 @@
 //! ([`ceiling`]); nobody else calls it. Must never: be needed by the server (the server crate
 //! does not depend on this one) or send load off the machine ([`target`] refuses it).
 
+mod across;
 mod ceiling;
 mod cpu;
 mod drive;

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use crate::across::AcrossRun;
 use crate::figures::Figures;
 use crate::measure::{ms, rate, Summary};
 use crate::run::{LoadtestArgs, ServerRun};
@@ -120,11 +121,12 @@ pub fn print(r: &Report<'_>) {
         &c.open.latency,
         "",
     );
+    let nodes = a.api.split(',').filter(|t| !t.trim().is_empty()).count();
     lat_row(
         &format!("connect frame -> result ({churn})"),
         &s.connects.latency,
         &c.connects.latency,
-        "",
+        &connect_target(nodes, s),
     );
     lat_row(
         &format!("close frame -> server's close ({churn})"),
@@ -156,6 +158,10 @@ pub fn print(r: &Report<'_>) {
         &c.status_churn.latency,
         &p99_target,
     );
+
+    if let Some(across) = &s.across {
+        print_across(across);
+    }
 
     println!();
     let (b, f) = (r.server.rss_before, r.server.rss_after);
@@ -245,6 +251,81 @@ pub fn print(r: &Report<'_>) {
         println!("errors, server, registration: {}", reg.errors.total());
         print!("{}", reg.errors.top(5));
     }
+}
+
+/// Point 4's connect target, judged at 1,000 connects/s over three nodes or more.
+fn connect_target(nodes: usize, s: &Figures) -> String {
+    if nodes < 3 {
+        return String::new();
+    }
+    let target = "p99 <= 10 ms at 1,000 connects/s over 3 nodes";
+    match s.connects.latency.p99 {
+        None => format!("{target}: not measured"),
+        Some(_) if s.connects.per_sec < 950.0 => format!(
+            "{target}: cannot judge (churn reached {:.0}/s)",
+            s.connects.per_sec
+        ),
+        Some(p99) => format!("{target}: {}", verdict(p99 <= Duration::from_millis(10))),
+    }
+}
+
+/// The probes across nodes: tail lag and cross-node kick, with their targets.
+fn print_across(a: &AcrossRun) {
+    println!();
+    println!(
+        "{:<46} {:>34}   target (point 4)",
+        format!("across {} nodes, p50 / p99 / p999 (max)", a.nodes),
+        "",
+    );
+    let judged = |l: &Summary, limit: Duration, name: &str| match l.p99 {
+        None => format!("{name}: not measured"),
+        Some(_) if l.count < MIN_PROBES => {
+            format!(
+                "{name}: cannot judge ({} probes, fewer than {MIN_PROBES})",
+                l.count
+            )
+        }
+        Some(p99) => format!("{name}: {}", verdict(p99 <= limit)),
+    };
+    let tail = a.tail_lag.summary();
+    println!(
+        "{:<46} {:>34}   {}",
+        "tail lag: connect acked on B -> online on A",
+        format!("{} ({})", three(&tail), ms(tail.max)),
+        judged(&tail, Duration::from_millis(100), "p99 <= 100 ms")
+    );
+    let kick = a.kick.summary();
+    println!(
+        "{:<46} {:>34}   {}",
+        "kick: device_quit answered on A -> close on B",
+        format!("{} ({})", three(&kick), ms(kick.max)),
+        judged(&kick, Duration::from_millis(200), "p99 <= 200 ms")
+    );
+    println!(
+        "  {} tail probes ({} skipped, one asked every {} ms: the lag's resolution), {} kick probes ({} skipped, {} closed before the quit's answer, counted as 0)",
+        tail.count,
+        a.tail_skipped,
+        crate::across::POLL.as_millis(),
+        kick.count,
+        a.kick_skipped,
+        a.kick_before_answer
+    );
+    for (what, errors) in [
+        ("tail probes", &a.tail_errors),
+        ("kick probes", &a.kick_errors),
+    ] {
+        if errors.total() > 0 {
+            println!("errors, server, {what}: {}", errors.total());
+            print!("{}", errors.top(5));
+        }
+    }
+}
+
+/// Probes a latency target needs before it is judged.
+const MIN_PROBES: usize = 100;
+
+fn three(s: &Summary) -> String {
+    format!("{} / {} / {}", ms(s.p50), ms(s.p99), ms(s.p999))
 }
 
 fn verdict(met: bool) -> &'static str {

@@ -31,7 +31,7 @@ use crate::http::HttpConn;
 use crate::measure::rate;
 use crate::target::Spread;
 use crate::ws::{Expect, Frames};
-use crate::{ceiling, drive, figures, report, target};
+use crate::{across, ceiling, drive, figures, report, target};
 
 /// Options of a run: where the server is, and the load's shape.
 #[derive(Debug, Clone, clap::Args)]
@@ -74,6 +74,14 @@ pub struct LoadtestArgs {
     /// The longest the registration, or the opening of the sessions, may take.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub phase_limit: Duration,
+    /// With several nodes: tail lag probes per second during the churn (a probe user connects
+    /// on one node, the next node is asked until it shows online).
+    #[arg(long, default_value_t = 20.0)]
+    pub tail_probes: f64,
+    /// With several nodes: cross-node kick probes per second during the churn (a probe user
+    /// connects on one node, its device is quit on the next).
+    #[arg(long, default_value_t = 10.0)]
+    pub kick_probes: f64,
 }
 
 /// Uids per onlinestatus request, half of them online.
@@ -122,8 +130,14 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     if args.users == 0 {
         bail!("--users must be at least 1");
     }
-    if !(args.churn_rate >= 0.0 && args.churn_rate.is_finite()) {
-        bail!("--churn-rate must be a number of connects per second, 0 or more");
+    for (name, rate) in [
+        ("--churn-rate", args.churn_rate),
+        ("--tail-probes", args.tail_probes),
+        ("--kick-probes", args.kick_probes),
+    ] {
+        if !(rate >= 0.0 && rate.is_finite()) {
+            bail!("{name} must be a number per second, 0 or more");
+        }
     }
     for (name, value) in [
         ("--duration", args.duration),
@@ -171,7 +185,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         )
     })?;
 
-    let users = Users::new(&args)?;
+    let users = Users::new(&args, api.all().len())?;
     let bodies = Arc::new(users.bodies(BODIES));
     let constant = users.expected_answer(&bodies[0], args.device_flag);
     let frames = Arc::new(users.frames(&args));
@@ -234,16 +248,14 @@ async fn measure_server(
 ) -> anyhow::Result<ServerRun> {
     let args = load.args;
     let mut probe = Probe::new(&api, &token);
-    let n = args.users + users.offline.len();
+    let everyone = users.registered();
+    let n = everyone.len();
     clock.say(&format!(
-        "server: registering {n} tokens, {} at a time ...",
+        "server: registering {n} tokens ({} for the probes across nodes), {} at a time ...",
+        users.tail.len() + users.kick.len(),
         args.concurrency
     ));
-    let register_frames = Arc::new(Frames::new(
-        users.online.iter().chain(&users.offline).cloned().collect(),
-        users.tokens(n),
-        args.device_flag,
-    ));
+    let register_frames = Arc::new(Frames::new(everyone, users.tokens(n), args.device_flag));
     let registered = drive::register(
         api.clone(),
         token.clone(),
@@ -264,6 +276,20 @@ async fn measure_server(
         bail!("no token could be registered; stopping");
     }
 
+    let before_probes = args.users + users.offline.len();
+    let across = (api.all().len() > 1).then(|| across::Plan {
+        api: api.clone(),
+        ws: ws.clone(),
+        token: token.clone(),
+        tail: users.probe_frames(&users.tail, before_probes, args.device_flag),
+        kick: users.probe_frames(
+            &users.kick,
+            before_probes + users.tail.len(),
+            args.device_flag,
+        ),
+        tail_rate: args.tail_probes,
+        kick_rate: args.kick_probes,
+    });
     let target = figures::Target {
         name: "server",
         ws,
@@ -287,6 +313,7 @@ async fn measure_server(
         opened,
         args.duration,
         Some(beside.http_addr),
+        across.as_ref(),
     )
     .await;
     beside.stop().await;
@@ -341,6 +368,7 @@ async fn measure_ceilings(
         frames,
         opened,
         load.args.measure_time,
+        None,
         None,
     )
     .await;
@@ -410,17 +438,34 @@ async fn wait_for_sessions(probe: &mut Probe, baseline: u64, limit: Duration) ->
     None
 }
 
-/// The simulated users: `online` hold sessions, `offline` only have tokens.
+/// The simulated users: `online` hold sessions, `offline` only have tokens; with several
+/// nodes, `tail` and `kick` are the probes' users ([`crate::across`]), one per probe.
 struct Users {
     online: Vec<String>,
     offline: Vec<String>,
+    tail: Vec<String>,
+    kick: Vec<String>,
     run_id: String,
     seed: u64,
 }
 
 impl Users {
-    fn new(args: &LoadtestArgs) -> anyhow::Result<Users> {
+    fn new(args: &LoadtestArgs, nodes: usize) -> anyhow::Result<Users> {
         let width = args.users.to_string().len().max(6);
+        let probes = |rate: f64, kind: &str| -> Vec<String> {
+            let n = if nodes > 1 {
+                across::Plan::users_for(rate, args.duration)
+            } else {
+                0
+            };
+            (0..n)
+                .map(|i| format!("{}{kind}{i:0width$}", args.uid_prefix))
+                .collect()
+        };
+        let (tail, kick) = (
+            probes(args.tail_probes, "tail"),
+            probes(args.kick_probes, "kick"),
+        );
         let online: Vec<String> = (0..args.users)
             .map(|i| format!("{}{i:0width$}", args.uid_prefix))
             .collect();
@@ -442,6 +487,8 @@ impl Users {
         Ok(Users {
             online,
             offline,
+            tail,
+            kick,
             run_id: format!("{:x}", seed & 0xffff_ffff),
             seed,
         })
@@ -451,9 +498,26 @@ impl Users {
         (UIDS_PER_REQUEST / 2).min(self.online.len())
     }
 
-    /// Tokens of the first `n` users (online first, then offline), new for each run.
+    /// Tokens of the first `n` users (online first, then offline, then the probes'), new for
+    /// each run.
     fn tokens(&self, n: usize) -> Vec<String> {
         (0..n).map(|i| format!("lt-{}-{i}", self.run_id)).collect()
+    }
+
+    /// Every user that gets a token, in the order of [`Users::tokens`].
+    fn registered(&self) -> Vec<String> {
+        [&self.online, &self.offline, &self.tail, &self.kick]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// The probe users of one kind (`skip` users after the online and offline ones), with
+    /// their tokens.
+    fn probe_frames(&self, uids: &[String], skip: usize, flag: u8) -> Arc<Frames> {
+        let tokens = self.tokens(skip + uids.len()).split_off(skip);
+        Arc::new(Frames::new(uids.to_vec(), tokens, flag))
     }
 
     fn frames(&self, args: &LoadtestArgs) -> Frames {

@@ -106,3 +106,131 @@ async fn the_load_tool_refuses_a_phase_longer_than_a_day_before_it_starts() {
         assert!(stderr(&run).contains(&said), "{}", stderr(&run));
     }
 }
+
+/// A fresh database on the machine's PostgreSQL (`WK_TEST_POSTGRES` names another server),
+/// dropped at the end of the test.
+struct Database {
+    server: String,
+    name: String,
+}
+
+impl Database {
+    async fn create() -> Database {
+        use sqlx::Connection;
+        let server = std::env::var("WK_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let name = format!("wk_loadtest_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .expect("the machine's PostgreSQL at 127.0.0.1:5432 (WK_TEST_POSTGRES names another)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("a database of the test's own");
+        admin.close().await.ok();
+        Database { server, name }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+
+    async fn drop_it(self) {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", self.server))
+            .await
+            .expect("the server, again");
+        sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .execute(&mut admin)
+            .await
+            .expect("the test's database dropped");
+        admin.close().await.ok();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_two_nodes_the_tool_reports_the_tail_lag_and_the_cross_node_kick() {
+    let db = Database::create().await;
+    let url = db.url();
+    let mut nodes = Vec::new();
+    for id in ["1", "2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().display().to_string();
+        let config = Config::from_args([
+            "--database-url",
+            url.as_str(),
+            "--node-id",
+            id,
+            "--data-dir",
+            data.as_str(),
+            "--api-addr",
+            "127.0.0.1:0",
+            "--ws-addr",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        nodes.push((Server::start(config).await.unwrap(), dir));
+    }
+    let list = |addr: fn(&Server) -> std::net::SocketAddr| {
+        nodes
+            .iter()
+            .map(|(n, _)| addr(n).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (api, ws) = (list(Server::api_addr), list(Server::ws_addr));
+    let run = loadtest(&[
+        "--api",
+        &api,
+        "--ws",
+        &ws,
+        "--users",
+        "40",
+        "--duration",
+        "2s",
+        "--measure-time",
+        "400ms",
+        "--churn-rate",
+        "20",
+        "--status-clients",
+        "2",
+        "--concurrency",
+        "8",
+        "--tail-probes",
+        "10",
+        "--kick-probes",
+        "5",
+    ])
+    .await;
+    let out = stdout(&run);
+    assert_eq!(run.status.code(), Some(0), "{out}{}", stderr(&run));
+    for figure in [
+        "across 2 nodes",
+        "tail lag: connect acked on B -> online on A",
+        "kick: device_quit answered on A -> close on B",
+        "20 tail probes (0 skipped",
+        "10 kick probes (0 skipped",
+        // Too few probes to judge a p99 on.
+        "cannot judge (20 probes",
+    ] {
+        assert!(out.contains(figure), "no {figure:?} in:\n{out}");
+    }
+    assert!(!out.contains("errors, "), "{out}");
+    // The probe users are known to both nodes; none is online after the run, and the kicked
+    // ones' tokens are cleared.
+    for (node, _) in &nodes {
+        let stats: serde_json::Value = reqwest::get(format!("http://{}/stats", node.api_addr()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(stats["known_users"], 140 + 20 + 10, "{stats}");
+        assert_eq!(stats["online_sessions"], 0, "{stats}");
+    }
+    for (node, dir) in nodes {
+        node.shutdown().await;
+        drop(dir);
+    }
+    db.drop_it().await;
+}

@@ -7,8 +7,9 @@
 //! node see the same events in the same order; a node's own batch is published only after
 //! every earlier event of the log, whichever node wrote it; [`Follower::catch_up`] brings
 //! memory to the log's end when the write path needs it (a decision in doubt, a broken
-//! guard). Must never: publish an event twice, skip one, or publish on an async worker thread
-//! (catching up reads the database).
+//! guard). Must never: publish an event twice, skip one, publish on an async worker thread
+//! (catching up reads the database), or read the database while holding the turn to publish
+//! (the writer's next batch would wait for another thread's read).
 
 pub mod lease;
 pub mod tail;
@@ -47,56 +48,93 @@ impl Follower {
         *self.at.lock()
     }
 
+    /// A value that changes when another node announces new events (see
+    /// [`LogStore::doorbell`]); `None` when the store has none.
+    pub fn doorbell(&self) -> Option<tokio::sync::watch::Receiver<Seq>> {
+        self.store.doorbell()
+    }
+
     /// Publishes every event of the log not published yet. Blocks on the database: call it
     /// from a blocking thread.
     pub fn catch_up(&self) -> Result<Seq, LogError> {
-        let mut at = self.at.lock();
-        self.catch_up_locked(&mut at, Seq(u64::MAX))?;
-        Ok(*at)
+        loop {
+            let at = self.at();
+            let events = self.read(at, READ_BATCH)?;
+            let read = events.len();
+            let at = self.publish_after(&events);
+            if read < READ_BATCH {
+                return Ok(at);
+            }
+        }
     }
 
-    /// Publishes the events after `at` up to `until`, read from the store.
-    fn catch_up_locked(&self, at: &mut Seq, until: Seq) -> Result<(), LogError> {
-        while *at < until {
-            let raw = self.store.read_after(*at, READ_BATCH)?;
-            let mut events = Vec::with_capacity(raw.len());
-            for (seq, bytes) in raw.into_iter().take_while(|(seq, _)| *seq <= until) {
-                events.push(
-                    RecordedEvent::decode(seq, &bytes).map_err(|e| LogError::corrupt(seq, e))?,
-                );
-            }
-            let Some(last) = events.last().map(|e| e.seq) else {
-                return Ok(());
-            };
-            self.subscribers.publish(&events);
+    /// Up to `limit` events after `after`, read from the store and decoded, without holding
+    /// the turn to publish: the writer's batches are published meanwhile.
+    fn read(&self, after: Seq, limit: usize) -> Result<Vec<RecordedEvent>, LogError> {
+        self.store
+            .read_after(after, limit)?
+            .into_iter()
+            .map(|(seq, bytes)| {
+                RecordedEvent::decode(seq, &bytes).map_err(|e| LogError::corrupt(seq, e))
+            })
+            .collect()
+    }
+
+    /// Publishes those of `events` (consecutive seqs read from the log) that were not
+    /// published yet; returns the last seq published.
+    fn publish_after(&self, events: &[RecordedEvent]) -> Seq {
+        let mut at = self.at.lock();
+        let fresh = &events[events.partition_point(|e| e.seq <= *at)..];
+        // Read after a seq at or below `at`, so the fresh part starts right after it: the log
+        // is dense, and `at` only grows.
+        debug_assert!(fresh.first().is_none_or(|e| e.seq == at.next()));
+        if let Some(last) = fresh.last().map(|e| e.seq) {
+            self.subscribers.publish(fresh);
             *at = last;
         }
-        Ok(())
+        *at
     }
 }
 
 impl CommitListener for Follower {
     /// This node's batch, committed: the other nodes' events before it are published first.
+    /// Those are read without holding the turn to publish (the tail may publish them
+    /// meanwhile), and this batch waits for them.
     fn committed(&self, events: &[RecordedEvent]) {
         let Some(first) = events.first().map(|e| e.seq) else {
             return;
         };
-        let mut at = self.at.lock();
-        if first > at.next() {
-            if let Err(e) = self.catch_up_locked(&mut at, Seq(first.0 - 1)) {
-                // The tail publishes the gap and this batch in order when it can read again;
-                // publishing the batch now would put it before events that precede it.
-                tracing::error!(error = %e, first = %first,
-                    "cannot read the events before this node's batch; the tail publishes them");
-                return;
+        loop {
+            let at = self.at();
+            if first <= at.next() {
+                break;
+            }
+            let gap = (first.0 - at.next().0) as usize;
+            match self.read(at, gap.min(READ_BATCH)) {
+                Ok(before) => {
+                    let before: Vec<RecordedEvent> =
+                        before.into_iter().take_while(|e| e.seq < first).collect();
+                    if before.is_empty() {
+                        // The log ends before this batch: cannot be, it committed. Left to
+                        // the tail rather than spun on.
+                        tracing::error!(first = %first, at = %at,
+                            "the events before this node's batch are not in the log; the tail publishes them");
+                        return;
+                    }
+                    self.publish_after(&before);
+                }
+                Err(e) => {
+                    // The tail publishes the gap and this batch in order when it can read
+                    // again; publishing the batch now would put it before events that precede
+                    // it.
+                    tracing::error!(error = %e, first = %first,
+                        "cannot read the events before this node's batch; the tail publishes them");
+                    return;
+                }
             }
         }
         // The tail may have published some of them already (read from the log the moment
         // they committed): those are skipped.
-        let fresh = &events[events.partition_point(|e| e.seq <= *at)..];
-        if let Some(last) = fresh.last().map(|e| e.seq) {
-            self.subscribers.publish(fresh);
-            *at = last;
-        }
+        self.publish_after(events);
     }
 }

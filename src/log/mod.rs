@@ -9,6 +9,7 @@
 //! event is never rewritten. Must never: acknowledge an event that a crash could lose, or leave
 //! a gap in `seq` when a write fails.
 
+mod doorbell;
 pub mod postgres_store;
 pub mod sled_store;
 pub mod writer;
@@ -122,9 +123,10 @@ pub enum AppendError {
     /// the database stayed out of reach): the batch is in the log once or not at all. The next
     /// batch may follow.
     InDoubt(LogError),
-    /// A guard of the batch did not hold: another writer recorded an event of its uid since.
-    /// Nothing of the batch is in the log; its commands are to be decided again.
-    Conflict(Uid),
+    /// Guards of the batch did not hold: another writer recorded an event of each of these uids
+    /// since. Nothing of the batch is in the log; the commands guarded on these uids are to be
+    /// decided again, and the others may be appended again without them.
+    Conflict(Vec<Uid>),
 }
 
 /// Where events are kept. Synchronous on purpose: the writer runs on its own thread, so a flush
@@ -141,6 +143,14 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// The highest seq stored, `Seq(0)` for an empty log.
     fn last_seq(&self) -> Result<Seq, LogError>;
+
+    /// For a log that other writers append to: a value that changes soon after another writer
+    /// commits (the highest seq announced, or `Seq(u64::MAX)` when rings may have been
+    /// missed), so that a follower reads at once instead of at its next poll. A hint only: a
+    /// follower still polls. `None` for a store that is its log's only writer.
+    fn doorbell(&self) -> Option<tokio::sync::watch::Receiver<Seq>> {
+        None
+    }
 
     /// Records `batch` as the log's next events, atomically and durably, and leaves each
     /// record's final seq in it. The batch arrives numbered from the writer's own count (the

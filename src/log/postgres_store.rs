@@ -1,34 +1,40 @@
 //! The PostgreSQL-backed [`LogStore`]: one log that several nodes append to (tables
 //! `log_events`, `log_uids` and `log_batches` of `migrations/postgres/0003_log.sql`).
 //!
-//! Owns the numbering of every node's batches. A batch is one transaction: it takes the append
-//! lock ([`APPEND_LOCK`], a transaction-level advisory lock), reads the log's last seq, numbers
-//! the batch after it, inserts it (its events, their uid index rows and the batch's id) and
-//! commits; the lock goes with the commit. Promises: seqs are dense and become visible in seq
-//! order, so a tailer reading `seq > last` never passes an event that commits later (the trap of
-//! a `bigserial` key, whose values are taken before their transactions commit, in any order);
-//! a batch whose commit answer was lost is looked up under the lock by its id before it is
-//! inserted again, so it is recorded once; an append that fails before its commit leaves
-//! nothing behind, and one whose outcome stays unknown says so ([`AppendError::InDoubt`]).
-//! Must never:
-//! read the last seq in the statement that takes the lock (under READ COMMITTED a statement
-//! sees the rows committed when it started, before the lock was granted: it could miss the
-//! previous holder's batch), or run a query on the async runtime's worker threads.
+//! Owns the numbering of every node's batches, and the doorbell that tells a node another one
+//! appended. A batch is one statement, `wk_log_append` (`migrations/postgres/0006_log_append.sql`),
+//! in its own implicit transaction: it takes the append lock ([`APPEND_LOCK`], a
+//! transaction-level advisory lock), looks the batch up by its id, checks the guards, reads the
+//! log's last seq, numbers the batch after it, inserts it (its events, their uid index rows and
+//! the batch's id), rings the doorbell, and commits as the statement ends; the lock goes with
+//! the commit, and is never held across a round trip to this node. Promises: seqs are dense and
+//! become visible in seq order, so a tailer reading `seq > last` never passes an event that
+//! commits later (the trap of a `bigserial` key, whose values are taken before their
+//! transactions commit, in any order); a batch whose answer was lost is looked up under the
+//! lock by its id before it is inserted again, so it is recorded once; an append that fails
+//! leaves nothing behind, and one whose outcome stays unknown says so
+//! ([`AppendError::InDoubt`]); a batch whose guards break records nothing and names every uid
+//! whose guard broke. Must never: read the last seq with a snapshot taken before the lock was
+//! granted (it could miss the previous holder's batch: the function's statements each take a
+//! new one, under READ COMMITTED, which it requires), append inside a transaction block (the
+//! lock would outlive the statement), or run a query on the async runtime's worker threads.
 //!
 //! The trait is synchronous, so the store owns a small runtime of its own whose one worker
-//! drives the pool's connections; the caller's thread (the log's writer, or a blocking task)
+//! drives the pools' connections (and the doorbell's listener); the caller's thread (the log's writer, or a blocking task)
 //! runs each query with [`Handle::block_on`] and waits for it there.
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use sqlx::postgres::PgPool;
 use sqlx::Row;
 use tokio::runtime::{Handle, Runtime};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{AppendError, EncodedRecord, Guard, LogError, LogStore};
+use super::{doorbell, AppendError, EncodedRecord, Guard, LogError, LogStore};
 use crate::domain::Seq;
 
 /// The advisory lock every append holds from the read of the last seq to its commit, in every
@@ -36,8 +42,13 @@ use crate::domain::Seq;
 /// too, so that their events join the same order.
 pub const APPEND_LOCK: i64 = 0x77_6b_6c_6f_67; // "wklog"
 
-/// The connections of one store: the writer's and a few readers'.
+/// The readers' connections of one store (the appends have one of their own).
 const POOL_SIZE: u32 = 4;
+
+/// A reader's connection used this recently is handed out without the round trip that checks
+/// it: under load every read would otherwise cost two. One that died meanwhile fails its read,
+/// which its caller tries again (the tail at its next poll).
+const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 
 /// How long an append's transaction may sit idle before the database ends it: an append whose
 /// node stopped or lost its connection mid-transaction holds the append lock, and every node's
@@ -60,11 +71,6 @@ fn begin_and_lock() -> String {
     )
 }
 
-/// Whether the batch is already recorded (an earlier try whose answer was lost), and the last
-/// seq.
-const READ_HEAD: &str = "SELECT (SELECT first_seq FROM log_batches WHERE batch_id = $1::uuid), \
-     (SELECT coalesce(max(seq), 0) FROM log_events)";
-
 /// The whole batch in one statement, with a fixed number of binds whatever its size (arrays).
 /// An event that names a uid twice is indexed under it once, as sled's keys do.
 const INSERT_BATCH: &str = "WITH events AS ( \
@@ -75,17 +81,30 @@ const INSERT_BATCH: &str = "WITH events AS ( \
      ) \
      INSERT INTO log_batches (batch_id, first_seq, last_seq) VALUES ($5::uuid, $6, $7)";
 
-/// The first guard that does not hold: a uid with an event recorded after the seq its decision
-/// was made at.
-const BROKEN_GUARD: &str = "SELECT g.uid FROM unnest($1::text[], $2::int8[]) AS g(uid, after) \
-     WHERE EXISTS (SELECT 1 FROM log_uids l WHERE l.uid = g.uid AND l.seq > g.after) LIMIT 1";
+/// One append, whole, in the database (`wk_log_append` of `migrations/postgres`): the lock,
+/// the lookup by batch id, the guards, the numbering and the inserts, in the implicit
+/// transaction of this one statement. Sent outside any transaction block, it commits when it
+/// ends; its answer is read up to the server's `ReadyForQuery`, which follows the commit.
+const APPEND: &str =
+    "SELECT first_seq, conflict_uids FROM wk_log_append($1::uuid, $2, $3, $4, $5, $6, $7)";
 
 pub struct PostgresStore {
     /// Taken out at drop, to be shut down without blocking (a store may be dropped on the async
     /// runtime, where a blocking shutdown is refused).
     runtime: Option<Runtime>,
     handle: Handle,
+    /// The readers' connections (the tail, catch-ups, reads of the API).
     pool: PgPool,
+    /// The appends' one connection, apart from the readers': an append never waits for a
+    /// reader's connection, nor for the check a pool makes of a connection it hands out (a
+    /// round trip of its own). A connection that died is found by the append itself, whose
+    /// outcome is then looked up by its batch id (see [`TryError::Unknown`]).
+    appends: PgPool,
+    /// For the doorbell's own connection. Holds the password, if the URL has one: never shown.
+    url: String,
+    /// Names this store's appends in the doorbell, so that it does not wake for its own.
+    writer_id: i64,
+    doorbell: OnceLock<watch::Receiver<Seq>>,
 }
 
 /// What a store does with the database's schema when it connects.
@@ -100,9 +119,9 @@ enum Schema {
 enum TryError {
     /// The transaction did not commit: nothing of the batch is in the log.
     NotRecorded(sqlx::Error),
-    /// A guard did not hold (another node recorded an event of this uid since): nothing of
+    /// Guards did not hold (another node recorded an event of these uids since): nothing of
     /// the batch is in the log.
-    Conflict(crate::domain::Uid),
+    Conflict(Vec<crate::domain::Uid>),
     /// The commit was sent and its answer lost: the batch may be in the log.
     Unknown(sqlx::Error),
 }
@@ -135,12 +154,38 @@ impl PostgresStore {
                 Schema::Existing => crate::postgres::connect_existing(url, POOL_SIZE).await,
             }
         };
-        let pool = wait_on(&handle, connecting)
-            .map_err(|e| LogError::storage(format_args!("cannot open the shared log: {e}")))?;
+        let (pool, appends) = wait_on(&handle, async {
+            // Connected (and migrated) once, then the store's own pools on the same options.
+            let checked = connecting.await?;
+            let options = (*checked.connect_options()).clone();
+            checked.close().await;
+            let reads = crate::postgres::pool_options(POOL_SIZE)
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for < TRUSTED_IDLE {
+                            return Ok(true);
+                        }
+                        sqlx::Connection::ping(conn).await.map(|()| true)
+                    })
+                })
+                .connect_lazy_with(options.clone());
+            let appends = crate::postgres::pool_options(1)
+                .test_before_acquire(false)
+                .connect_lazy_with(options);
+            Ok::<_, sqlx::Error>((reads, appends))
+        })
+        .map_err(|e| LogError::storage(format_args!("cannot open the shared log: {e}")))?;
         Ok(PostgresStore {
             runtime: Some(runtime),
             handle,
             pool,
+            appends,
+            url: url.to_owned(),
+            // Random: two stores of one node (a restart, a test) must not take each other's
+            // rings for their own.
+            writer_id: Uuid::now_v7().as_u64_pair().1 as i64,
+            doorbell: OnceLock::new(),
         })
     }
 
@@ -235,72 +280,62 @@ impl PostgresStore {
         wait_on(&self.handle, future)
     }
 
-    /// One try: under the lock, the batch found recorded, or numbered after the last seq and
-    /// inserted. Returns the batch's first seq.
+    /// One try: one statement, [`APPEND`], which under the lock finds the batch recorded, or
+    /// checks its guards, numbers it after the last seq and inserts it. Returns the batch's
+    /// first seq.
     async fn try_append(
         pool: &PgPool,
+        writer_id: i64,
         batch_id: Uuid,
         batch: &[EncodedRecord],
         guards: &[Guard],
     ) -> Result<i64, TryError> {
-        let mut tx = pool
-            .begin_with(begin_and_lock())
-            .await
-            .map_err(TryError::NotRecorded)?;
-        let head = sqlx::query(READ_HEAD)
-            .bind(batch_id.to_string())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(TryError::NotRecorded)?;
-        let recorded: Option<i64> = head.get(0);
-        if let Some(first) = recorded {
-            return Ok(first);
-        }
-        if !guards.is_empty() {
-            let uids: Vec<&str> = guards.iter().map(|g| g.uid.as_str()).collect();
-            let after: Vec<i64> = guards.iter().map(|g| g.after.0 as i64).collect();
-            let broken: Option<String> = sqlx::query_scalar(BROKEN_GUARD)
-                .bind(&uids)
-                .bind(&after)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(TryError::NotRecorded)?;
-            if let Some(uid) = broken {
-                let uid = crate::domain::Uid::parse(&uid)
-                    .map_err(|e| TryError::NotRecorded(sqlx::Error::Decode(Box::new(e))))?;
-                return Err(TryError::Conflict(uid));
-            }
-        }
-        let last: i64 = head.get(1);
-        let first = last + 1;
-        let count = i64::try_from(batch.len()).expect("a batch fits in i64");
-        let seqs: Vec<i64> = (first..first + count).collect();
         let bodies: Vec<&[u8]> = batch.iter().map(|r| r.bytes.as_slice()).collect();
-        let (mut uids, mut uid_seqs) = (Vec::new(), Vec::new());
-        for (r, seq) in batch.iter().zip(&seqs) {
+        let (mut uids, mut uid_events) = (Vec::new(), Vec::new());
+        for (r, position) in batch.iter().zip(1i32..) {
             for uid in &r.uids {
                 uids.push(uid.as_str());
-                uid_seqs.push(*seq);
+                uid_events.push(position);
             }
         }
-        sqlx::query(INSERT_BATCH)
-            .bind(&seqs)
+        let guard_uids: Vec<&str> = guards.iter().map(|g| g.uid.as_str()).collect();
+        let guard_after: Vec<i64> = guards.iter().map(|g| g.after.0 as i64).collect();
+        // Taken apart from the statement: a connection that cannot be had means nothing was
+        // sent.
+        let mut conn = pool.acquire().await.map_err(TryError::NotRecorded)?;
+        let row = sqlx::query(APPEND)
+            .bind(batch_id.to_string())
             .bind(&bodies)
             .bind(&uids)
-            .bind(&uid_seqs)
-            .bind(batch_id.to_string())
-            .bind(first)
-            .bind(first + count - 1)
-            .execute(&mut *tx)
+            .bind(&uid_events)
+            .bind(&guard_uids)
+            .bind(&guard_after)
+            .bind(writer_id)
+            .fetch_one(&mut *conn)
             .await
-            .map_err(TryError::NotRecorded)?;
-        tx.commit().await.map_err(|e| match e {
-            // The database answered: it refused the commit, so nothing was recorded.
-            sqlx::Error::Database(_) => TryError::NotRecorded(e),
-            // No answer (the connection failed on the way): it may have committed.
-            other => TryError::Unknown(other),
-        })?;
-        Ok(first)
+            .map_err(|e| {
+                if statement_surely_failed(&e) {
+                    TryError::NotRecorded(e)
+                } else {
+                    // No answer, or one that does not say the statement failed: it may have
+                    // committed.
+                    TryError::Unknown(e)
+                }
+            })?;
+        let first: Option<i64> = row.get(0);
+        let conflicts: Option<Vec<String>> = row.get(1);
+        match (first, conflicts) {
+            (Some(first), _) => Ok(first),
+            (None, Some(uids)) if !uids.is_empty() => Err(TryError::Conflict(
+                uids.iter()
+                    .map(|uid| crate::domain::Uid::parse(uid))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| TryError::NotRecorded(sqlx::Error::Decode(Box::new(e))))?,
+            )),
+            (None, _) => Err(TryError::NotRecorded(sqlx::Error::Protocol(
+                "wk_log_append answered neither a seq nor a conflict".into(),
+            ))),
+        }
     }
 
     /// Tries the batch until it is recorded, found recorded, or (once its outcome is in doubt)
@@ -308,6 +343,7 @@ impl PostgresStore {
     /// nothing, and is answered at once.
     async fn append_batch(
         pool: &PgPool,
+        writer_id: i64,
         batch_id: Uuid,
         batch: &[EncodedRecord],
         guards: &[Guard],
@@ -315,7 +351,7 @@ impl PostgresStore {
         let mut in_doubt_since: Option<Instant> = None;
         let mut pause = FIRST_PAUSE;
         loop {
-            let why = match Self::try_append(pool, batch_id, batch, guards).await {
+            let why = match Self::try_append(pool, writer_id, batch_id, batch, guards).await {
                 Ok(first) => {
                     if in_doubt_since.is_some() {
                         tracing::info!(batch = %batch_id, first_seq = first,
@@ -328,7 +364,7 @@ impl PostgresStore {
                 }
                 // Checked after the lookup by batch id: a batch found recorded is not in
                 // conflict with itself.
-                Err(TryError::Conflict(uid)) => return Err(AppendError::Conflict(uid)),
+                Err(TryError::Conflict(uids)) => return Err(AppendError::Conflict(uids)),
                 Err(TryError::NotRecorded(e) | TryError::Unknown(e)) => e,
             };
             let since = *in_doubt_since.get_or_insert_with(Instant::now);
@@ -345,6 +381,23 @@ impl PostgresStore {
             pause *= 2;
         }
     }
+}
+
+/// Whether an error to [`APPEND`] says its statement failed, and so its implicit transaction
+/// did not commit: an error the database answered in the statement's course. Not so an error of
+/// the connection (the answer lost), nor one of the classes a server sends when it ends a
+/// session or fails in itself, which may come after the commit.
+fn statement_surely_failed(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    let class = db.code().map(|c| c.chars().take(2).collect::<String>());
+    // 08 connection exception, 53 insufficient resources, 57 operator intervention (a shutdown,
+    // a terminated backend), 58 system error, XX internal error.
+    !matches!(
+        class.as_deref(),
+        None | Some("08" | "53" | "57" | "58" | "XX")
+    )
 }
 
 /// A database error as the log reports it: unavailable when the database cannot be reached
@@ -402,6 +455,16 @@ impl LogStore for PostgresStore {
         false
     }
 
+    fn doorbell(&self) -> Option<watch::Receiver<Seq>> {
+        let ring = self.doorbell.get_or_init(|| {
+            let (tx, rx) = watch::channel(Seq(0));
+            self.handle
+                .spawn(doorbell::listen(self.url.clone(), self.writer_id, tx));
+            rx
+        });
+        Some(ring.clone())
+    }
+
     fn last_seq(&self) -> Result<Seq, LogError> {
         let last: i64 = self
             .wait(
@@ -425,7 +488,13 @@ impl LogStore for PostgresStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let first = self.wait(Self::append_batch(&self.pool, batch_id, batch, guards))?;
+        let first = self.wait(Self::append_batch(
+            &self.appends,
+            self.writer_id,
+            batch_id,
+            batch,
+            guards,
+        ))?;
         let first = to_seq(first).map_err(AppendError::Failed)?;
         for (r, seq) in batch.iter_mut().zip(first.0..) {
             r.seq = Seq(seq);
@@ -473,11 +542,27 @@ impl Drop for PostgresStore {
     fn drop(&mut self) {
         // Closes the connections politely (bounded: a database out of reach must not hold the
         // drop), then lets the runtime go without waiting for it.
-        let pool = self.pool.clone();
-        let _ = self
-            .wait(async move { tokio::time::timeout(Duration::from_secs(1), pool.close()).await });
+        let (pool, appends) = (self.pool.clone(), self.appends.clone());
+        let _ = self.wait(async move {
+            tokio::time::timeout(Duration::from_secs(1), async {
+                tokio::join!(pool.close(), appends.close())
+            })
+            .await
+        });
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::APPEND_LOCK;
+
+    #[test]
+    fn the_append_function_takes_the_append_lock() {
+        let function = include_str!("../../migrations/postgres/0006_log_append.sql");
+        let lock = format!("pg_advisory_xact_lock({APPEND_LOCK})");
+        assert!(function.contains(&lock), "{lock} not in wk_log_append");
     }
 }

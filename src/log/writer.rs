@@ -10,9 +10,11 @@
 //! leaves nothing behind (a batch written but not flushed is taken back, and the taking back
 //! flushed when the disk allows; if the taking back fails, the writer refuses appends until
 //! restart rather than guess), except a batch whose outcome a shared store could not learn
-//! ([`AppendError::InDoubt`]: it is in the log once or not at all); `durable()` never runs ahead
-//! of the disk, and reads show durable events only (never a batch still being flushed). Must
-//! never: run a flush or a commit on the async runtime's threads.
+//! ([`AppendError::InDoubt`]: it is in the log once or not at all); a batch whose guards did not
+//! all hold answers a conflict to the appenders guarded on those uids only, and the rest of it
+//! is appended again at once; `durable()` never runs ahead of the disk, and reads show durable
+//! events only (never a batch still being flushed). Must never: run a flush or a commit on the
+//! async runtime's threads.
 
 use std::sync::Arc;
 use std::thread;
@@ -213,10 +215,8 @@ fn run_writer(
         let recorded_at = now_ms();
         let mut seq = last;
         let mut encoded = Vec::new();
-        let mut replies = Vec::with_capacity(pending.len());
-        let mut guards = Vec::new();
+        let mut batch = Vec::with_capacity(pending.len());
         for (events, guard, ack) in pending.drain(..) {
-            guards.extend(guard);
             let recorded: Vec<RecordedEvent> = events
                 .into_iter()
                 .map(|event| {
@@ -235,27 +235,21 @@ fn run_writer(
                 bytes: r.encode(),
                 uids: r.event.uids().to_vec(),
             }));
-            replies.push((recorded, ack));
+            batch.push(Appender {
+                recorded,
+                guard,
+                ack,
+            });
         }
-        // The first event's id names the batch across the store's retries: it is unique in the
-        // log, and the same in every retry because the events are stamped once, here.
-        let batch_id = replies
-            .first()
-            .and_then(|(recorded, _)| recorded.first())
-            .map(|r| r.event_id)
-            .unwrap_or_else(Uuid::now_v7);
         let outcome = if let Some(why) = &poisoned {
             Err(LogError::Storage(why.clone()))
         } else {
-            match store.append_guarded(batch_id, &mut encoded, &guards) {
+            match append_all_it_can(&*store, &mut batch, &mut encoded) {
                 Ok(()) => {
                     // The store may have numbered the batch from a log that other nodes append
                     // to: its seqs are the ones recorded.
                     let mut recorded_seqs = encoded.iter().map(|r| r.seq);
-                    for r in replies
-                        .iter_mut()
-                        .flat_map(|(recorded, _)| recorded.iter_mut())
-                    {
+                    for r in batch.iter_mut().flat_map(|a| a.recorded.iter_mut()) {
                         r.seq = recorded_seqs
                             .next()
                             .expect("the store keeps the batch's length");
@@ -264,7 +258,13 @@ fn run_writer(
                     Ok(())
                 }
                 Err(AppendError::Failed(e) | AppendError::InDoubt(e)) => Err(e),
-                Err(AppendError::Conflict(uid)) => Err(LogError::Conflict(uid)),
+                Err(AppendError::Conflict(uids)) => {
+                    // The store named broken guards that no appender of the batch holds:
+                    // cannot be, and leaving nobody out would only fail again. Decided again.
+                    Err(LogError::Conflict(
+                        uids.into_iter().next().expect("a conflict names a uid"),
+                    ))
+                }
                 Err(AppendError::Poisoned(e)) => {
                     poisoned = Some("the event log is in an unknown state after a failed flush; restart the server".into());
                     Err(e)
@@ -272,28 +272,23 @@ fn run_writer(
             }
         };
         match outcome {
+            Ok(()) if batch.is_empty() => {}
             Ok(()) => {
                 last = seq;
                 durable.send_replace(last);
                 // Here, not in each appender's task: an appender that stops waiting (a client
                 // gone) must not leave a durable event unapplied.
-                for (recorded, _) in &replies {
-                    listener.committed(recorded);
+                for appender in &batch {
+                    listener.committed(&appender.recorded);
                 }
-                for (recorded, ack) in replies {
-                    let _ = ack.send(Ok(recorded));
-                }
-            }
-            Err(e @ LogError::Conflict(_)) => {
-                tracing::debug!(error = %e, events = encoded.len(), "a batch's guard did not hold; its commands are decided again");
-                for (_, ack) in replies {
-                    let _ = ack.send(Err(e.clone()));
+                for appender in batch {
+                    let _ = appender.ack.send(Ok(appender.recorded));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, events = encoded.len(), "append failed; nothing acknowledged");
-                for (_, ack) in replies {
-                    let _ = ack.send(Err(e.clone()));
+                for appender in batch {
+                    let _ = appender.ack.send(Err(e.clone()));
                 }
             }
         }
@@ -307,6 +302,66 @@ fn run_writer(
     }
 }
 
+/// One request of a batch: its events as stamped, its guard, and whom to answer.
+struct Appender {
+    recorded: Vec<RecordedEvent>,
+    guard: Option<Guard>,
+    ack: oneshot::Sender<Result<Vec<RecordedEvent>, LogError>>,
+}
+
+/// Appends `batch` (whose events are `encoded`, in order). When guards break, the appenders
+/// guarded on those uids are answered [`LogError::Conflict`] (to be decided again) and taken
+/// out, and the rest is appended again at once: one conflict must not send a whole batch of
+/// unrelated commands back to decide again. Returns the last outcome; `batch` and `encoded`
+/// then hold what it was about (empty when every appender was answered a conflict).
+fn append_all_it_can(
+    store: &dyn LogStore,
+    batch: &mut Vec<Appender>,
+    encoded: &mut Vec<EncodedRecord>,
+) -> Result<(), AppendError> {
+    loop {
+        let Some(first) = batch.iter().find_map(|a| a.recorded.first()) else {
+            return Ok(());
+        };
+        // The first event's id names the batch across the store's retries: it is unique in
+        // the log, and the same in every retry because the events are stamped once, here. A
+        // batch appended again without its conflicts gets the id of its new first event: the
+        // first try recorded nothing.
+        let batch_id = first.event_id;
+        let guards: Vec<Guard> = batch.iter().filter_map(|a| a.guard.clone()).collect();
+        let uids = match store.append_guarded(batch_id, encoded, &guards) {
+            Err(AppendError::Conflict(uids)) => uids,
+            outcome => return outcome,
+        };
+        let broken = |a: &Appender| a.guard.as_ref().is_some_and(|g| uids.contains(&g.uid));
+        if !batch.iter().any(broken) {
+            // The store names no guard of this batch: nothing to leave out, so nothing would
+            // change by trying again.
+            return Err(AppendError::Conflict(uids));
+        }
+        let mut kept = Vec::with_capacity(batch.len());
+        let mut kept_encoded = Vec::with_capacity(encoded.len());
+        let mut records = std::mem::take(encoded).into_iter();
+        for appender in batch.drain(..) {
+            let own: Vec<EncodedRecord> = records.by_ref().take(appender.recorded.len()).collect();
+            match &appender.guard {
+                Some(guard) if uids.contains(&guard.uid) => {
+                    tracing::debug!(uid = %guard.uid, "a guard did not hold; the command is decided again");
+                    let _ = appender
+                        .ack
+                        .send(Err(LogError::Conflict(guard.uid.clone())));
+                }
+                _ => {
+                    kept_encoded.extend(own);
+                    kept.push(appender);
+                }
+            }
+        }
+        *batch = kept;
+        *encoded = kept_encoded;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The writer's side of the store contract, over a store double: the only writer's take-back
@@ -316,6 +371,7 @@ mod tests {
 
     use super::*;
     use crate::domain::event::SystemUids;
+    use crate::domain::Uid;
     use crate::log::AppendError;
 
     /// A store in memory that fails its flushes or its take-backs on demand, or numbers batches
@@ -327,16 +383,42 @@ mod tests {
         failing_flush: Mutex<bool>,
         failing_discard: Mutex<bool>,
         shared_last: Mutex<Option<u64>>,
+        /// Guards on these uids break, as if another writer had recorded events of them.
+        changed_elsewhere: Mutex<Vec<Uid>>,
+        /// The guards of each call of `append_guarded`.
+        guarded_calls: Mutex<Vec<Vec<Uid>>>,
     }
 
     impl LogStore for Double {
+        fn append_guarded(
+            &self,
+            batch_id: Uuid,
+            batch: &mut [EncodedRecord],
+            guards: &[Guard],
+        ) -> Result<(), AppendError> {
+            self.guarded_calls
+                .lock()
+                .push(guards.iter().map(|g| g.uid.clone()).collect());
+            let changed = self.changed_elsewhere.lock();
+            let broken: Vec<Uid> = guards
+                .iter()
+                .filter(|g| changed.contains(&g.uid))
+                .map(|g| g.uid.clone())
+                .collect();
+            drop(changed);
+            if !broken.is_empty() {
+                return Err(AppendError::Conflict(broken));
+            }
+            self.append(batch_id, batch)
+        }
         fn last_seq(&self) -> Result<Seq, LogError> {
             Ok(self.events.lock().keys().last().copied().unwrap_or(Seq(0)))
         }
         fn append(&self, batch_id: Uuid, batch: &mut [EncodedRecord]) -> Result<(), AppendError> {
-            let Some(last) = *self.shared_last.lock() else {
+            let Some(others) = *self.shared_last.lock() else {
                 return crate::log::append_as_only_writer(self, batch);
             };
+            let last = others.max(self.last_seq().map_err(AppendError::Failed)?.0);
             let _ = batch_id;
             for (r, seq) in batch.iter_mut().zip(last + 1..) {
                 r.seq = Seq(seq);
@@ -381,6 +463,13 @@ mod tests {
 
     fn event() -> Event {
         Event::SystemUidsAdded(SystemUids { uids: Vec::new() })
+    }
+
+    fn guard(uid: &str) -> Option<Guard> {
+        Some(Guard {
+            uid: Uid::parse(uid).unwrap(),
+            after: Seq(0),
+        })
     }
 
     fn seqs(recorded: &[RecordedEvent]) -> Vec<u64> {
@@ -444,6 +533,55 @@ mod tests {
         let read = log.read_after(Seq(1), 10).unwrap();
         assert_eq!(seqs(&read), [41, 42]);
         assert_eq!(read[0].event_id, recorded[0].event_id);
+        log.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broken_guard_sends_back_its_own_command_only_and_the_rest_is_recorded() {
+        let store = Arc::new(Double::default());
+        *store.shared_last.lock() = Some(0);
+        store
+            .changed_elsewhere
+            .lock()
+            .push(Uid::parse("bob").unwrap());
+        let log = EventLog::start(store.clone(), NodeId(1)).unwrap();
+        // The writer is held in a first batch until all three are queued, so that they make
+        // the next batch together.
+        let writer_busy = store.events.lock();
+        let first = tokio::spawn({
+            let log = log.clone();
+            async move { log.append(vec![event()]).await }
+        });
+        // A blocking wait: the lock is held, and the appends run on the runtime's workers.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let appends: Vec<_> = ["ann", "bob", "cy"]
+            .into_iter()
+            .map(|uid| {
+                let log = log.clone();
+                tokio::spawn(
+                    async move { log.append_guarded(vec![event(), event()], guard(uid)).await },
+                )
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(writer_busy);
+        assert_eq!(seqs(&first.await.unwrap().unwrap()), [1]);
+        let mut outcomes = Vec::new();
+        for a in appends {
+            outcomes.push(a.await.unwrap());
+        }
+        assert!(matches!(&outcomes[1], Err(LogError::Conflict(uid)) if uid.as_str() == "bob"));
+        let mut recorded: Vec<u64> = [&outcomes[0], &outcomes[2]]
+            .into_iter()
+            .flat_map(|o| seqs(o.as_ref().unwrap()))
+            .collect();
+        recorded.sort_unstable();
+        assert_eq!(recorded, [2, 3, 4, 5], "dense, without bob's");
+        let calls = store.guarded_calls.lock().clone();
+        let names = |c: &Vec<Uid>| c.iter().map(|u| u.as_str().to_owned()).collect::<Vec<_>>();
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        assert_eq!(names(&calls[1]), ["ann", "bob", "cy"], "one batch");
+        assert_eq!(names(&calls[2]), ["ann", "cy"], "again without bob's");
         log.close().await;
     }
 }

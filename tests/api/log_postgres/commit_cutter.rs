@@ -1,12 +1,14 @@
 //! A TCP relay between a store and PostgreSQL that, once armed, loses one commit: the next
-//! `COMMIT` either never reaches the database, or reaches it and its answer never comes back.
-//! Either way the client's connection breaks at the commit, and only the database knows whether
-//! the transaction was recorded.
+//! append (the call of `wk_log_append`, a statement that commits as it ends) either never
+//! reaches the database, or reaches it and its answer never comes back. Either way the client's
+//! connection breaks at the commit, and only the database knows whether the batch was recorded.
 //!
-//! Owns the relay's listener and its connections. Promises: unarmed, it passes every byte
-//! unchanged; armed, it cuts exactly one commit and says so in [`CommitCutter::cuts`]. Must
-//! never: be given a TLS connection (the client must connect with `sslmode=disable`, so that the
-//! commit can be seen).
+//! The relay reads the frontend's messages: a `Parse` of a statement calling `wk_log_append`
+//! names the statement, and a `Bind` of that name is an append (sqlx prepares a statement once
+//! per connection, then binds it by name). Owns the relay's listener and its connections.
+//! Promises: unarmed, it passes every byte unchanged; armed, it cuts exactly one append and
+//! says so in [`CommitCutter::cuts`]. Must never: be given a TLS connection (the client must
+//! connect with `sslmode=disable`, so that the messages can be read).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,16 +19,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-/// The frontend's `COMMIT` as sqlx sends it: a simple query (`Q`, its length, the text, NUL).
-const COMMIT: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+/// What the statement of an append calls.
+const APPEND_CALL: &[u8] = b"wk_log_append";
 
 /// Where the armed relay cuts.
 #[derive(Debug, Clone, Copy)]
 pub enum Cut {
-    /// The `COMMIT` is dropped: the database never commits, and ends the transaction when the
-    /// connection closes.
+    /// The append is dropped: the database never runs it.
     BeforeCommit,
-    /// The `COMMIT` reaches the database, which commits; its answer is dropped.
+    /// The append reaches the database, which runs and commits it (its answer is flushed at
+    /// the end, after the commit); the answer is dropped.
     AfterCommit,
 }
 
@@ -73,12 +75,12 @@ impl CommitCutter {
         format!("{scheme}://{user}{}/{path}{sep}sslmode=disable", self.addr)
     }
 
-    /// Cuts the next commit that passes.
+    /// Cuts the next append that passes.
     pub fn arm(&self, cut: Cut) {
         *self.armed.lock() = Some(cut);
     }
 
-    /// How many commits were cut.
+    /// How many appends were cut.
     pub fn cuts(&self) -> usize {
         self.cuts.load(Ordering::SeqCst)
     }
@@ -118,34 +120,32 @@ async fn relay(
     let (mut server_in, mut server_out) = server.split();
     let mut from_client = vec![0u8; 64 * 1024];
     let mut from_server = vec![0u8; 64 * 1024];
-    // The client's last bytes, so that a commit split across two reads is seen too.
-    let mut window: Vec<u8> = Vec::new();
+    let mut frontend = Frontend::default();
     let mut answer_lost = false;
     loop {
         tokio::select! {
             read = client_in.read(&mut from_client) => {
                 let n = match read { Ok(0) | Err(_) => return, Ok(n) => n };
-                let chunk = &from_client[..n];
-                window.extend_from_slice(chunk);
-                let commit = window.windows(COMMIT.len()).any(|w| w == COMMIT);
-                let keep = window.len().saturating_sub(COMMIT.len() - 1);
-                window.drain(..keep);
-                let cut = if commit { armed.lock().take() } else { None };
-                if let Some(cut) = cut {
-                    cuts.fetch_add(1, Ordering::SeqCst);
-                    match cut {
-                        Cut::BeforeCommit => return,
-                        Cut::AfterCommit => answer_lost = true,
+                frontend.pending.extend_from_slice(&from_client[..n]);
+                // Whole messages only, each looked at before it is passed on.
+                while let Some(message) = frontend.next_message() {
+                    let cut = if frontend.is_append(&message) { armed.lock().take() } else { None };
+                    if let Some(cut) = cut {
+                        cuts.fetch_add(1, Ordering::SeqCst);
+                        match cut {
+                            Cut::BeforeCommit => return,
+                            Cut::AfterCommit => answer_lost = true,
+                        }
                     }
-                }
-                if server_out.write_all(chunk).await.is_err() {
-                    return;
+                    if server_out.write_all(&message).await.is_err() {
+                        return;
+                    }
                 }
             }
             read = server_in.read(&mut from_server) => {
                 let n = match read { Ok(0) | Err(_) => return, Ok(n) => n };
                 if answer_lost {
-                    // The commit's answer: dropped with the connection.
+                    // The append's answer: dropped with the connection.
                     return;
                 }
                 if client_out.write_all(&from_server[..n]).await.is_err() {
@@ -153,5 +153,60 @@ async fn relay(
                 }
             }
         }
+    }
+}
+
+/// The frontend's side of one connection: bytes not yet cut into messages, and the names of
+/// the statements that append.
+#[derive(Default)]
+struct Frontend {
+    pending: Vec<u8>,
+    started: bool,
+    appends: Vec<Vec<u8>>,
+}
+
+impl Frontend {
+    /// The next whole message, taken out of `pending`: the startup message first (a length,
+    /// no type byte), then typed messages (a type byte, then a length that counts itself).
+    fn next_message(&mut self) -> Option<Vec<u8>> {
+        let (start, len_at) = if self.started { (1, 1) } else { (0, 0) };
+        let len_bytes = self.pending.get(len_at..len_at + 4)?;
+        let len = u32::from_be_bytes(len_bytes.try_into().expect("four bytes")) as usize;
+        let whole = start + len;
+        if self.pending.len() < whole {
+            return None;
+        }
+        self.started = true;
+        let message: Vec<u8> = self.pending.drain(..whole).collect();
+        self.remember(&message);
+        Some(message)
+    }
+
+    /// Notes the name of a statement prepared to call `wk_log_append`.
+    fn remember(&mut self, message: &[u8]) {
+        if message.first() != Some(&b'P') {
+            return;
+        }
+        let mut fields = message[5..].split(|b| *b == 0);
+        let (Some(name), Some(query)) = (fields.next(), fields.next()) else {
+            return;
+        };
+        // A name prepared again (the unnamed statement, each time) names the new statement.
+        self.appends.retain(|known| known != name);
+        if query.windows(APPEND_CALL.len()).any(|w| w == APPEND_CALL) {
+            self.appends.push(name.to_vec());
+        }
+    }
+
+    /// Whether `message` runs an append: a `Bind` of a statement that calls `wk_log_append`.
+    fn is_append(&self, message: &[u8]) -> bool {
+        if message.first() != Some(&b'B') {
+            return false;
+        }
+        let mut fields = message[5..].split(|b| *b == 0);
+        let (Some(_portal), Some(statement)) = (fields.next(), fields.next()) else {
+            return false;
+        };
+        self.appends.iter().any(|name| name == statement)
     }
 }

@@ -1,4 +1,4 @@
-//! An append whose commit is cut on the way (the connection breaks at `COMMIT`, before or after
+//! An append whose commit is cut on the way (the connection breaks at the append, before or after
 //! the database committed) is tried again by the store, which looks the batch up by its id
 //! before inserting it: either way the appenders are answered with the batch recorded, once,
 //! and the log stays dense.
