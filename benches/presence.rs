@@ -288,6 +288,7 @@ fn routes(c: &mut Criterion, presence: Presence) {
             ready: Arc::new(AtomicBool::new(true)),
             lease: None,
             storage_reachable: None,
+            webhook: None,
             node_id: NodeId(1),
             started_at: String::new(),
         });

@@ -17,12 +17,14 @@ use crate::log::{EventLog, LogError, LogStore, SledStore};
 use crate::presence::Presence;
 use crate::view::projector::{self, ProjectorError};
 use crate::view::{SqliteView, ViewError, ViewState, ViewStore};
+use crate::webhook::{CursorStore, SledCursor, WebhookError};
 use crate::write::WritePath;
 
 /// Opens the log, the view and memory on `store`, and brings them to the log's end.
 pub(super) async fn recover(
     config: &Config,
     store: Arc<dyn LogStore>,
+    webhook_cursor: Option<Arc<dyn CursorStore>>,
 ) -> Result<Recovered, StartError> {
     let end = store.last_seq()?;
     let (view, state) = match open_view(config, end).await {
@@ -61,17 +63,22 @@ pub(super) async fn recover(
         tail: None,
         lease: None,
         sessions_of_this_node_only: false,
+        webhook_cursor,
     })
 }
 
-/// Opens the log in `config`'s data directory (sled locks it: one process at a time).
-pub(super) async fn open_log(config: &Config) -> Result<Arc<dyn LogStore>, StartError> {
+/// Opens the log in `config`'s data directory (sled locks it: one process at a time), and the
+/// webhook's cursor beside it, in the same database.
+pub(super) async fn open_log(
+    config: &Config,
+) -> Result<(Arc<dyn LogStore>, Arc<dyn CursorStore>), StartError> {
     let dir = config.log_dir();
     let store = tokio::task::spawn_blocking(move || SledStore::open(&dir))
         .await
         .map_err(LogError::storage)?
         .map_err(|e| e.in_data_dir(&config.data_dir, "stop it first"))?;
-    Ok(Arc::new(store))
+    let cursor = SledCursor::open(store.db()).map_err(WebhookError::from)?;
+    Ok((Arc::new(store), Arc::new(cursor)))
 }
 
 /// Opens the view and reads its snapshot for memory, as of its checkpoint. A view that claims

@@ -23,6 +23,7 @@ use crate::log::{EventLog, LogError, LogStore, PostgresStore};
 use crate::presence::Presence;
 use crate::view::projector;
 use crate::view::{PostgresView, ViewError, ViewStore};
+use crate::webhook::PgCursor;
 use crate::write::WritePath;
 
 /// Connections of the view's pool: the projector's and the API's reads.
@@ -79,6 +80,7 @@ pub(super) async fn recover(config: &Config, url: &str) -> Result<Recovered, Sta
         tail: Some(tail),
         lease: Some(Arc::new(lease)),
         sessions_of_this_node_only: true,
+        webhook_cursor: Some(Arc::new(PgCursor::new(url, NodeId(config.node_id)))),
     })
 }
 

@@ -148,6 +148,16 @@ pub struct ViewState {
     pub system_uids: Vec<Uid>,
 }
 
+/// A session as the webhook counts it ([`crate::webhook`]): whose, on which flag, and the seq of
+/// its `Connected` (the entries' connId).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSeq {
+    pub session_id: SessionId,
+    pub uid: Uid,
+    pub device_flag: DeviceFlag,
+    pub connected_seq: Seq,
+}
+
 /// One device session as the history shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -218,6 +228,12 @@ pub trait ViewStore: Send + Sync + 'static {
         before: Option<SessionId>,
         limit: u32,
     ) -> Result<Vec<SessionRecord>, ViewError>;
+    /// Every open session with the seq of its `Connected`, and the checkpoint they are read at,
+    /// in one snapshot: where the webhook's counts start from.
+    async fn open_session_seqs(&self) -> Result<(Seq, Vec<SessionSeq>), ViewError>;
+    /// The sessions of `ids` the view holds, open or closed, each with the seq of its
+    /// `Connected` (a lookup by primary key).
+    async fn session_seqs(&self, ids: &[SessionId]) -> Result<Vec<SessionSeq>, ViewError>;
     /// Every row, for comparing two views.
     async fn dump(&self) -> Result<ViewDump, ViewError>;
     /// Closes the connections (the file stays).
