@@ -27,7 +27,8 @@ const READ: usize = 2048;
 /// view that another node's projector writes, a moment behind this node.
 const BEHIND: Duration = Duration::from_millis(20);
 
-/// The fold at `at`, and how many entries the subscribers' tally had counted up to `at`.
+/// The fold at `at`, and how many entries the subscribers' tally had counted up to `at`
+/// (modulo 2^64: the tally may have started counting after `at`).
 pub(super) async fn counts_at(
     log: &EventLog,
     view: &dyn ViewStore,
@@ -94,5 +95,10 @@ pub(super) async fn counts_at(
             sessions.insert(s.session_id, s);
         }
     }
-    Ok((Counts::of(sessions.into_values()), tally.entries - entries))
+    // The tally counts from this process's start, which may be after `at`: only differences
+    // of its counts mean anything, so this one may wrap.
+    Ok((
+        Counts::of(sessions.into_values()),
+        tally.entries.wrapping_sub(entries),
+    ))
 }

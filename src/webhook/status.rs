@@ -7,20 +7,20 @@
 //! published since, less those delivered), so it moves while a delivery is stuck retrying;
 //! it is unknown (`None`) on a node that does not deliver. Must never: block, or hold an entry.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-
-/// `entries_at_cursor` while the count is unknown.
-const UNKNOWN: u64 = u64::MAX;
 
 pub struct WebhookStatus {
     /// The last seq delivered (`webhook_cursor`).
     cursor: AtomicU64,
     /// How many entries the subscribers' tally had counted up to the cursor (see
-    /// [`crate::apply::EntryTally`]); [`UNKNOWN`] while this node does not deliver.
+    /// [`crate::apply::EntryTally`]), modulo 2^64: the tally counts from this process's
+    /// start, which may be after the cursor, so only differences mean anything.
     entries_at_cursor: AtomicU64,
+    /// Whether `entries_at_cursor` is known: this node delivers.
+    delivering: AtomicBool,
     /// The tally's count of entries published so far.
     entries_published: Arc<AtomicU64>,
     last_error: Mutex<Option<String>>,
@@ -41,7 +41,8 @@ impl WebhookStatus {
     pub fn new(entries_published: Arc<AtomicU64>) -> Self {
         WebhookStatus {
             cursor: AtomicU64::new(0),
-            entries_at_cursor: AtomicU64::new(UNKNOWN),
+            entries_at_cursor: AtomicU64::new(0),
+            delivering: AtomicBool::new(false),
             entries_published,
             last_error: Mutex::new(None),
         }
@@ -60,12 +61,13 @@ impl WebhookStatus {
     }
 
     pub fn pending(&self) -> Option<u64> {
+        if !self.delivering.load(Ordering::Acquire) {
+            return None;
+        }
+        // The cursor's count first: it never passes the tally's, read after it.
         let at = self.entries_at_cursor.load(Ordering::Acquire);
-        (at != UNKNOWN).then(|| {
-            self.entries_published
-                .load(Ordering::Acquire)
-                .saturating_sub(at)
-        })
+        let published = self.entries_published.load(Ordering::Acquire);
+        Some(published.wrapping_sub(at))
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -74,23 +76,23 @@ impl WebhookStatus {
 
     /// The cursor as another node left it (this node does not deliver).
     pub(super) fn seen_elsewhere(&self, cursor: u64) {
+        self.delivering.store(false, Ordering::Release);
         self.cursor.store(cursor, Ordering::Release);
-        self.entries_at_cursor.store(UNKNOWN, Ordering::Release);
     }
 
     /// This node delivers from `cursor`, where the tally had counted `entries`.
     pub(super) fn delivering_from(&self, cursor: u64, entries: u64) {
         self.entries_at_cursor.store(entries, Ordering::Release);
         self.cursor.store(cursor, Ordering::Release);
+        self.delivering.store(true, Ordering::Release);
     }
 
     /// The cursor moved to `cursor`, past `entries` more entries.
     pub(super) fn advanced(&self, cursor: u64, entries: u64) {
+        // Only the delivery task writes it: a load and a store do.
         let at = self.entries_at_cursor.load(Ordering::Acquire);
-        if at != UNKNOWN {
-            self.entries_at_cursor
-                .store(at + entries, Ordering::Release);
-        }
+        self.entries_at_cursor
+            .store(at.wrapping_add(entries), Ordering::Release);
         self.cursor.store(cursor, Ordering::Release);
     }
 
@@ -119,6 +121,9 @@ mod tests {
         assert_eq!((status.cursor(), status.pending()), (55, Some(15)));
         status.seen_elsewhere(70);
         assert_eq!((status.cursor(), status.pending()), (70, None));
+        // A tally that started counting after the cursor: the difference still holds.
+        status.delivering_from(70, 130u64.wrapping_sub(150));
+        assert_eq!(status.pending(), Some(150));
         status.failed(&"the receiver answered 500");
         assert!(status
             .last_error()

@@ -30,6 +30,9 @@ mod throwaway_pg;
 mod view_engines;
 mod view_recovery;
 mod watchdog;
+mod webhook;
+mod webhook_crash;
+mod webhook_receiver;
 
 // The child-process helpers keep their older path, `crate::process`, for the modules that name
 // them so.
