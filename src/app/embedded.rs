@@ -42,6 +42,7 @@ pub(super) async fn recover(
         state.system_uids,
     ));
     let subscribers = Arc::new(Subscribers::new(presence, snapshot));
+    subscribers.last_seen().load(state.last_seen);
     let log = EventLog::start_with(store, NodeId(config.node_id), subscribers.clone())?;
     publish_tail(&log, &subscribers, snapshot).await?;
     let view = match catch_up_view(config, &log, view).await? {
@@ -50,6 +51,7 @@ pub(super) async fn recover(
             // Memory came from the snapshot of the view just found damaged: built again from
             // the whole log instead (nothing is served yet).
             subscribers.memory().clear();
+            subscribers.last_seen().clear();
             publish_tail(&log, &subscribers, Seq(0)).await?;
             view
         }

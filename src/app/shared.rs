@@ -58,6 +58,7 @@ pub(super) async fn recover(config: &Config, url: &str) -> Result<Recovered, Sta
         state.system_uids,
     ));
     let subscribers = Arc::new(Subscribers::new(presence, snapshot));
+    subscribers.last_seen().load(state.last_seen);
     let follower = Arc::new(Follower::new(store.clone(), subscribers.clone(), snapshot));
     let log = EventLog::start_with(store, NodeId(config.node_id), follower.clone())?;
     let following = follower.clone();

@@ -1,7 +1,7 @@
 //! The fan-out of committed events: the one path every event takes after it is durable.
 //!
 //! Owns [`Subscribers`], which hands each committed batch, in seq order, to: the in-memory
-//! projection ([`Presence`]), the registry of live sessions that carries kicks and replacements
+//! projection ([`Presence`]) and last seen ([`last_seen::LastSeen`]), the registry of live sessions that carries kicks and replacements
 //! to their sockets ([`live::LiveSessions`]), and the watch that wakes the SQL projector and the
 //! webhook (which read the log themselves), with a tally of the webhook's entries. The
 //! source does not matter: this node's appends (the log writer calls [`Subscribers::publish`]
@@ -10,6 +10,7 @@
 //! subject. Must never: block or do I/O (it runs on the log writer's thread), or see an event
 //! before it is durable.
 
+pub mod last_seen;
 pub mod live;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,10 +22,12 @@ use tokio::sync::watch;
 use crate::domain::{Event, RecordedEvent, Seq};
 use crate::log::CommitListener;
 use crate::presence::Presence;
+use last_seen::LastSeen;
 use live::LiveSessions;
 
 pub struct Subscribers {
     memory: Arc<Presence>,
+    last_seen: LastSeen,
     live: Arc<LiveSessions>,
     published: watch::Sender<Seq>,
     tally: Mutex<EntryTally>,
@@ -52,6 +55,7 @@ impl Subscribers {
     pub fn new(memory: Arc<Presence>, published: Seq) -> Self {
         Subscribers {
             memory,
+            last_seen: LastSeen::default(),
             live: Arc::new(LiveSessions::default()),
             published: watch::channel(published).0,
             tally: Mutex::new(EntryTally {
@@ -69,6 +73,7 @@ impl Subscribers {
         };
         for r in events {
             self.memory.apply(&r.event);
+            self.last_seen.apply(r);
         }
         for r in events {
             self.live.deliver(&r.event);
@@ -92,6 +97,11 @@ impl Subscribers {
 
     pub fn memory(&self) -> &Arc<Presence> {
         &self.memory
+    }
+
+    /// When each uid's sessions on each flag last ended.
+    pub fn last_seen(&self) -> &LastSeen {
+        &self.last_seen
     }
 
     pub fn live(&self) -> &Arc<LiveSessions> {

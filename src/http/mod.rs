@@ -17,6 +17,7 @@ pub mod error;
 mod events;
 mod front;
 mod health;
+mod lastseen;
 pub mod onlinestatus;
 mod query;
 mod quiet;
@@ -132,6 +133,7 @@ fn router(state: ApiState) -> Router {
         // Served by the front before the router; known here too, so that a 405 for the
         // path's other methods names POST in its `Allow` header (RFC 9110 15.5.6).
         .route(front::ONLINE_STATUS, post(onlinestatus::routed))
+        .route("/user/lastseen", post(lastseen::lastseen))
         .route("/user/systemuids", get(systemuids::list))
         .route("/user/systemuids_add", post(systemuids::add))
         .route("/user/systemuids_remove", post(systemuids::remove))

@@ -146,6 +146,8 @@ pub struct ViewState {
     pub tokens: Vec<(Uid, DeviceFlag, TokenSlot)>,
     pub open_sessions: Vec<(Uid, OpenSession)>,
     pub system_uids: Vec<Uid>,
+    /// When each (uid, flag) last had a session end (ms since the epoch).
+    pub last_seen: Vec<(Uid, DeviceFlag, i64)>,
 }
 
 /// A session as the webhook counts it ([`crate::webhook`]): whose, on which flag, and the seq of
@@ -183,6 +185,8 @@ pub struct HistorySnapshot {
     pub sessions: Vec<SessionRecord>,
     /// The flags the user has a session open on, ascending, however old the session.
     pub open_flags: Vec<DeviceFlag>,
+    /// When each flag of the user last had a session end (ms since the epoch), by flag.
+    pub last_seen: Vec<(DeviceFlag, i64)>,
 }
 
 /// Every row of the view in a canonical order and text form, the same on every engine: two

@@ -17,6 +17,7 @@ mod history;
 mod http_errors;
 mod http_failures;
 mod http_routes;
+mod lastseen;
 mod limits;
 mod log_postgres;
 mod ops_postgres;
