@@ -64,8 +64,9 @@ pub trait CursorStore: Send + Sync + 'static {
     /// Waits until this node may deliver (at once on a node alone on its log; with several
     /// nodes, when no other one delivers), and gives that turn with the stored mark. A store
     /// with no mark yet starts at `start` (the log's end when the webhook first starts: what
-    /// happened before it was configured is not sent) and saves it at once. `None` when
-    /// `stop` fires first. While it waits, `status` hears the cursor another node left.
+    /// happened before it was configured is not sent) and saves it at once. Once `stop` has
+    /// fired it asks once more without waiting, and gives `None` when the turn is not free.
+    /// While it waits, `status` hears the cursor another node left.
     async fn take_turn(
         &self,
         start: Seq,

@@ -88,6 +88,7 @@ impl CursorStore for PgCursor {
         loop {
             let mut conn = match PgConnection::connect(&self.url).await {
                 Ok(conn) => conn,
+                Err(_) if stop.is_cancelled() => return None,
                 Err(e) => {
                     tracing::warn!(error = %e, "webhook: cannot reach the shared database; retrying");
                     status.failed(&format_args!("cannot reach the shared database: {e}"));
@@ -107,6 +108,7 @@ impl CursorStore for PgCursor {
                             node_id: self.node_id,
                         }));
                     }
+                    Ok(None) if stop.is_cancelled() => return None,
                     Ok(None) => {
                         // Another node delivers: show where it stands.
                         if let Ok(mark) = read_mark(&mut conn).await {
@@ -119,10 +121,15 @@ impl CursorStore for PgCursor {
                         break;
                     }
                 }
+                // A stop asks once more at once: when no other node delivers (the last one
+                // left, say), this one delivers what its stop recorded.
                 tokio::select! {
                     _ = tokio::time::sleep(ASK_AGAIN) => {}
-                    _ = stop.cancelled() => return None,
+                    _ = stop.cancelled() => {}
                 }
+            }
+            if stop.is_cancelled() {
+                return None;
             }
             tokio::select! {
                 _ = tokio::time::sleep(pause.next()) => {}

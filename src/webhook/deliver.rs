@@ -67,7 +67,7 @@ pub(super) struct Delivery {
     pub cursors: Arc<dyn CursorStore>,
     pub status: Arc<WebhookStatus>,
     pub stop: watch::Receiver<Option<Drain>>,
-    /// Fires when a stop begins (the turn is not waited for any more).
+    /// Fires when a stop begins: the turn is asked for once more, not waited for.
     pub stopping: tokio_util::sync::CancellationToken,
 }
 
@@ -112,7 +112,7 @@ impl Delivery {
         let mark = turn.mark();
         let (mut counts, entries) = tokio::select! {
             built = counts_at(&self.log, self.view.as_ref(), &self.subscribers, mark.delivered) => built?,
-            _ = self.stopping.cancelled() => return Err(WebhookError::Stopped),
+            _ = self.past_deadline() => return Err(WebhookError::Stopped),
         };
         self.status.delivering_from(mark.delivered.0, entries);
         tracing::info!(delivered = %mark.delivered, open_sessions = counts.sessions(),

@@ -32,6 +32,7 @@ mod view_engines;
 mod view_recovery;
 mod watchdog;
 mod webhook;
+mod webhook_cluster;
 mod webhook_crash;
 mod webhook_receiver;
 
