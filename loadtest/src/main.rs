@@ -15,6 +15,7 @@ mod http;
 mod measure;
 mod report;
 mod run;
+mod sink;
 mod target;
 mod ws;
 

@@ -38,7 +38,12 @@ impl LastSeen {
         let mut flags = self.users.entry(uid).or_default();
         match flags.binary_search_by_key(&flag, |(f, _)| *f) {
             Ok(i) => flags[i].1 = at,
-            Err(i) => flags.insert(i, (flag, at)),
+            Err(i) => {
+                // Most users have one flag: room for exactly what is held (a vector's first
+                // push would make room for four).
+                flags.reserve_exact(1);
+                flags.insert(i, (flag, at));
+            }
         }
     }
 
