@@ -7,7 +7,7 @@
 //! same bytes from a constant (the ceiling of the stack, in the same run).
 //!
 //! `cargo bench --bench presence`. Setup prints the memory per known user and per online
-//! session (RSS before and after building the state).
+//! session (RSS before and after building the state), and per (uid, flag) of last seen.
 
 use std::hint::black_box;
 use std::sync::atomic::AtomicBool;
@@ -288,6 +288,7 @@ fn routes(c: &mut Criterion, presence: Presence) {
             ready: Arc::new(AtomicBool::new(true)),
             lease: None,
             storage_reachable: None,
+            webhook: None,
             node_id: NodeId(1),
             started_at: String::new(),
         });
@@ -361,9 +362,47 @@ fn parsing(c: &mut Criterion) {
     group.finish();
 }
 
+/// Last seen for every user on flag 1 and every tenth on flag 2 as well, built from
+/// `Disconnected` events as a running server builds it; prints its RSS growth per (uid, flag).
+fn measure_last_seen() {
+    let last_seen = wkuser::apply::last_seen::LastSeen::default();
+    let before = rss_bytes();
+    let mut pairs = 0u64;
+    for i in 0..USERS {
+        for flag in if i % 10 == 0 {
+            &[1u8, 2][..]
+        } else {
+            &[1u8][..]
+        } {
+            last_seen.apply(&RecordedEvent {
+                seq: Seq(i + 1),
+                event_id: Uuid::now_v7(),
+                recorded_at: 1_700_000_000_000 + i as i64,
+                node_id: NodeId(1),
+                event: Event::Disconnected(Disconnected {
+                    session_id: SessionId::new(),
+                    uid: uid(i),
+                    device_flag: DeviceFlag(*flag),
+                    reason: CloseReason::ClientClosed,
+                }),
+            });
+            pairs += 1;
+        }
+    }
+    let after = rss_bytes();
+    eprintln!(
+        "memory: {:.0} bytes per (uid, flag) of last seen ({pairs} pairs of {USERS} users)",
+        (after - before) as f64 / pairs as f64
+    );
+    assert_eq!(last_seen.len() as u64, pairs);
+}
+
 fn presence_benches(c: &mut Criterion) {
     parsing(c);
     let presence = build_presence();
+    // After the presence is built and while it is held: its figures are not taken over memory
+    // this one freed.
+    measure_last_seen();
     lookups(c, &presence);
     write_path(c, &presence);
     routes(c, presence);

@@ -5,6 +5,10 @@
 #
 #   loadtest/alternate.sh BEFORE_BINARY AFTER_BINARY [ROUNDS] [LOADTEST_ARGS...]
 #   e.g. loadtest/alternate.sh /tmp/wkuser-old ./target/release/wkuser 3 --users 10000 --duration 20s
+# One build under two settings: the same binary twice, with extra flags for one side's server
+# (BEFORE_SERVE, AFTER_SERVE) and load tool (BEFORE_TOOL, AFTER_TOOL), e.g. the webhook:
+#   AFTER_SERVE="--webhook-url http://127.0.0.1:5703/hook" AFTER_TOOL="--webhook-sink 127.0.0.1:5703" \
+#   loadtest/alternate.sh ./target/release/wkuser ./target/release/wkuser 3 --users 5000
 set -euo pipefail
 before=$1 after=$2 rounds=${3:-3}
 shift $(( $# < 3 ? $# : 3 ))
@@ -14,13 +18,17 @@ api=127.0.0.1:5701 ws=127.0.0.1:5702
 ulimit -n 20000
 for round in $(seq 1 "$rounds"); do
     for label in before after; do
-        binary=$before
-        [ "$label" = after ] && binary=$after
+        binary=$before serve_flags=${BEFORE_SERVE:-} tool_flags=${BEFORE_TOOL:-}
+        if [ "$label" = after ]; then
+            binary=$after serve_flags=${AFTER_SERVE:-} tool_flags=${AFTER_TOOL:-}
+        fi
         data=$(mktemp -d /tmp/alternate-data-XXXX)
-        "$binary" serve --data-dir "$data/data" --api-addr $api --ws-addr $ws > "$data/server.log" 2>&1 &
+        # shellcheck disable=SC2086 # the extra flags are words on purpose
+        "$binary" serve --data-dir "$data/data" --api-addr $api --ws-addr $ws $serve_flags > "$data/server.log" 2>&1 &
         server=$!
         for _ in $(seq 1 50); do curl -sf "http://$api/readyz" > /dev/null && break; sleep 0.2; done
-        "$tool" --api $api --ws $ws "$@" > "$out/$label-$round.txt" 2>&1 || echo "round $round $label: the tool failed"
+        # shellcheck disable=SC2086
+        "$tool" --api $api --ws $ws $tool_flags "$@" > "$out/$label-$round.txt" 2>&1 || echo "round $round $label: the tool failed"
         kill -TERM $server
         wait $server || true
         rm -rf "$data"

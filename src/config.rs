@@ -124,6 +124,34 @@ pub struct Config {
     /// closed as a slow consumer (1008, `slow_consumer`).
     #[arg(long, env = "WK_SLOW_READER_LIMIT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub slow_reader_limit: Duration,
+
+    /// Send WuKongIM's `user.onlinestatus` webhook to this URL (http://...; the server adds
+    /// `?event=user.onlinestatus`): an entry for every session's start and end, in log order,
+    /// retried until the receiver answers 2xx.
+    #[arg(long, env = "WK_WEBHOOK_URL", value_parser = parse_webhook_url)]
+    pub webhook_url: Option<Box<reqwest::Url>>,
+
+    /// With --webhook-url: sign each body, `X-WK-Signature: sha256=<hex HMAC-SHA256 of the
+    /// body with this key>`.
+    #[arg(long, env = "WK_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+}
+
+/// A webhook URL: absolute, `http` (this build speaks no TLS), with a host. Boxed: a URL is
+/// large, and the config is carried by value in the CLI's commands.
+fn parse_webhook_url(s: &str) -> Result<Box<reqwest::Url>, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    if url.scheme() != "http" {
+        return Err(format!(
+            "the scheme must be http (this build sends no TLS; put a TLS proxy in front of an \
+             https receiver), not {}",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL names no host".into());
+    }
+    Ok(Box::new(url))
 }
 
 /// Parses only the server options (tests and tools build configs this way, so that the
@@ -168,6 +196,19 @@ impl Config {
                 "{} must not be empty",
                 setting("manager-token")
             )));
+        }
+        if self.webhook_secret.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(format!(
+                "{} must not be empty",
+                setting("webhook-secret")
+            )));
+        }
+        if self.webhook_secret.is_some() && self.webhook_url.is_none() {
+            warnings.push(format!(
+                "{} is set without {}: no webhook is sent",
+                setting("webhook-secret"),
+                setting("webhook-url")
+            ));
         }
         if !self.api_addr.ip().is_loopback() && self.manager_token.is_none() {
             if !self.allow_open_api {
@@ -256,6 +297,16 @@ impl Config {
 
     pub fn view_path(&self) -> PathBuf {
         self.data_dir.join("view.sqlite")
+    }
+
+    /// What the webhook is told to do, when one is configured.
+    pub fn webhook(&self) -> Option<crate::webhook::WebhookSettings> {
+        self.webhook_url
+            .as_ref()
+            .map(|url| crate::webhook::WebhookSettings {
+                url: (**url).clone(),
+                secret: self.webhook_secret.clone(),
+            })
     }
 }
 
@@ -451,6 +502,32 @@ mod tests {
             "{}",
             warnings[0]
         );
+    }
+
+    #[test]
+    fn a_webhook_url_is_absolute_http_and_its_secret_not_empty() {
+        let ok = Config::from_args(["--webhook-url", "http://10.0.0.2:8080/hook?x=1"]).unwrap();
+        assert_eq!(
+            ok.webhook().unwrap().url.as_str(),
+            "http://10.0.0.2:8080/hook?x=1"
+        );
+        for bad in ["https://app/hook", "/hook", "http://", "ftp://app/"] {
+            let Err(e) = Config::from_args(["--webhook-url", bad]) else {
+                panic!("{bad} was accepted");
+            };
+            assert!(e.to_string().contains("--webhook-url"), "{e}");
+        }
+        let empty =
+            Config::from_args(["--webhook-url", "http://a/", "--webhook-secret", ""]).unwrap();
+        let Err(ConfigError::Invalid(why)) = empty.check() else {
+            panic!("an empty secret was accepted");
+        };
+        assert_eq!(
+            why,
+            "--webhook-secret (WK_WEBHOOK_SECRET) must not be empty"
+        );
+        let alone = Config::from_args(["--webhook-secret", "s"]).unwrap();
+        assert_eq!(alone.check().unwrap().len(), 1);
     }
 
     #[test]

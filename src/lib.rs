@@ -22,4 +22,5 @@ pub mod ops;
 pub mod postgres;
 pub mod presence;
 pub mod view;
+pub mod webhook;
 pub mod write;

@@ -16,6 +16,7 @@ mod http;
 mod measure;
 mod report;
 mod run;
+mod sink;
 mod target;
 mod ws;
 

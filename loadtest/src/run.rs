@@ -82,6 +82,11 @@ pub struct LoadtestArgs {
     /// connects on one node, its device is quit on the next).
     #[arg(long, default_value_t = 10.0)]
     pub kick_probes: f64,
+    /// Listen here (loopback) as the server's webhook receiver, answering each batch after
+    /// 1 ms, and report how the webhook keeps up (start the server with
+    /// `--webhook-url http://ADDR/hook`).
+    #[arg(long)]
+    pub webhook_sink: Option<String>,
 }
 
 /// Uids per onlinestatus request, half of them online.
@@ -101,6 +106,9 @@ pub struct ServerStats {
     pub known_users: u64,
     pub rss_bytes: Option<u64>,
     pub last_seq: u64,
+    /// Absent without a webhook, or on a node that does not deliver.
+    #[serde(default)]
+    pub webhook_pending: Option<u64>,
 }
 
 /// Progress lines, stamped with the time since the start (to line them up with other tools).
@@ -122,6 +130,8 @@ pub struct ServerRun {
     pub held: usize,
     /// How long the server took to record the close of every held session dropped at once.
     pub dropped_in: Option<Duration>,
+    /// With --webhook-sink.
+    pub webhook: Option<crate::sink::WebhookRun>,
 }
 
 /// Runs the whole load test and prints its report.
@@ -216,7 +226,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     let first = measure_ceilings(&clock, &load, ceiling_frames(), constant.clone()).await?;
 
     // 2-4. The server.
-    let server = measure_server(
+    let mut server = measure_server(
         &clock, &load, &users, frames, api, ws_addr, token, before, &constant,
     )
     .await?;
@@ -224,6 +234,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     // 1'. The ceilings again: the machine's speed drifts; the better of the two is the ceiling.
     let second = measure_ceilings(&clock, &load, ceiling_frames(), constant.clone()).await?;
 
+    let webhook = server.webhook.take();
     report::print(&report::Report {
         args: &args,
         answer_size: constant.len(),
@@ -231,6 +242,9 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         ceilings: [first, second],
         server,
     });
+    if let Some(webhook) = &webhook {
+        crate::sink::print(webhook);
+    }
     Ok(())
 }
 
@@ -248,6 +262,17 @@ async fn measure_server(
 ) -> anyhow::Result<ServerRun> {
     let args = load.args;
     let mut probe = Probe::new(&api, &token);
+    let sink = match &args.webhook_sink {
+        Some(addr) => {
+            let sink = crate::sink::Sink::start(addr).await?;
+            clock.say(&format!(
+                "webhook sink on {0}: the server must run with --webhook-url http://{0}/hook",
+                sink.addr
+            ));
+            Some(sink)
+        }
+        None => None,
+    };
     let everyone = users.registered();
     let n = everyone.len();
     clock.say(&format!(
@@ -301,6 +326,14 @@ async fn measure_server(
     let opened = figures::open(clock, &target, load, frames.clone()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = probe.stats().await?;
+    // The webhook's backlog of the opening burst drains before the churn is measured.
+    let watch = match sink {
+        Some(sink) => {
+            let sampling = Probe::new(&target.http, &target.token);
+            Some(crate::sink::Watch::begin(sink, &mut probe, sampling).await)
+        }
+        None => None,
+    };
     // A ceiling of its own, for the slices of "onlinestatus alone" between the server's.
     let beside = ceiling::Ceilings::start(constant)
         .await
@@ -318,7 +351,13 @@ async fn measure_server(
     .await;
     beside.stop().await;
     let at_end = probe.stats().await?;
-
+    let webhook = match watch {
+        Some(watch) => {
+            let events = HttpConn::new(target.http.all()[0], target.token.clone());
+            Some(watch.end(&mut probe, events).await?)
+        }
+        None => None,
+    };
     // Leave: drop every session at once and time how long the server takes to record them.
     let dropped_at = Instant::now();
     let held = figures::release(&slots);
@@ -340,6 +379,7 @@ async fn measure_server(
         at_end,
         held,
         dropped_in,
+        webhook,
     })
 }
 
@@ -380,10 +420,10 @@ async fn measure_ceilings(
 /// The `/stats` of every node of the target, added up as one server: sockets and memory are
 /// each node's own (summed); sessions, users and the log are the cluster's, which every node
 /// sees whole (the largest count is the most recent).
-struct Probe(Vec<HttpConn>);
+pub(crate) struct Probe(Vec<HttpConn>);
 
 impl Probe {
-    fn new(api: &Spread, token: &Option<String>) -> Self {
+    pub(crate) fn new(api: &Spread, token: &Option<String>) -> Self {
         Probe(
             api.all()
                 .iter()
@@ -392,7 +432,7 @@ impl Probe {
         )
     }
 
-    async fn stats(&mut self) -> anyhow::Result<ServerStats> {
+    pub(crate) async fn stats(&mut self) -> anyhow::Result<ServerStats> {
         let mut all = ServerStats::default();
         for conn in &mut self.0 {
             let one = server_stats(conn).await?;
@@ -405,6 +445,8 @@ impl Probe {
                 (a, None) => a,
             };
             all.last_seq = all.last_seq.max(one.last_seq);
+            // Only the delivering node knows it.
+            all.webhook_pending = all.webhook_pending.max(one.webhook_pending);
         }
         Ok(all)
     }

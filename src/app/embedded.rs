@@ -17,12 +17,14 @@ use crate::log::{EventLog, LogError, LogStore, SledStore};
 use crate::presence::Presence;
 use crate::view::projector::{self, ProjectorError};
 use crate::view::{SqliteView, ViewError, ViewState, ViewStore};
+use crate::webhook::{CursorStore, SledCursor, WebhookError};
 use crate::write::WritePath;
 
 /// Opens the log, the view and memory on `store`, and brings them to the log's end.
 pub(super) async fn recover(
     config: &Config,
     store: Arc<dyn LogStore>,
+    webhook_cursor: Option<Arc<dyn CursorStore>>,
 ) -> Result<Recovered, StartError> {
     let end = store.last_seq()?;
     let (view, state) = match open_view(config, end).await {
@@ -40,6 +42,7 @@ pub(super) async fn recover(
         state.system_uids,
     ));
     let subscribers = Arc::new(Subscribers::new(presence, snapshot));
+    subscribers.last_seen().load(state.last_seen);
     let log = EventLog::start_with(store, NodeId(config.node_id), subscribers.clone())?;
     publish_tail(&log, &subscribers, snapshot).await?;
     let view = match catch_up_view(config, &log, view).await? {
@@ -48,6 +51,7 @@ pub(super) async fn recover(
             // Memory came from the snapshot of the view just found damaged: built again from
             // the whole log instead (nothing is served yet).
             subscribers.memory().clear();
+            subscribers.last_seen().clear();
             publish_tail(&log, &subscribers, Seq(0)).await?;
             view
         }
@@ -61,17 +65,22 @@ pub(super) async fn recover(
         tail: None,
         lease: None,
         sessions_of_this_node_only: false,
+        webhook_cursor,
     })
 }
 
-/// Opens the log in `config`'s data directory (sled locks it: one process at a time).
-pub(super) async fn open_log(config: &Config) -> Result<Arc<dyn LogStore>, StartError> {
+/// Opens the log in `config`'s data directory (sled locks it: one process at a time), and the
+/// webhook's cursor beside it, in the same database.
+pub(super) async fn open_log(
+    config: &Config,
+) -> Result<(Arc<dyn LogStore>, Arc<dyn CursorStore>), StartError> {
     let (dir, cache_mb) = (config.log_dir(), config.log_cache_mb);
     let store = tokio::task::spawn_blocking(move || SledStore::open_with_cache(&dir, cache_mb))
         .await
         .map_err(LogError::storage)?
         .map_err(|e| e.in_data_dir(&config.data_dir, "stop it first"))?;
-    Ok(Arc::new(store))
+    let cursor = SledCursor::open(store.db()).map_err(WebhookError::from)?;
+    Ok((Arc::new(store), Arc::new(cursor)))
 }
 
 /// Opens the view and reads its snapshot for memory, as of its checkpoint. A view that claims

@@ -33,6 +33,7 @@ use crate::http::{self, ApiContext, ApiLimits, ApiState, ManagerToken};
 use crate::log::{EventLog, LogError, LogStore};
 use crate::view::projector::{Projector, ProjectorError};
 use crate::view::{ViewError, ViewStore};
+use crate::webhook::{CursorStore, Webhook, WebhookError, WebhookStatus};
 use crate::write::{WriteError, WritePath};
 
 /// How long the stop waits for sessions to close themselves, and then for HTTP requests in
@@ -78,6 +79,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -100,6 +103,8 @@ pub struct Server {
     /// With a shared log, the open sessions of other nodes are theirs to close.
     sessions_of_this_node_only: bool,
     projector: Projector,
+    /// With --webhook-url: the delivery of `user.onlinestatus`.
+    webhook: Option<Webhook>,
     gateway: Arc<Gateway>,
     ready: Arc<AtomicBool>,
     stop_api: CancellationToken,
@@ -119,6 +124,9 @@ struct Recovered {
     /// With a shared log: this node's lease.
     lease: Option<Arc<Lease>>,
     sessions_of_this_node_only: bool,
+    /// Where the webhook keeps its cursor (`None`: a log store a test opened, which has no
+    /// place for it).
+    webhook_cursor: Option<Arc<dyn CursorStore>>,
 }
 
 /// The tail of a shared log, running.
@@ -190,8 +198,8 @@ impl Server {
                         source,
                     }
                 })?;
-                let store = embedded::open_log(&config).await?;
-                embedded::recover(&config, store).await?
+                let (store, cursor) = embedded::open_log(&config).await?;
+                embedded::recover(&config, store, Some(cursor)).await?
             }
         };
         Self::serve(config, recovered, listeners).await
@@ -204,7 +212,7 @@ impl Server {
         store: Arc<dyn LogStore>,
     ) -> Result<Server, StartError> {
         let listeners = Listeners::bind(&config).await?;
-        let recovered = embedded::recover(&config, store).await?;
+        let recovered = embedded::recover(&config, store, None).await?;
         Self::serve(config, recovered, listeners).await
     }
 
@@ -222,6 +230,7 @@ impl Server {
             tail,
             lease,
             sessions_of_this_node_only,
+            webhook_cursor,
         } = recovered;
         let projector = Projector::spawn(
             log.clone(),
@@ -229,6 +238,25 @@ impl Server {
             projected,
             write.subscribers().published(),
         );
+        // Before this lifetime's first event: the first start of a webhook begins at the end
+        // of what was recovered, so the sessions the last lifetime left open get their offline
+        // entries (`server_restart`) below.
+        let webhook = match (config.webhook(), webhook_cursor) {
+            (Some(settings), Some(cursors)) => Some(Webhook::spawn(
+                &settings,
+                log.clone(),
+                view.clone(),
+                write.subscribers().clone(),
+                cursors,
+            )?),
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid(
+                    "--webhook-url needs the server's own log, which keeps its cursor".into(),
+                )
+                .into())
+            }
+            (None, _) => None,
+        };
         write.metrics().watch_view(projector.projected());
         tracing::info!(
             node_id = node_id.0,
@@ -277,6 +305,7 @@ impl Server {
             gateway: gateway.clone(),
             lease: lease.clone(),
             storage_reachable: tail.as_ref().map(|t| t.reachable.clone()),
+            webhook: webhook.as_ref().map(|w| w.status().clone()),
             node_id,
             started_at: crate::human::format_ms(
                 std::time::SystemTime::now()
@@ -317,6 +346,7 @@ impl Server {
             write,
             view,
             projector,
+            webhook,
             tail,
             lease,
             sessions_of_this_node_only,
@@ -344,6 +374,11 @@ impl Server {
         &self.view
     }
 
+    /// The webhook's figures, when one is configured.
+    pub fn webhook(&self) -> Option<&Arc<WebhookStatus>> {
+        self.webhook.as_ref().map(|w| w.status())
+    }
+
     /// Waits until the SQL view has applied every event up to `seq`.
     pub async fn view_caught_up(&self, seq: Seq) {
         let mut projected = self.projector.projected();
@@ -367,6 +402,12 @@ impl Server {
         let stopped = Command::StopNode(lifetime_end(self.node_id, self.boot_id));
         if let Err(e) = self.write.execute(stopped).await {
             tracing::error!(error = %e, "could not record NodeStopped");
+        }
+        // The offline entries of the sessions just closed, if the receiver takes them in time;
+        // otherwise the next start sends them.
+        if let Some(webhook) = self.webhook {
+            let until = self.write.subscribers().last_published();
+            webhook.stop(until, STOP_GRACE).await;
         }
         if let Some(leased) = self.lease {
             leased.stop.cancel();

@@ -23,6 +23,7 @@ use crate::log::{EventLog, LogError, LogStore, PostgresStore};
 use crate::presence::Presence;
 use crate::view::projector;
 use crate::view::{PostgresView, ViewError, ViewStore};
+use crate::webhook::PgCursor;
 use crate::write::WritePath;
 
 /// Connections of the view's pool: the projector's and the API's reads.
@@ -57,6 +58,7 @@ pub(super) async fn recover(config: &Config, url: &str) -> Result<Recovered, Sta
         state.system_uids,
     ));
     let subscribers = Arc::new(Subscribers::new(presence, snapshot));
+    subscribers.last_seen().load(state.last_seen);
     let follower = Arc::new(Follower::new(store.clone(), subscribers.clone(), snapshot));
     let log = EventLog::start_with(store, NodeId(config.node_id), follower.clone())?;
     let following = follower.clone();
@@ -79,6 +81,7 @@ pub(super) async fn recover(config: &Config, url: &str) -> Result<Recovered, Sta
         tail: Some(tail),
         lease: Some(Arc::new(lease)),
         sessions_of_this_node_only: true,
+        webhook_cursor: Some(Arc::new(PgCursor::new(url, NodeId(config.node_id)))),
     })
 }
 

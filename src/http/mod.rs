@@ -18,6 +18,7 @@ pub mod error;
 mod events;
 mod front;
 mod health;
+mod lastseen;
 mod measured;
 mod metrics;
 pub mod onlinestatus;
@@ -83,6 +84,8 @@ pub struct ApiContext {
     pub node_id: crate::domain::NodeId,
     /// With a shared database: whether the log could be read at the last try.
     pub storage_reachable: Option<Arc<AtomicBool>>,
+    /// With --webhook-url: the webhook's figures, for `/stats`.
+    pub webhook: Option<Arc<crate::webhook::WebhookStatus>>,
     /// When this node started serving (RFC 3339, UTC).
     pub started_at: String,
 }

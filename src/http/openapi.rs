@@ -29,7 +29,8 @@ use utoipa_axum::routes;
 
 use super::error::Envelope;
 use super::{
-    auth, cluster, events, health, metrics, onlinestatus, sessions, stats, systemuids, tokens,
+    auth, cluster, events, health, lastseen, metrics, onlinestatus, sessions, stats, systemuids,
+    tokens,
     ApiState,
 };
 
@@ -41,6 +42,7 @@ pub fn table() -> OpenApiRouter<ApiState> {
         // Served by the front before the router; known here too, so that a 405 for the
         // path's other methods names POST in its `Allow` header (RFC 9110 15.5.6).
         .routes(routes!(onlinestatus::routed))
+        .routes(routes!(lastseen::lastseen))
         .routes(routes!(systemuids::list))
         .routes(routes!(systemuids::add))
         .routes(routes!(systemuids::remove))

@@ -1,8 +1,9 @@
 //! `GET /user/sessions?uid=U[&limit=N][&before=SESSION_ID]`: one user's session history for
 //! operators (`protocol.md` section 4), newest first, paged.
 //!
-//! Promises: the current status comes from memory, the history from the SQL view; `next` is
-//! present exactly when an older page exists. Must never: scan other users' rows.
+//! Promises: the current status and last seen (protocol.md section 8: when the latest session
+//! of each flag not online now ended) come from memory, the history from the SQL view; `next`
+//! is present exactly when an older page exists. Must never: scan other users' rows.
 
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -32,6 +33,25 @@ impl From<DeviceFlag> for OnlineFlag {
         OnlineFlag {
             device_flag: f.0,
             device_name: f.name().into_owned(),
+        }
+    }
+}
+
+/// When a flag the user is not online on last had a session end, as the page's `last_seen`
+/// list shows it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LastSeenFlag {
+    pub device_flag: u8,
+    pub device_name: String,
+    pub last_seen_at: String,
+}
+
+impl LastSeenFlag {
+    pub fn new(flag: DeviceFlag, at: i64) -> Self {
+        LastSeenFlag {
+            device_flag: flag.0,
+            device_name: flag.name().into_owned(),
+            last_seen_at: format_ms(at),
         }
     }
 }
@@ -75,6 +95,9 @@ impl From<&SessionRecord> for SessionView {
 pub struct SessionsPage {
     pub uid: String,
     pub online: Vec<OnlineFlag>,
+    /// Absent from the answers of servers before last seen.
+    #[serde(default)]
+    pub last_seen: Vec<LastSeenFlag>,
     pub sessions: Vec<SessionView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
@@ -88,6 +111,7 @@ impl SessionsPage {
         mut records: Vec<SessionRecord>,
         limit: u32,
         online: Vec<OnlineFlag>,
+        last_seen: Vec<LastSeenFlag>,
     ) -> Self {
         let next = (records.len() > limit as usize).then(|| {
             records.truncate(limit as usize);
@@ -96,6 +120,7 @@ impl SessionsPage {
         SessionsPage {
             uid: uid.to_string(),
             online,
+            last_seen,
             sessions: records.iter().map(SessionView::from).collect(),
             next: next.flatten(),
         }
@@ -161,13 +186,24 @@ pub async fn sessions(
 ) -> Result<Response, ApiError> {
     let SessionsQuery { uid, limit, before } = parse_sessions_query(raw.as_deref())?;
     let rows = state.view.sessions(&uid, before, limit + 1).await?;
-    let mut online = Vec::new();
+    let mut flags = Vec::new();
     state
         .write
         .presence()
-        .for_each_online_flag(uid.as_str(), |f| online.push(OnlineFlag::from(f)));
+        .for_each_online_flag(uid.as_str(), |f| flags.push(f));
+    let mut last_seen = Vec::new();
+    state
+        .write
+        .subscribers()
+        .last_seen()
+        .for_each(uid.as_str(), |f, at| {
+            if !flags.contains(&f) {
+                last_seen.push(LastSeenFlag::new(f, at));
+            }
+        });
+    let online = flags.into_iter().map(OnlineFlag::from).collect();
     Ok(json_response(
         StatusCode::OK,
-        &SessionsPage::new(&uid, rows, limit, online),
+        &SessionsPage::new(&uid, rows, limit, online, last_seen),
     ))
 }

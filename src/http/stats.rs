@@ -1,8 +1,10 @@
 //! `GET /stats`: a few counters of the running server, for the load tool (`wkuser-loadtest`)
 //! and for a person with curl.
 //!
-//! Promises: `{"open_connections","online_sessions","known_users","rss_bytes","last_seq"}`, read
-//! from memory (the gateway's socket counter, the presence projection, the log's durable end)
+//! Promises: `{"open_connections","online_sessions","known_users","rss_bytes","last_seq",
+//! "webhook_cursor","webhook_pending","webhook_last_error"}`, read from memory (the gateway's
+//! socket counter, the presence projection, the log's durable end, the webhook's figures:
+//! `null` without a webhook, and `webhook_pending` `null` on a node that does not deliver)
 //! and from `/proc/self/status` for the resident set size (`null` where there is no `/proc`).
 //! Counting sessions walks every user once, so it is for occasional reads, not for a hot loop.
 //! Must never: touch SQL, or fail because a counter is unavailable.
@@ -27,6 +29,12 @@ pub struct Stats {
     rss_bytes: Option<u64>,
     /// The log's last durable seq.
     last_seq: u64,
+    /// The last seq the webhook delivered.
+    webhook_cursor: Option<u64>,
+    /// Webhook entries after the cursor, not yet delivered.
+    webhook_pending: Option<u64>,
+    /// The webhook's last failure, with its time.
+    webhook_last_error: Option<String>,
 }
 
 #[utoipa::path(
@@ -37,6 +45,7 @@ pub struct Stats {
 )]
 pub async fn stats(State(state): State<ApiState>) -> Response {
     let (known_users, online_sessions) = state.write.presence().counts();
+    let webhook = state.webhook.as_ref().map(|w| w.figures());
     json_response(
         StatusCode::OK,
         &Stats {
@@ -45,6 +54,9 @@ pub async fn stats(State(state): State<ApiState>) -> Response {
             known_users,
             rss_bytes: rss_bytes(),
             last_seq: state.write.subscribers().last_published().0,
+            webhook_cursor: webhook.as_ref().map(|w| w.cursor),
+            webhook_pending: webhook.as_ref().and_then(|w| w.pending),
+            webhook_last_error: webhook.and_then(|w| w.last_error),
         },
     )
 }

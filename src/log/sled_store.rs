@@ -51,6 +51,12 @@ impl SledStore {
         Ok(SledStore { db, events, by_uid })
     }
 
+    /// The database the log's trees live in: the webhook keeps its cursor in a tree of its own
+    /// there, beside the log it points into.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Applies a batch to each tree in one transaction: both or neither.
     fn apply_to_both(&self, events: &sled::Batch, index: &sled::Batch) -> Result<(), LogError> {
         (&self.events, &self.by_uid)

@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 pub use crate::http::sessions::SessionsPage as History;
-use crate::http::sessions::{OnlineFlag, SessionsPage};
+use crate::http::sessions::{LastSeenFlag, OnlineFlag, SessionsPage};
 use crate::view::HistorySnapshot;
 
 /// Renders the history; `source` says where it came from (shown under the title).
@@ -25,6 +25,19 @@ pub fn render(history: &History, source: &str) -> String {
         format!("online on {}", flags.join(", "))
     };
     let _ = writeln!(out, "uid {}: {status}", history.uid);
+    if !history.last_seen.is_empty() {
+        let seen: Vec<String> = history
+            .last_seen
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} (flag {}) {}",
+                    s.device_name, s.device_flag, s.last_seen_at
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "last seen: {}", seen.join(", "));
+    }
     let _ = writeln!(out, "source: {source}");
     if history.sessions.is_empty() {
         let _ = writeln!(out, "no sessions recorded");
@@ -91,9 +104,13 @@ pub fn render(history: &History, source: &str) -> String {
 }
 
 /// Builds the history from one snapshot of the SQL view: its records (newest first, up to
-/// `limit + 1`) and the flags it holds a session open on (the status: an open session may be
-/// older than the page).
+/// `limit + 1`), the flags it holds a session open on (the status: an open session may be
+/// older than the page) and when the others last had a session end.
 pub fn from_snapshot(uid: &crate::domain::Uid, snapshot: HistorySnapshot, limit: u32) -> History {
+    let last_seen = (snapshot.last_seen.iter())
+        .filter(|(flag, _)| !snapshot.open_flags.contains(flag))
+        .map(|(flag, at)| LastSeenFlag::new(*flag, *at))
+        .collect();
     SessionsPage::new(
         uid,
         snapshot.sessions,
@@ -103,5 +120,6 @@ pub fn from_snapshot(uid: &crate::domain::Uid, snapshot: HistorySnapshot, limit:
             .into_iter()
             .map(OnlineFlag::from)
             .collect(),
+        last_seen,
     )
 }

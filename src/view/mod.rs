@@ -146,6 +146,18 @@ pub struct ViewState {
     pub tokens: Vec<(Uid, DeviceFlag, TokenSlot)>,
     pub open_sessions: Vec<(Uid, OpenSession)>,
     pub system_uids: Vec<Uid>,
+    /// When each (uid, flag) last had a session end (ms since the epoch).
+    pub last_seen: Vec<(Uid, DeviceFlag, i64)>,
+}
+
+/// A session as the webhook counts it ([`crate::webhook`]): whose, on which flag, and the seq of
+/// its `Connected` (the entries' connId).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSeq {
+    pub session_id: SessionId,
+    pub uid: Uid,
+    pub device_flag: DeviceFlag,
+    pub connected_seq: Seq,
 }
 
 /// One device session as the history shows it.
@@ -173,6 +185,8 @@ pub struct HistorySnapshot {
     pub sessions: Vec<SessionRecord>,
     /// The flags the user has a session open on, ascending, however old the session.
     pub open_flags: Vec<DeviceFlag>,
+    /// When each flag of the user last had a session end (ms since the epoch), by flag.
+    pub last_seen: Vec<(DeviceFlag, i64)>,
 }
 
 /// Every row of the view in a canonical order and text form, the same on every engine: two
@@ -218,6 +232,12 @@ pub trait ViewStore: Send + Sync + 'static {
         before: Option<SessionId>,
         limit: u32,
     ) -> Result<Vec<SessionRecord>, ViewError>;
+    /// Every open session with the seq of its `Connected`, and the checkpoint they are read at,
+    /// in one snapshot: where the webhook's counts start from.
+    async fn open_session_seqs(&self) -> Result<(Seq, Vec<SessionSeq>), ViewError>;
+    /// The sessions of `ids` the view holds, open or closed, each with the seq of its
+    /// `Connected` (a lookup by primary key).
+    async fn session_seqs(&self, ids: &[SessionId]) -> Result<Vec<SessionSeq>, ViewError>;
     /// Every row, for comparing two views.
     async fn dump(&self) -> Result<ViewDump, ViewError>;
     /// Closes the connections (the file stays).

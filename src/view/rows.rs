@@ -73,7 +73,7 @@ pub struct NewLifetime<'a> {
 /// The row changes of one batch, to be written in this order: new users; token clears (they
 /// touch only rows of earlier batches, since the batch's own token rows are written after
 /// them, already cleared where a quit followed); token rows; new sessions; ends of sessions
-/// of earlier batches; system uids; stops of lifetimes, the last one per lifetime winning
+/// of earlier batches; last seen (each kept where the table's row has a later seq); system uids; stops of lifetimes, the last one per lifetime winning
 /// (they touch only rows of earlier batches, since the new lifetimes are written after them,
 /// already stopped where a stop followed their start); new lifetimes.
 #[derive(Default)]
@@ -83,6 +83,8 @@ pub struct RowChanges<'a> {
     pub tokens: Vec<TokenRow<'a>>,
     pub sessions: Vec<NewSession<'a>>,
     pub session_ends: Vec<(SessionId, SessionEnd)>,
+    /// The latest end of a session of each (uid, flag) in the batch: `last_seen`'s rows.
+    pub last_seen: BTreeMap<(&'a Uid, DeviceFlag), (Seq, i64)>,
     pub system_uids: BTreeMap<&'a Uid, SystemUidChange>,
     pub lifetimes: Vec<NewLifetime<'a>>,
     pub lifetime_stops: Vec<(uuid::Uuid, Seq, i64)>,
@@ -164,6 +166,8 @@ impl<'a> RowChanges<'a> {
                 });
             }
             Event::Disconnected(e) => {
+                // Events come in seq order: the last end of a uid and flag is its latest.
+                self.last_seen.insert((&e.uid, e.device_flag), (seq, at));
                 let end = SessionEnd {
                     seq,
                     at,

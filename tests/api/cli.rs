@@ -139,7 +139,7 @@ async fn verify_and_audit_name_a_view_of_another_schema_instead_of_migrating_it(
     // As a view written before this build's first migration was recorded would be.
     record_migrations(&view, &[]).await;
     let older = format!(
-        "the SQL view at {} has schema version 0, older than this wkuser's 1",
+        "the SQL view at {} has schema version 0, older than this wkuser's 2",
         view.display()
     );
     for args in [vec!["verify"], vec!["audit", "u1"]] {
@@ -163,7 +163,7 @@ async fn verify_and_audit_name_a_view_of_another_schema_instead_of_migrating_it(
     let run = wkuser(&["verify", "--data-dir", &dir(&app)]).await;
     assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
     let newer = format!(
-        "the SQL view at {} has schema version 99, newer than this wkuser's 1",
+        "the SQL view at {} has schema version 99, newer than this wkuser's 2",
         view.display()
     );
     assert!(stderr(&run).contains(&newer), "{}", stderr(&run));

@@ -114,7 +114,10 @@ async fn sessions_are_paged_newest_first_with_names_times_and_reasons() {
     let (status, empty) = app.get("/user/sessions?uid=nobody").await;
     assert_eq!(
         (status, empty),
-        (200, json!({"uid": "nobody", "online": [], "sessions": []}))
+        (
+            200,
+            json!({"uid": "nobody", "online": [], "last_seen": [], "sessions": []})
+        )
     );
 }
 

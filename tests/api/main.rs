@@ -21,6 +21,7 @@ mod history;
 mod http_errors;
 mod http_failures;
 mod http_routes;
+mod lastseen;
 mod limits;
 mod log_format;
 mod log_postgres;
@@ -38,6 +39,10 @@ mod throwaway_pg;
 mod view_engines;
 mod view_recovery;
 mod watchdog;
+mod webhook;
+mod webhook_cluster;
+mod webhook_crash;
+mod webhook_receiver;
 
 // The child-process helpers keep their older path, `crate::process`, for the modules that name
 // them so.

@@ -11,13 +11,14 @@
 //! through [`apply_in`], or log the database URL.
 
 mod reads;
+mod session_seqs;
 mod write;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnection, PgPool};
 
 use super::columns::no_checkpoint;
-use super::{SessionRecord, ViewDump, ViewError, ViewState, ViewStore};
+use super::{SessionRecord, SessionSeq, ViewDump, ViewError, ViewState, ViewStore};
 use crate::domain::*;
 
 pub use write::apply_in;
@@ -96,6 +97,14 @@ impl ViewStore for PostgresView {
         limit: u32,
     ) -> Result<Vec<SessionRecord>, ViewError> {
         reads::read_sessions(&mut *self.pool.acquire().await?, uid, before, limit).await
+    }
+
+    async fn open_session_seqs(&self) -> Result<(Seq, Vec<SessionSeq>), ViewError> {
+        session_seqs::open(&self.pool).await
+    }
+
+    async fn session_seqs(&self, ids: &[SessionId]) -> Result<Vec<SessionSeq>, ViewError> {
+        session_seqs::by_id(&self.pool, ids).await
     }
 
     async fn dump(&self) -> Result<ViewDump, ViewError> {

@@ -100,6 +100,18 @@ fn dump_queries() -> Vec<(&'static str, String)> {
             ),
         ),
         (
+            "last_seen",
+            format!(
+                "SELECT {} FROM last_seen ORDER BY uid, device_flag",
+                row(&[
+                    text("uid"),
+                    int("device_flag"),
+                    int("seen_seq"),
+                    int("seen_at"),
+                ])
+            ),
+        ),
+        (
             "projector_checkpoint",
             "SELECT 'last_seq=' || last_seq::text FROM projector_checkpoint".to_string(),
         ),
@@ -128,12 +140,14 @@ impl PostgresView {
         let checkpoint = read_checkpoint(&mut tx).await?;
         let sessions = read_sessions(&mut tx, uid, None, limit).await?;
         let open_flags = read_open_flags(&mut tx, uid).await?;
+        let last_seen = read_last_seen(&mut tx, uid).await?;
         // Nothing to commit: ending it releases the snapshot.
         tx.rollback().await?;
         Ok(HistorySnapshot {
             checkpoint,
             sessions,
             open_flags,
+            last_seen,
         })
     }
 }
@@ -149,6 +163,22 @@ async fn read_open_flags(conn: &mut PgConnection, uid: &Uid) -> Result<Vec<Devic
     .fetch_all(conn)
     .await?;
     flags.into_iter().map(flag_col).collect()
+}
+
+/// When each flag of `uid` last had a session end, by flag.
+async fn read_last_seen(
+    conn: &mut PgConnection,
+    uid: &Uid,
+) -> Result<Vec<(DeviceFlag, i64)>, ViewError> {
+    let rows = sqlx::query(
+        "SELECT device_flag, seen_at FROM last_seen WHERE uid = $1 ORDER BY device_flag",
+    )
+    .bind(uid.as_str())
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| Ok((flag_col(row.try_get(0)?)?, row.try_get(1)?)))
+        .collect()
 }
 
 /// Up to `limit` of `uid`'s sessions, newest first, strictly older than `before` when given.
@@ -201,6 +231,16 @@ pub(super) async fn load_state(pool: &PgPool) -> Result<ViewState, ViewError> {
         .await?;
     for uid in system_uids {
         state.system_uids.push(uid_col(&uid)?);
+    }
+    for row in sqlx::query("SELECT uid, device_flag, seen_at FROM last_seen")
+        .fetch_all(&mut *tx)
+        .await?
+    {
+        state.last_seen.push((
+            uid_col(row.try_get(0)?)?,
+            flag_col(row.try_get(1)?)?,
+            row.try_get(2)?,
+        ));
     }
     tx.rollback().await?;
     Ok(state)

@@ -141,6 +141,21 @@ async fn write(tx: &mut PgConnection, c: &RowChanges<'_>) -> Result<(), sqlx::Er
         .execute(&mut *tx)
         .await?;
     }
+    if !c.last_seen.is_empty() {
+        let rows = &c.last_seen;
+        sqlx::query(
+            "INSERT INTO last_seen (uid, device_flag, seen_seq, seen_at) \
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) \
+             ON CONFLICT (uid, device_flag) DO UPDATE SET seen_seq = excluded.seen_seq, \
+             seen_at = excluded.seen_at WHERE excluded.seen_seq > last_seen.seen_seq",
+        )
+        .bind(rows.keys().map(|(uid, _)| uid.as_str()).collect::<Vec<_>>())
+        .bind(rows.keys().map(|(_, f)| i64::from(f.0)).collect::<Vec<_>>())
+        .bind(rows.values().map(|(s, _)| seq(*s)).collect::<Vec<_>>())
+        .bind(rows.values().map(|(_, at)| *at).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
     // Each uid is deleted, then inserted: the two statements touch each uid in that order.
     let removed: Vec<&str> = (c.system_uids.iter())
         .filter(|(_, change)| change.removed)

@@ -8,6 +8,7 @@
 //! replay into a fresh file).
 
 mod reads;
+mod session_seqs;
 mod write;
 
 use std::path::Path;
@@ -22,7 +23,7 @@ use sqlx::sqlite::{
 };
 
 use super::columns::no_checkpoint;
-use super::{SessionRecord, ViewDump, ViewError, ViewState, ViewStore};
+use super::{SessionRecord, SessionSeq, ViewDump, ViewError, ViewState, ViewStore};
 use crate::domain::*;
 
 pub struct SqliteView {
@@ -199,6 +200,14 @@ impl ViewStore for SqliteView {
         limit: u32,
     ) -> Result<Vec<SessionRecord>, ViewError> {
         reads::read_sessions(&mut *self.pool.acquire().await?, uid, before, limit).await
+    }
+
+    async fn open_session_seqs(&self) -> Result<(Seq, Vec<SessionSeq>), ViewError> {
+        session_seqs::open(&self.pool).await
+    }
+
+    async fn session_seqs(&self, ids: &[SessionId]) -> Result<Vec<SessionSeq>, ViewError> {
+        session_seqs::by_id(&self.pool, ids).await
     }
 
     async fn dump(&self) -> Result<ViewDump, ViewError> {

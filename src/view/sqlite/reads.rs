@@ -40,6 +40,11 @@ const DUMPS: &[(&str, &str)] = &[
          FROM node_lifetimes ORDER BY boot_id",
     ),
     (
+        "last_seen",
+        "SELECT quote(uid)||','||device_flag||','||seen_seq||','||seen_at FROM last_seen \
+         ORDER BY uid, device_flag",
+    ),
+    (
         "projector_checkpoint",
         "SELECT 'last_seq='||last_seq FROM projector_checkpoint",
     ),
@@ -63,12 +68,14 @@ impl SqliteView {
         let checkpoint = read_checkpoint(&mut tx).await?;
         let sessions = read_sessions(&mut tx, uid, None, limit).await?;
         let open_flags = read_open_flags(&mut tx, uid).await?;
+        let last_seen = read_last_seen(&mut tx, uid).await?;
         // Nothing to commit: ending it releases the snapshot (and lets the WAL be folded in).
         tx.rollback().await?;
         Ok(HistorySnapshot {
             checkpoint,
             sessions,
             open_flags,
+            last_seen,
         })
     }
 }
@@ -87,6 +94,22 @@ async fn read_open_flags(
     .fetch_all(conn)
     .await?;
     rows.iter().map(|row| flag_col(row.try_get(0)?)).collect()
+}
+
+/// When each flag of `uid` last had a session end, by flag.
+async fn read_last_seen(
+    conn: &mut SqliteConnection,
+    uid: &Uid,
+) -> Result<Vec<(DeviceFlag, i64)>, ViewError> {
+    let rows = sqlx::query(
+        "SELECT device_flag, seen_at FROM last_seen WHERE uid = ?1 ORDER BY device_flag",
+    )
+    .bind(uid.as_str())
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| Ok((flag_col(row.try_get(0)?)?, row.try_get(1)?)))
+        .collect()
 }
 
 /// Up to `limit` of `uid`'s sessions, newest first, strictly older than `before` when given.
@@ -143,6 +166,16 @@ pub(super) async fn load_state(pool: &SqlitePool) -> Result<ViewState, ViewError
         .await?
     {
         state.system_uids.push(uid_col(row.try_get(0)?)?);
+    }
+    for row in sqlx::query("SELECT uid, device_flag, seen_at FROM last_seen")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        state.last_seen.push((
+            uid_col(row.try_get(0)?)?,
+            flag_col(row.try_get(1)?)?,
+            row.try_get(2)?,
+        ));
     }
     conn.rollback().await?;
     Ok(state)

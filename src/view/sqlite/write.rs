@@ -121,6 +121,22 @@ async fn write(tx: &mut Transaction<'_, Sqlite>, c: &RowChanges<'_>) -> Result<(
         .execute(&mut **tx)
         .await?;
     }
+    let last_seen: Vec<_> = c.last_seen.iter().collect();
+    for part in last_seen.chunks(ROWS_PER_STATEMENT) {
+        let mut q =
+            QueryBuilder::new("INSERT INTO last_seen (uid, device_flag, seen_seq, seen_at) ");
+        q.push_values(part, |mut b, ((uid, flag), (s, at))| {
+            b.push_bind(uid.as_str())
+                .push_bind(i64::from(flag.0))
+                .push_bind(seq(*s))
+                .push_bind(*at);
+        });
+        q.push(
+            " ON CONFLICT (uid, device_flag) DO UPDATE SET seen_seq = excluded.seen_seq, \
+             seen_at = excluded.seen_at WHERE excluded.seen_seq > last_seen.seen_seq",
+        );
+        q.build().persistent(true).execute(&mut **tx).await?;
+    }
     for (uid, change) in &c.system_uids {
         if change.removed {
             sqlx::query("DELETE FROM system_uids WHERE uid = ?1")
