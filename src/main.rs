@@ -36,8 +36,8 @@ struct Cli {
     #[command(subcommand)]
     command: Cmd,
     /// How log lines are written to stderr: `text` for a person, `json` for a log pipeline (one
-    /// JSON object per line, its fields - uid, session_id, device_flag, reason, node_id, seq -
-    /// as keys of their own).
+    /// JSON object per line, its fields - uid, session_id, device_flag (by name), reason,
+    /// node_id, seq - as keys of their own).
     #[arg(long, global = true, env = "WK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }

@@ -77,7 +77,7 @@ impl Live {
             }
         };
         tracing::debug!(uid = %self.uid, session_id = %self.session_id,
-            device_flag = self.device_flag.0, node_id = self.gw.settings.node_id.0, %reason,
+            device_flag = %self.device_flag.name(), node_id = self.gw.settings.node_id.0, %reason,
             "session closed");
         // Ended: no longer counted open, though its farewell frames may take a moment more.
         self.uncount();

@@ -151,7 +151,8 @@ async fn establish(
         peer: peer_text(peer),
     };
     let node_id = gw.settings.node_id.0;
-    let device_flag = params.device_flag.0;
+    // By the name a person reads (`iOS`, `flag 7`: protocol.md section 1), in text and JSON.
+    let device_flag = params.device_flag.name();
     let recorded = match gw.write.execute(command).await {
         Ok(recorded) => recorded,
         Err(e) => {
@@ -159,7 +160,7 @@ async fn establish(
             let (reply, code, why) = match &e {
                 WriteError::Rejected(why) => {
                     gw.metrics().connect(ConnectResult::AuthFail);
-                    tracing::info!(%peer, uid = %uid, device_flag, node_id, why = %why, "connect refused");
+                    tracing::info!(%peer, uid = %uid, device_flag = %device_flag, node_id, why = %why, "connect refused");
                     (frames::auth_fail(&id), CloseCode::Policy, "auth fail")
                 }
                 // Not the client's fault: a system error (reason code 15) and 1011, so that the
@@ -167,7 +168,7 @@ async fn establish(
                 WriteError::Log(_) | WriteError::Fenced => {
                     gw.metrics().connect(ConnectResult::SystemError);
                     let err = &e;
-                    tracing::error!(%peer, uid = %uid, device_flag, node_id, error = %err, "connect not recorded");
+                    tracing::error!(%peer, uid = %uid, device_flag = %device_flag, node_id, error = %err, "connect not recorded");
                     let reply = frames::error(
                         &id.clone().into(),
                         frames::CODE_SYSTEM_ERROR,
@@ -194,7 +195,7 @@ async fn establish(
     gw.metrics().connect(ConnectResult::Ok);
     // The seq of the `Connected` event (kicks of replaced sessions may follow it in the batch).
     let seq = recorded.first().map_or(0, |r| r.seq.0);
-    tracing::debug!(%peer, uid = %uid, session_id = %session_id, device_flag, node_id, seq, "connected");
+    tracing::debug!(%peer, uid = %uid, session_id = %session_id, device_flag = %device_flag, node_id, seq, "connected");
 
     // Saturating: any i64 a client sends must not overflow (a panic here, after `Connected` is
     // durable, would leave the session online with no `Disconnected` ever recorded).

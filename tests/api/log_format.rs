@@ -1,6 +1,7 @@
 //! `--log-format json` (`WK_LOG_FORMAT`, `protocol.md` section 9): the real binary writes one
 //! JSON object per line, the fields an operator filters on (uid, session_id, device_flag,
 //! reason, node_id, seq) as keys of their own, not inside the message; `text` stays the default.
+//! A device flag is written by the name a person reads (`protocol.md` section 1: 2 is Android).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -156,12 +157,12 @@ async fn json_lines_carry_the_fields_operators_filter_on() {
 
     let refused = line_saying(&lines, "connect refused");
     assert_eq!(refused["uid"], "u1");
-    assert_eq!(refused["device_flag"], 2);
+    assert_eq!(refused["device_flag"], "Android");
     assert_eq!(refused["node_id"], 1);
 
     let connected = line_saying(&lines, "connected");
     assert_eq!(connected["uid"], "u1");
-    assert_eq!(connected["device_flag"], 2);
+    assert_eq!(connected["device_flag"], "Android");
     assert_eq!(connected["node_id"], 1);
     // NodeStarted is 1, the token 2, the connect 3.
     assert_eq!(connected["seq"], 3);
@@ -172,7 +173,7 @@ async fn json_lines_carry_the_fields_operators_filter_on() {
     assert_eq!(closed["session_id"], session_id);
     assert_eq!(closed["reason"], "client_closed");
     assert_eq!(closed["uid"], "u1");
-    assert_eq!(closed["device_flag"], 2);
+    assert_eq!(closed["device_flag"], "Android");
     let recorded = line_saying(&lines, "session end recorded");
     assert_eq!(recorded["session_id"], session_id);
     assert_eq!(recorded["seq"], 4);
