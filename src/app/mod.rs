@@ -257,6 +257,9 @@ impl Server {
             }
             (None, _) => None,
         };
+        if let Some(webhook) = &webhook {
+            write.metrics().webhook().follow(webhook.status().clone());
+        }
         write.metrics().watch_view(projector.projected());
         tracing::info!(
             node_id = node_id.0,

@@ -30,8 +30,7 @@ use utoipa_axum::routes;
 use super::error::Envelope;
 use super::{
     auth, cluster, events, health, lastseen, metrics, onlinestatus, sessions, stats, systemuids,
-    tokens,
-    ApiState,
+    tokens, ApiState,
 };
 
 /// Every route, with the handler that serves it, over the document's frame ([`ApiDoc`]).

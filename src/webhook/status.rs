@@ -7,11 +7,12 @@
 //! published since, less those delivered), so it moves while a delivery is stuck retrying;
 //! it is unknown (`None`) on a node that does not deliver. Must never: block, or hold an entry.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+#[derive(Debug)]
 pub struct WebhookStatus {
     /// The last seq delivered (`webhook_cursor`).
     cursor: AtomicU64,
@@ -24,6 +25,10 @@ pub struct WebhookStatus {
     /// The tally's count of entries published so far.
     entries_published: Arc<AtomicU64>,
     last_error: Mutex<Option<String>>,
+    /// When the last delivery failed (ms since the Unix epoch; 0: never), for the metrics.
+    last_error_at_ms: AtomicI64,
+    /// Whether the batch in flight has failed and is being retried.
+    failing: AtomicBool,
 }
 
 /// The three figures, read together.
@@ -45,6 +50,8 @@ impl WebhookStatus {
             delivering: AtomicBool::new(false),
             entries_published,
             last_error: Mutex::new(None),
+            last_error_at_ms: AtomicI64::new(0),
+            failing: AtomicBool::new(false),
         }
     }
 
@@ -68,6 +75,16 @@ impl WebhookStatus {
         let at = self.entries_at_cursor.load(Ordering::Acquire);
         let published = self.entries_published.load(Ordering::Acquire);
         Some(published.wrapping_sub(at))
+    }
+
+    /// When the last delivery failed (ms since the Unix epoch; 0: never).
+    pub fn last_error_at_ms(&self) -> i64 {
+        self.last_error_at_ms.load(Ordering::Acquire)
+    }
+
+    /// Whether the batch in flight has failed and is being retried.
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -94,6 +111,7 @@ impl WebhookStatus {
         self.entries_at_cursor
             .store(at.wrapping_add(entries), Ordering::Release);
         self.cursor.store(cursor, Ordering::Release);
+        self.failing.store(false, Ordering::Release);
     }
 
     pub(super) fn failed(&self, error: &dyn std::fmt::Display) {
@@ -101,6 +119,8 @@ impl WebhookStatus {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         *self.last_error.lock() = Some(format!("{}: {error}", crate::human::format_ms(now)));
+        self.last_error_at_ms.store(now, Ordering::Release);
+        self.failing.store(true, Ordering::Release);
     }
 }
 

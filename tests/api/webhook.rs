@@ -94,6 +94,13 @@ async fn every_start_and_end_arrives_in_log_order_counted_per_flag_and_in_total_
     )
     .await;
     assert_eq!(seen["webhook_last_error"], Value::Null);
+    // The metrics read the same figures.
+    let scrape = crate::metrics::scrape(&app.api).await;
+    let gauge = |name| crate::metrics::value(&scrape, name, &[]);
+    assert_eq!(gauge("wkuser_webhook_enabled"), Some(1.0));
+    assert_eq!(gauge("wkuser_webhook_cursor"), Some(last_seq as f64));
+    assert_eq!(gauge("wkuser_webhook_pending"), Some(0.0));
+    assert_eq!(gauge("wkuser_webhook_failing"), Some(0.0));
 }
 
 #[tokio::test]
@@ -207,6 +214,10 @@ async fn answers_of_500_are_retried_with_the_same_batch_until_a_200_and_nothing_
             .is_some_and(|e| e.ends_with("the receiver answered 503")),
         "{s}"
     );
+    let scrape = crate::metrics::scrape(&app.api).await;
+    let failed_at =
+        crate::metrics::value(&scrape, "wkuser_webhook_last_error_timestamp_seconds", &[]);
+    assert!(failed_at.is_some_and(|t| t > 1.7e9), "{failed_at:?}");
 }
 
 #[tokio::test]
