@@ -7,6 +7,7 @@ mod cli;
 mod cli_errors;
 mod cluster;
 mod cluster_database_down;
+mod cluster_tailing;
 mod crash;
 mod gateway_concurrency;
 mod gateway_connect;
