@@ -251,6 +251,18 @@ async fn all_events(api: &str) -> Vec<Value> {
     }
 }
 
+/// The last seq of the shared log, read from the database.
+async fn log_end(url: &str) -> u64 {
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+    let end: i64 = sqlx::query_scalar("SELECT max(seq) FROM log_events")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    db.close().await.ok();
+    end as u64
+}
+
 /// How many events of `kind` the log holds per value of `data[field]`.
 fn count_by(events: &[Value], kind: &str, field: &str) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
@@ -418,8 +430,15 @@ async fn outage_under_load(lease: &str) {
         .await;
     }
 
-    // The log: dense, every event once, every acknowledgement in it exactly once.
-    let events = all_events(&nodes[0].api).await;
+    // The log: dense, every event once, every acknowledgement in it exactly once. A node's
+    // `/events` shows what it has published, so it is read once it has reached the log's end.
+    let end = log_end(&url).await;
+    let events = eventually(
+        "node 1 publishing the log to its end",
+        async || all_events(&nodes[0].api).await,
+        |events| events.last().is_some_and(|e| e["seq"] == end),
+    )
+    .await;
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e["seq"], i as u64 + 1, "seq dense from 1, at {e}");
     }

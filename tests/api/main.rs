@@ -8,6 +8,7 @@ mod cli;
 mod cli_errors;
 mod cluster;
 mod cluster_database_down;
+mod cluster_tailing;
 mod console;
 mod console_browser;
 mod console_browser_more;

@@ -2,7 +2,9 @@
 //! machine's server at 127.0.0.1:5432 is shared and must never be killed.
 //!
 //! Owns [`ThrowawayPostgres`]: a temp dir holding a data dir made by `initdb` (trust
-//! authentication, fsync on), the server's log and its unix sockets, and the postmaster, started
+//! authentication; `--no-sync`, since only the server's processes are ever killed, never the
+//! machine, and its sync took seconds per server on a busy disk), run with fsync on, the
+//! server's log and its unix sockets, and the postmaster, started
 //! from `pg_config --bindir` as a child process of the test on 127.0.0.1 and a free port. As
 //! root (CI) the programs run as the `postgres` user, switched to in the child itself, so that
 //! the child IS the postmaster: a `runuser` in between forks, waits, and a SIGKILL sent to it
@@ -213,7 +215,7 @@ impl ThrowawayPostgres {
             .arg("--pgdata")
             .arg(self.data_dir())
             .args(["--username=postgres", "--auth=trust"])
-            .args(["--encoding=UTF8", "--locale=C"])
+            .args(["--encoding=UTF8", "--locale=C", "--no-sync"])
             .current_dir(self.dir())
             .stdin(Stdio::null());
         self.run_as_server_user(&mut initdb);
