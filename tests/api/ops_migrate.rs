@@ -30,6 +30,18 @@ async fn move_and_stop_after(app: &TestApp, url: &str, batches: usize) {
     assert!(stopped.is_err(), "the move was to stop half-way");
 }
 
+/// `wkuser migrate-to-postgres` of `app`'s data directory into `url`.
+async fn migrate_cmd(app: &TestApp, url: &str) -> Output {
+    wkuser(&[
+        "migrate-to-postgres",
+        "--data-dir",
+        &dir(app),
+        "--database-url",
+        url,
+    ])
+    .await
+}
+
 fn events_of(o: &Output) -> Vec<String> {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
     stdout(o).lines().map(str::to_owned).collect()
@@ -52,14 +64,7 @@ async fn a_move_stopped_half_way_is_finished_by_running_it_again() {
 
     // Another node's log is refused, and changes nothing.
     let other = history().await;
-    let refused = wkuser(&[
-        "migrate-to-postgres",
-        "--data-dir",
-        &dir(&other),
-        "--database-url",
-        &db.url,
-    ])
-    .await;
+    let refused = migrate_cmd(&other, &db.url).await;
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
     assert!(
         stderr(&refused).contains("events of another log"),
@@ -70,14 +75,7 @@ async fn a_move_stopped_half_way_is_finished_by_running_it_again() {
     assert_eq!(still, partial);
 
     // The same log again: it goes on from seq 2 and ends with the whole log, each event once.
-    let finished = wkuser(&[
-        "migrate-to-postgres",
-        "--data-dir",
-        &dir(&app),
-        "--database-url",
-        &db.url,
-    ])
-    .await;
+    let finished = migrate_cmd(&app, &db.url).await;
     assert_eq!(finished.status.code(), Some(0), "{}", stderr(&finished));
     assert!(
         stderr(&finished).contains("stopped at seq 2"),
@@ -113,14 +111,7 @@ async fn a_move_stopped_once_the_view_has_begun_is_finished_too() {
     let stopped = std::panic::AssertUnwindSafe(moving).catch_unwind().await;
     assert!(stopped.is_err(), "the view's first batch was reported");
 
-    let finished = wkuser(&[
-        "migrate-to-postgres",
-        "--data-dir",
-        &dir(&app),
-        "--database-url",
-        &db.url,
-    ])
-    .await;
+    let finished = migrate_cmd(&app, &db.url).await;
     assert_eq!(finished.status.code(), Some(0), "{}", stderr(&finished));
     let moved = events_of(&wkuser(&["events", "--database-url", &db.url]).await);
     assert_eq!(moved, all);
@@ -132,14 +123,7 @@ async fn a_move_stopped_once_the_view_has_begun_is_finished_too() {
 async fn a_database_migrated_by_a_newer_build_is_refused() {
     let app = history().await;
     let db = TestDatabase::create().await;
-    let moved = wkuser(&[
-        "migrate-to-postgres",
-        "--data-dir",
-        &dir(&app),
-        "--database-url",
-        &db.url,
-    ])
-    .await;
+    let moved = migrate_cmd(&app, &db.url).await;
     assert_eq!(moved.status.code(), Some(0), "{}", stderr(&moved));
     {
         use sqlx::Connection;
