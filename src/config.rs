@@ -42,8 +42,8 @@ pub struct Config {
     #[arg(long, env = "WK_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// With --database-url: how long this node's lease lasts. It is renewed every fifth of
-    /// this; a node whose lease runs out is lost, and a peer closes its sessions (`node_lost`).
+    /// With --database-url: how long this node's lease lasts. It is renewed every tenth of
+    /// this (at most 1 s apart); a node whose lease runs out is lost, and a peer closes its sessions (`node_lost`).
     #[arg(long, env = "WK_NODE_LEASE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub node_lease: Duration,
 
