@@ -12,8 +12,12 @@
 //! grace. Must never: keep more than one batch, skip a batch that was not answered 2xx, or
 //! post without having saved its range.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -71,6 +75,30 @@ pub(super) struct Delivery {
     pub stopping: tokio_util::sync::CancellationToken,
 }
 
+/// Runs `run` until it returns; each time it panics instead, tells `panicked` what it said
+/// and runs it again after the backoff's next pause.
+async fn restart_after_panics<S>(
+    state: &mut S,
+    run: for<'s> fn(&'s mut S) -> BoxFuture<'s, ()>,
+    panicked: impl Fn(&str),
+) {
+    let mut pause = Backoff::default();
+    loop {
+        match AssertUnwindSafe(run(state)).catch_unwind().await {
+            Ok(()) => return,
+            Err(panic) => {
+                let said = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_owned());
+                panicked(&said);
+                tokio::time::sleep(pause.next()).await;
+            }
+        }
+    }
+}
+
 /// How a turn ended.
 enum Ended {
     /// The stop's drain is done (or its deadline passed).
@@ -78,7 +106,26 @@ enum Ended {
 }
 
 impl Delivery {
-    pub(super) async fn run(mut self) {
+    /// Delivers until the stop; a panic in a turn is logged, shown in `/stats` as the last
+    /// error, and delivery starts again from the stored cursor after a pause, so that one bad
+    /// batch never ends presence updates silently for the rest of the process's life.
+    pub(super) async fn supervise(mut self) {
+        let status = self.status.clone();
+        restart_after_panics(
+            &mut self,
+            |delivery| Box::pin(delivery.run()),
+            |panic| {
+                tracing::error!(
+                    panic,
+                    "webhook: the delivery panicked; starting again from the stored cursor"
+                );
+                status.failed(&format_args!("the delivery panicked: {panic}"));
+            },
+        )
+        .await
+    }
+
+    async fn run(&mut self) {
         let mut pause = Backoff::default();
         loop {
             let start = self.subscribers.last_published();
@@ -281,5 +328,26 @@ mod tests {
             pauses,
             [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000]
         );
+    }
+
+    /// A run that panics twice and then returns: both panics are reported with what they said,
+    /// and the third run is the last.
+    #[tokio::test]
+    async fn a_panicking_run_is_reported_and_run_again_until_it_returns() {
+        fn run(runs: &mut u32) -> BoxFuture<'_, ()> {
+            Box::pin(async move {
+                *runs += 1;
+                match *runs {
+                    1 => panic!("first"),
+                    2 => std::panic::panic_any(format!("second {}", 2)),
+                    _ => {}
+                }
+            })
+        }
+        let said = std::sync::Mutex::new(Vec::new());
+        let mut runs = 0u32;
+        restart_after_panics(&mut runs, run, |p| said.lock().unwrap().push(p.to_owned())).await;
+        assert_eq!(runs, 3);
+        assert_eq!(*said.lock().unwrap(), ["first", "second 2"]);
     }
 }

@@ -102,7 +102,7 @@ impl Webhook {
             stopping: stopping.clone(),
         };
         Ok(Webhook {
-            task: tokio::spawn(delivery.run()),
+            task: tokio::spawn(delivery.supervise()),
             drain,
             stopping,
             status,
