@@ -7,7 +7,8 @@
 //! itself, one batch of at most [`MAX_ENTRIES`] events at a time; a batch is sent as soon as
 //! it is read (no gathering pause), and the next one is read once it is answered. Failures
 //! back off from 100 ms, doubling to 30 s, and never give up. Promises: entries in log order;
-//! the mark saved before a batch is sent and after the last one is answered; at a stop,
+//! the mark saved before a batch is sent (recording the answer of the one before) and,
+//! once the log is quiet, after the last one is answered; at a stop,
 //! everything recorded before it is delivered if the receiver answers within the stop's
 //! grace. Must never: keep more than one batch, skip a batch that was not answered 2xx, or
 //! post without having saved its range.
@@ -97,6 +98,17 @@ async fn restart_after_panics<S>(
             }
         }
     }
+}
+
+/// How long the log must be quiet before a caught-up delivery saves its last answer by
+/// itself (otherwise the next batch's save records it).
+const SAVE_WHEN_QUIET: Duration = Duration::from_millis(100);
+
+/// What woke a caught-up delivery.
+enum Woken {
+    Published,
+    Stopping,
+    Quiet,
 }
 
 /// How a turn ended.
@@ -190,23 +202,32 @@ impl Delivery {
         loop {
             let end = *published.borrow_and_update();
             if end <= at {
-                if turn.mark() != Mark::at(at) {
-                    // Caught up: the last batch is answered, so nothing is in flight.
-                    turn.save(Mark::at(at)).await?;
-                }
+                // Caught up: the last batch is answered. Its answer is saved by the next
+                // batch's save, in the same flush, or once the log has been quiet a moment:
+                // one flush per batch, not two, and a crash still resends at most that batch.
+                let unsaved = turn.mark() != Mark::at(at);
                 let drain = *self.stop.borrow();
-                if let Some(drain) = drain {
-                    if at >= drain.until || Instant::now() >= drain.deadline {
+                if drain.is_some_and(|d| at >= d.until || Instant::now() >= d.deadline) {
+                    if unsaved {
+                        turn.save(Mark::at(at)).await?;
+                    }
+                    return Ok(Ended::Stopped);
+                }
+                let woken = tokio::select! {
+                    changed = published.changed() => changed.map(|_| Woken::Published),
+                    changed = self.stop.changed() => changed.map(|_| Woken::Stopping),
+                    _ = tokio::time::sleep(SAVE_WHEN_QUIET), if unsaved => Ok(Woken::Quiet),
+                };
+                match woken {
+                    Ok(Woken::Quiet) => turn.save(Mark::at(at)).await?,
+                    Ok(Woken::Published | Woken::Stopping) => {}
+                    Err(_) => {
+                        // The server is gone without a stop (dropped): nothing more to deliver.
+                        if unsaved {
+                            turn.save(Mark::at(at)).await?;
+                        }
                         return Ok(Ended::Stopped);
                     }
-                }
-                let gone = tokio::select! {
-                    changed = published.changed() => changed.is_err(),
-                    changed = self.stop.changed() => changed.is_err(),
-                };
-                if gone {
-                    // The server is gone without a stop (dropped): nothing more to deliver.
-                    return Ok(Ended::Stopped);
                 }
                 continue;
             }

@@ -86,6 +86,33 @@ async fn kill_9_between_a_delivery_and_its_cursor_save_resends_that_batch_and_lo
     );
 }
 
+/// The answer of the last batch is saved once the log has been quiet a moment (otherwise the
+/// next batch's save records it): a kill -9 after that resends nothing already answered.
+#[tokio::test]
+async fn kill_9_once_the_log_is_quiet_resends_no_batch_already_answered() {
+    let receiver = Receiver::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let node = webhook_node(dir.path(), &receiver).await;
+    set_tokens(&node, &http, &[("u1", 1), ("u2", 1)]).await;
+    let _a = connect(&node, "u1", 1, "a").await;
+    let _b = connect(&node, "u2", 1, "b").await;
+    receiver.wait_taken(2).await;
+    // Twenty times the quiet moment the delivery waits before saving by itself.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    node.sigkill().await;
+
+    let node = webhook_node(dir.path(), &receiver).await;
+    let taken = receiver.wait_taken(4).await;
+    node.sigterm_and_wait().await;
+    let mut ranges: Vec<_> = receiver.batches().iter().map(|b| (b.from, b.to)).collect();
+    let sent = ranges.len();
+    ranges.sort();
+    ranges.dedup();
+    assert_eq!(ranges.len(), sent, "a batch was sent twice: {ranges:?}");
+    assert_eq!(taken, expected_entries(&log_of(dir.path()).await));
+}
+
 #[tokio::test]
 async fn sessions_a_crash_left_open_get_their_offline_entries_after_the_restart() {
     let receiver = Receiver::start(None).await;
