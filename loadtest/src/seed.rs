@@ -1,0 +1,345 @@
+//! `--known-users N`: gives N users a token on the run's device flag through `/user/token`
+//! before anything else runs, fast enough that a million take minutes: many keep-alive
+//! connections at once, each sending its requests pipelined (every answer still waits for its
+//! event to be durable; the server's group commit makes one flush of many connections'
+//! events).
+//!
+//! User `i` is [`Naming::uid`]`(i)` with the token [`known_token`]`(i)`, the same in every
+//! run. A rerun on the same data skips the users already there: the users are sent in index
+//! order with at most [`MAX_IN_FLIGHT`] requests unanswered, so a run stopped midway leaves
+//! its holes within that many users of the last one it wrote. The seeder finds that last user
+//! by a binary search over `GET /events?uid=U&limit=1` (a user with an event is there), asks
+//! the same of each of the [`MAX_IN_FLIGHT`] users below it, and sends only the missing ones
+//! and those after. Promises: bounded by `--seed-limit`; progress every [`PROGRESS_EVERY`];
+//! failures counted by kind. Must never: retry a failed request in a loop (a rerun fills the
+//! holes).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+
+use crate::http::HttpConn;
+use crate::measure::{rate, Errors};
+use crate::run::{Clock, LoadtestArgs, Probe, ServerStats};
+use crate::scale;
+use crate::target::Spread;
+use crate::users::{known_token, Naming, Users};
+
+/// The most requests the seeder has unanswered at once (connections x pipeline depth), and so
+/// how far below the last user found a rerun looks for holes.
+pub const MAX_IN_FLIGHT: usize = 16_384;
+/// How often a progress line is printed while seeding.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// The longest one pipelined batch may take before it counts as failed.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the seeding goes.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub api: Spread,
+    pub token: Option<String>,
+    pub naming: Naming,
+    pub known_users: usize,
+    pub device_flag: u8,
+    pub connections: usize,
+    pub pipeline: usize,
+    pub limit: Duration,
+}
+
+/// What the seeding did.
+#[derive(Debug, Default)]
+pub struct SeedRun {
+    /// Users found already there (not sent).
+    pub already: usize,
+    /// Users answered 200.
+    pub seeded: u64,
+    /// How long finding the users already there took.
+    pub looked_for: Duration,
+    pub elapsed: Duration,
+    pub errors: Errors,
+}
+
+/// Checks the shape of a seeding before anything is sent.
+pub fn check(connections: usize, pipeline: usize) -> anyhow::Result<()> {
+    if connections == 0 || pipeline == 0 {
+        bail!("--seed-connections and --seed-pipeline must be at least 1");
+    }
+    if connections.saturating_mul(pipeline) > MAX_IN_FLIGHT {
+        bail!(
+            "--seed-connections x --seed-pipeline must be at most {MAX_IN_FLIGHT} (a rerun \
+             looks that far back for holes)"
+        );
+    }
+    Ok(())
+}
+
+/// Seeds the plan's users, skipping those already there.
+pub async fn seed(clock: &Clock, plan: &Plan) -> anyhow::Result<SeedRun> {
+    let n = plan.known_users;
+    let found_at = Instant::now();
+    let mut probe = HttpConn::new(plan.api.all()[0], plan.token.clone());
+    let boundary = last_present(&mut probe, &plan.naming, n).await?;
+    let window_start = boundary.saturating_sub(MAX_IN_FLIGHT);
+    let present = present_among(&mut probe, &plan.naming, window_start..boundary).await?;
+    let mut todo: Vec<usize> = (window_start..boundary)
+        .zip(&present)
+        .filter(|&(_, &there)| !there)
+        .map(|(i, _)| i)
+        .collect();
+    todo.extend(boundary..n);
+    let mut run = SeedRun {
+        already: n - todo.len(),
+        looked_for: found_at.elapsed(),
+        ..SeedRun::default()
+    };
+    clock.say(&format!(
+        "known users: {} of {n} already there (found in {:.2} s); seeding {}, {} connections x {} pipelined ...",
+        run.already,
+        run.looked_for.as_secs_f64(),
+        todo.len(),
+        plan.connections,
+        plan.pipeline
+    ));
+    if todo.is_empty() {
+        return Ok(run);
+    }
+    let todo = Arc::new(todo);
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + plan.limit;
+    let mut workers = JoinSet::new();
+    let connections = plan.connections.min(todo.len().div_ceil(plan.pipeline));
+    for w in 0..connections {
+        let (todo, next, done, plan) = (todo.clone(), next.clone(), done.clone(), plan.clone());
+        workers.spawn(async move {
+            let mut conn = HttpConn::new(plan.api.for_index(w), plan.token.clone());
+            let mut errors = Errors::default();
+            loop {
+                let from = next.fetch_add(plan.pipeline, Ordering::Relaxed);
+                if from >= todo.len() || Instant::now() >= deadline {
+                    break;
+                }
+                let batch = &todo[from..(from + plan.pipeline).min(todo.len())];
+                let bodies: Vec<Vec<u8>> = batch
+                    .iter()
+                    .map(|&i| {
+                        serde_json::json!({
+                            "uid": plan.naming.uid(i),
+                            "token": known_token(i),
+                            "device_flag": plan.device_flag,
+                            "device_level": 0,
+                        })
+                        .to_string()
+                        .into_bytes()
+                    })
+                    .collect();
+                let requests: Vec<(&str, &str, &[u8])> = bodies
+                    .iter()
+                    .map(|b| ("POST", "/user/token", b.as_slice()))
+                    .collect();
+                match timeout(BATCH_TIMEOUT, conn.pipeline(&requests)).await {
+                    Ok(Ok(answers)) => {
+                        for (status, body) in answers {
+                            if status == 200 {
+                                done.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                errors.add(format!(
+                                    "HTTP {status}: {}",
+                                    String::from_utf8_lossy(&body)
+                                ));
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        for _ in batch {
+                            errors.add(format!("/user/token: {e}"));
+                        }
+                    }
+                    Err(_) => {
+                        for _ in batch {
+                            errors.add("/user/token timed out");
+                        }
+                    }
+                }
+            }
+            errors
+        });
+    }
+    let progress = {
+        let done = done.clone();
+        let total = todo.len();
+        let clock_start = *clock;
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
+            loop {
+                tokio::time::sleep(PROGRESS_EVERY).await;
+                let (now, n) = (Instant::now(), done.load(Ordering::Relaxed));
+                clock_start.say(&format!(
+                    "known users:   {n} of {total} seeded, {:.0}/s over the last {:.0} s",
+                    rate(n - last.1, now - last.0),
+                    (now - last.0).as_secs_f64()
+                ));
+                last = (now, n);
+            }
+        })
+    };
+    while let Some(errors) = workers.join_next().await {
+        run.errors
+            .merge(errors.context("a seeding worker panicked")?);
+    }
+    progress.abort();
+    run.elapsed = start.elapsed();
+    run.seeded = done.load(Ordering::Relaxed);
+    clock.say(&format!(
+        "known users:   seeded {} in {:.2} s ({:.0}/s), {} errors",
+        run.seeded,
+        run.elapsed.as_secs_f64(),
+        rate(run.seeded, run.elapsed),
+        run.errors.total()
+    ));
+    print!("{}", run.errors.top(5));
+    Ok(run)
+}
+
+/// Seeds `--known-users` and prints the server's memory (and disk) with them; returns the
+/// server's `/stats` afterwards.
+pub async fn known_users(
+    clock: &Clock,
+    args: &LoadtestArgs,
+    api: &Spread,
+    token: &Option<String>,
+    users: &Users,
+    before: ServerStats,
+) -> anyhow::Result<ServerStats> {
+    let plan = Plan {
+        api: api.clone(),
+        token: token.clone(),
+        naming: users.naming.clone(),
+        known_users: args.known_users,
+        device_flag: args.device_flag,
+        connections: args.seed_connections,
+        pipeline: args.seed_pipeline,
+        limit: args.seed_limit,
+    };
+    let run = seed(clock, &plan).await?;
+    // Memory settles for a moment after the last write (buffers returned, caches flushed).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut probe = Probe::new(api, token);
+    let after = probe.stats().await?;
+    clock.say(&scale::memory_line(
+        "known users: 1 s after seeding",
+        &after,
+        Some(&before),
+    ));
+    clock.say(&scale::disk_line(args.data_dir.as_deref(), &after));
+    if run.seeded as usize + run.already < args.known_users {
+        bail!(
+            "only {} of --known-users {} are there ({} errors): see the errors above; a rerun \
+             sends the missing ones",
+            run.seeded as usize + run.already,
+            args.known_users,
+            run.errors.total()
+        );
+    }
+    Ok(after)
+}
+
+/// The answer of `GET /events`, as far as the seeder reads it.
+#[derive(Deserialize)]
+struct EventsPage {
+    events: Vec<IgnoredAny>,
+}
+
+/// The number of users at the front of `0..n` that a binary search finds there: user `b - 1`
+/// is there and user `b` is not (0 when user 0 is not, `n` when user `n - 1` is).
+async fn last_present(conn: &mut HttpConn, naming: &Naming, n: usize) -> anyhow::Result<usize> {
+    // Invariant: every probed index below `lo` was there, `hi` and above were not.
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if present_among(conn, naming, mid..mid + 1).await?[0] {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+/// Whether each user of `range` has an event in the log, asked in pipelined batches.
+async fn present_among(
+    conn: &mut HttpConn,
+    naming: &Naming,
+    range: std::ops::Range<usize>,
+) -> anyhow::Result<Vec<bool>> {
+    const BATCH: usize = 64;
+    let mut out = Vec::with_capacity(range.len());
+    let indices: Vec<usize> = range.collect();
+    for chunk in indices.chunks(BATCH) {
+        let paths: Vec<String> = chunk
+            .iter()
+            .map(|&i| format!("/events?uid={}&limit=1", query_escape(&naming.uid(i))))
+            .collect();
+        let requests: Vec<(&str, &str, &[u8])> = paths
+            .iter()
+            .map(|p| ("GET", p.as_str(), &b""[..]))
+            .collect();
+        let answers = timeout(BATCH_TIMEOUT, conn.pipeline(&requests))
+            .await
+            .context("GET /events timed out")?
+            .context("GET /events")?;
+        for (status, body) in answers {
+            if status != 200 {
+                bail!(
+                    "GET /events answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            let page: EventsPage = serde_json::from_slice(&body)
+                .context("GET /events answered something else than a page of events")?;
+            out.push(!page.events.is_empty());
+        }
+    }
+    Ok(out)
+}
+
+/// `s` as a query-string value: every byte but the unreserved ones percent-encoded (a uid may
+/// hold `+`, `%`, `=` or `?`).
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_uid_goes_into_the_query_escaped() {
+        assert_eq!(query_escape("load_000042"), "load_000042");
+        assert_eq!(query_escape("a+b=c?d%"), "a%2Bb%3Dc%3Fd%25");
+        assert_eq!(query_escape("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn the_seeding_shape_is_checked() {
+        assert!(check(256, 8).is_ok());
+        assert!(check(0, 8).is_err());
+        assert!(check(8, 0).is_err());
+        assert!(check(MAX_IN_FLIGHT, 2).is_err());
+    }
+}
