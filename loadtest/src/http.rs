@@ -9,8 +9,7 @@
 //! an answer) is sent once more on a new connection; after any other error the connection is
 //! dropped and the next request opens a new one. Only [`HttpConn::pipeline`] sends several
 //! requests before their answers (HTTP/1.1 pipelining, which the server's hyper answers in
-//! order): the seeding of known users, where the round trip between two requests of a
-//! connection would otherwise cost as much as the request. Must never: accept a response it
+//! order), for the seeding of known users when asked. Must never: accept a response it
 //! cannot frame (chunked bodies are refused as an error).
 
 use std::io::{self, Write};

@@ -95,10 +95,12 @@ pub struct LoadtestArgs {
     #[arg(long, default_value_t = 0)]
     pub known_users: usize,
     /// Connections seeding the known users at once.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 64)]
     pub seed_connections: usize,
-    /// Requests each seeding connection sends before reading their answers.
-    #[arg(long, default_value_t = 4)]
+    /// Requests each seeding connection sends before reading their answers (HTTP/1.1
+    /// pipelining; more than 1 is slower while the API's sockets lack TCP_NODELAY, see
+    /// docs/performance.md).
+    #[arg(long, default_value_t = 1)]
     pub seed_pipeline: usize,
     /// The longest the seeding of the known users may take.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]

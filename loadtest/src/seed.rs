@@ -1,8 +1,10 @@
 //! `--known-users N`: gives N users a token on the run's device flag through `/user/token`
 //! before anything else runs, fast enough that a million take minutes: many keep-alive
-//! connections at once, each sending its requests pipelined (every answer still waits for its
-//! event to be durable; the server's group commit makes one flush of many connections'
-//! events).
+//! connections at once (every answer waits for its event to be durable; the server's group
+//! commit makes one flush of many connections' events), each optionally sending its requests
+//! pipelined. Pipelining is off by default: the API's sockets do not set TCP_NODELAY, so a
+//! second answer written while the first is unacknowledged waits for the client's delayed ACK
+//! (about 40 ms a batch; figures in docs/performance.md).
 //!
 //! User `i` is [`Naming::uid`]`(i)` with the token [`known_token`]`(i)`, the same in every
 //! run. A rerun on the same data skips the users already there: the users are sent in index
@@ -86,7 +88,7 @@ pub async fn seed(clock: &Clock, plan: &Plan) -> anyhow::Result<SeedRun> {
     let mut probe = HttpConn::new(plan.api.all()[0], plan.token.clone());
     let boundary = last_present(&mut probe, &plan.naming, n).await?;
     let window_start = boundary.saturating_sub(MAX_IN_FLIGHT);
-    let present = present_among(&mut probe, &plan.naming, window_start..boundary).await?;
+    let present = present_among(plan, window_start..boundary).await?;
     let mut todo: Vec<usize> = (window_start..boundary)
         .zip(&present)
         .filter(|&(_, &there)| !there)
@@ -264,7 +266,7 @@ async fn last_present(conn: &mut HttpConn, naming: &Naming, n: usize) -> anyhow:
     let (mut lo, mut hi) = (0, n);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        if present_among(conn, naming, mid..mid + 1).await?[0] {
+        if is_there(conn, naming, mid).await? {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -273,41 +275,51 @@ async fn last_present(conn: &mut HttpConn, naming: &Naming, n: usize) -> anyhow:
     Ok(lo)
 }
 
-/// Whether each user of `range` has an event in the log, asked in pipelined batches.
-async fn present_among(
-    conn: &mut HttpConn,
-    naming: &Naming,
-    range: std::ops::Range<usize>,
-) -> anyhow::Result<Vec<bool>> {
-    const BATCH: usize = 64;
-    let mut out = Vec::with_capacity(range.len());
-    let indices: Vec<usize> = range.collect();
-    for chunk in indices.chunks(BATCH) {
-        let paths: Vec<String> = chunk
-            .iter()
-            .map(|&i| format!("/events?uid={}&limit=1", query_escape(&naming.uid(i))))
-            .collect();
-        let requests: Vec<(&str, &str, &[u8])> = paths
-            .iter()
-            .map(|p| ("GET", p.as_str(), &b""[..]))
-            .collect();
-        let answers = timeout(BATCH_TIMEOUT, conn.pipeline(&requests))
-            .await
-            .context("GET /events timed out")?
-            .context("GET /events")?;
-        for (status, body) in answers {
-            if status != 200 {
-                bail!(
-                    "GET /events answered {status}: {}",
-                    String::from_utf8_lossy(&body)
-                );
+/// Whether each user of `range` has an event in the log, asked over the plan's connections,
+/// one request at a time on each (pipelined reads wait on the server's Nagle like the writes).
+async fn present_among(plan: &Plan, range: std::ops::Range<usize>) -> anyhow::Result<Vec<bool>> {
+    let first = range.start;
+    let found: Arc<Vec<std::sync::atomic::AtomicBool>> =
+        Arc::new(range.clone().map(|_| Default::default()).collect());
+    let next = Arc::new(AtomicUsize::new(first));
+    let mut workers = JoinSet::new();
+    for w in 0..plan.connections.min(range.len()) {
+        let (plan, next, found, end) = (plan.clone(), next.clone(), found.clone(), range.end);
+        workers.spawn(async move {
+            let mut conn = HttpConn::new(plan.api.for_index(w), plan.token.clone());
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    return anyhow::Ok(());
+                }
+                if is_there(&mut conn, &plan.naming, i).await? {
+                    found[i - first].store(true, Ordering::Relaxed);
+                }
             }
-            let page: EventsPage = serde_json::from_slice(&body)
-                .context("GET /events answered something else than a page of events")?;
-            out.push(!page.events.is_empty());
-        }
+        });
     }
-    Ok(out)
+    while let Some(done) = workers.join_next().await {
+        done.context("a worker looking for known users panicked")??;
+    }
+    Ok(found.iter().map(|f| f.load(Ordering::Relaxed)).collect())
+}
+
+/// Whether user `i` has an event in the log.
+async fn is_there(conn: &mut HttpConn, naming: &Naming, i: usize) -> anyhow::Result<bool> {
+    let path = format!("/events?uid={}&limit=1", query_escape(&naming.uid(i)));
+    let (status, body) = timeout(BATCH_TIMEOUT, conn.get(&path))
+        .await
+        .context("GET /events timed out")?
+        .context("GET /events")?;
+    if status != 200 {
+        bail!(
+            "GET /events answered {status}: {}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    let page: EventsPage = serde_json::from_slice(body)
+        .context("GET /events answered something else than a page of events")?;
+    Ok(!page.events.is_empty())
 }
 
 /// `s` as a query-string value: every byte but the unreserved ones percent-encoded (a uid may
