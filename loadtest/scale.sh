@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Issue 21's figures at scale, end to end, on a fresh data directory:
 #  1. a `wkuser serve`; the load tool seeds KNOWN_USERS users with a token each (--seed-only)
-#     and prints the seeding rate, RSS per known user and the log's bytes per event;
+#     and, with SESSIONS, opens and closes that many sessions of theirs (two events each:
+#     SESSIONS=2000000 makes 5,000,000 events with a million users); it prints the seeding
+#     rate, RSS per known user and the log's bytes per event;
 #  2. the tool's usual run over the first --users of them (10,000 unless given: seeding is
 #     skipped, they are there), which prints RSS with the sessions open (skip it with RUN=0);
 #  3. the server restarted on the same data: start to ready, RSS once ready;
@@ -9,7 +11,7 @@
 #     from the log, RSS once ready.
 #
 #   loadtest/scale.sh [KNOWN_USERS] [LOADTEST_ARGS...]
-#   e.g. loadtest/scale.sh 1000000
+#   e.g. SESSIONS=2000000 RUN=0 loadtest/scale.sh 1000000
 #        loadtest/scale.sh 200000 --users 10000 --duration 20s
 #
 # WKUSER, LOADTEST, SERVE, OUT, API, WS as in loadtest/soak.sh (ports 5731/5732 here).
@@ -29,7 +31,7 @@ ulimit -n "$(ulimit -Hn)"
 
 start server
 echo "scale.sh: a fresh server ready in $ready_s s"
-"$tool" --api "$api" --ws "$ws" --known-users "$known" --seed-only --data-dir "$data" | tee "$out/seed.txt"
+"$tool" --api "$api" --ws "$ws" --known-users "$known" --seed-only --seed-sessions "${SESSIONS:-0}" --data-dir "$data" | tee "$out/seed.txt"
 if [ "${RUN:-1}" != 0 ]; then
     "$tool" --api "$api" --ws "$ws" --known-users "$known" --data-dir "$data" "$@" | tee "$out/run.txt"
 fi

@@ -105,6 +105,11 @@ pub struct LoadtestArgs {
     /// The longest the seeding of the known users may take.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub seed_limit: Duration,
+    /// After the known users, open and close this many sessions of theirs (two events each),
+    /// for a log of millions of events in minutes; skipped when the log already holds the
+    /// known users' and these sessions' events.
+    #[arg(long, default_value_t = 0)]
+    pub seed_sessions: usize,
     /// Stop after seeding the known users and printing their figures.
     #[arg(long)]
     pub seed_only: bool,

@@ -15,6 +15,9 @@
 //! and those after. Promises: bounded by `--seed-limit`; progress every [`PROGRESS_EVERY`];
 //! failures counted by kind. Must never: retry a failed request in a loop (a rerun fills the
 //! holes).
+//!
+//! `--seed-sessions M` then opens and closes M sessions of the known users ([`sessions`]), two
+//! events each, for a log of millions of events without a long churn.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,12 +29,14 @@ use serde::Deserialize;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use crate::drive::OP_TIMEOUT;
 use crate::http::HttpConn;
 use crate::measure::{rate, Errors};
 use crate::run::{Clock, LoadtestArgs, Probe, ServerStats};
 use crate::scale;
 use crate::target::Spread;
 use crate::users::{known_token, Naming, Users};
+use crate::ws::Expect;
 
 /// The most requests the seeder has unanswered at once (connections x pipeline depth), and so
 /// how far below the last user found a rerun looks for holes.
@@ -174,24 +179,7 @@ pub async fn seed(clock: &Clock, plan: &Plan) -> anyhow::Result<SeedRun> {
             errors
         });
     }
-    let progress = {
-        let done = done.clone();
-        let total = todo.len();
-        let clock_start = *clock;
-        tokio::spawn(async move {
-            let mut last = (Instant::now(), 0u64);
-            loop {
-                tokio::time::sleep(PROGRESS_EVERY).await;
-                let (now, n) = (Instant::now(), done.load(Ordering::Relaxed));
-                clock_start.say(&format!(
-                    "known users:   {n} of {total} seeded, {:.0}/s over the last {:.0} s",
-                    rate(n - last.1, now - last.0),
-                    (now - last.0).as_secs_f64()
-                ));
-                last = (now, n);
-            }
-        })
-    };
+    let progress = tokio::spawn(progress(*clock, "known users", done.clone(), todo.len()));
     while let Some(errors) = workers.join_next().await {
         run.errors
             .merge(errors.context("a seeding worker panicked")?);
@@ -231,6 +219,13 @@ pub async fn known_users(
         limit: args.seed_limit,
     };
     let run = seed(clock, &plan).await?;
+    if args.seed_sessions > 0 {
+        let last_seq = Probe::new(api, token).stats().await?.last_seq;
+        let ws = Spread::parse("--ws", &args.ws).await?;
+        // The users the run gives tokens of its own come first (crate::users).
+        let first = users.online.len() + users.offline.len();
+        sessions(clock, &plan, &ws, args.seed_sessions, first, last_seq).await;
+    }
     // Memory settles for a moment after the last write (buffers returned, caches flushed).
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut probe = Probe::new(api, token);
@@ -251,6 +246,122 @@ pub async fn known_users(
         );
     }
     Ok(after)
+}
+
+/// What the seeding of sessions did.
+#[derive(Debug, Default)]
+pub struct SessionsRun {
+    pub done: u64,
+    pub elapsed: Duration,
+    pub errors: Errors,
+}
+
+/// `--seed-sessions M`: M sessions of known users, each opened and closed at once, over the
+/// seeding connections: two events each (its `Connected` and its `Disconnected`), for a log of
+/// the size issue 21 starts up on in minutes. Session `i` is user `first + i mod (N - first)`
+/// with its seeded token: the users from `first` on are those the run does not give a token of
+/// its own. Skipped when the log already holds `N + 2M` events (a rerun on the same data).
+pub async fn sessions(
+    clock: &Clock,
+    plan: &Plan,
+    ws: &Spread,
+    count: usize,
+    first: usize,
+    last_seq: u64,
+) -> SessionsRun {
+    let mut run = SessionsRun::default();
+    let wanted = (plan.known_users + 2 * count) as u64;
+    if last_seq >= wanted {
+        clock.say(&format!(
+            "sessions: the log already holds {last_seq} events, at least the {wanted} of the known users and {count} sessions: none opened"
+        ));
+        return run;
+    }
+    let first = if first < plan.known_users { first } else { 0 };
+    let spread = plan.known_users - first;
+    clock.say(&format!(
+        "sessions: opening and closing {count} sessions of users {first} to {}, {} at a time ...",
+        plan.known_users - 1,
+        plan.connections
+    ));
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + plan.limit;
+    let mut workers = JoinSet::new();
+    for _ in 0..plan.connections.min(count) {
+        let (next, done, plan, ws) = (next.clone(), done.clone(), plan.clone(), ws.clone());
+        workers.spawn(async move {
+            let mut errors = Errors::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count || Instant::now() >= deadline {
+                    break;
+                }
+                let user = first + i % spread;
+                let frame = crate::ws::connect_frame(
+                    &plan.naming.uid(user),
+                    &known_token(user),
+                    plan.device_flag,
+                    i as u64,
+                );
+                let open = crate::ws::open(ws.for_index(i), frame, Expect::ConnectOk);
+                let session = match timeout(OP_TIMEOUT, open).await {
+                    Ok(Ok(o)) => o.ws,
+                    Ok(Err(e)) => {
+                        errors.add(e);
+                        continue;
+                    }
+                    Err(_) => {
+                        errors.add("connect timed out");
+                        continue;
+                    }
+                };
+                match timeout(OP_TIMEOUT, crate::ws::close(session)).await {
+                    Ok(Ok(_)) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => errors.add(e),
+                    Err(_) => errors.add("close timed out"),
+                }
+            }
+            errors
+        });
+    }
+    let progress = tokio::spawn(progress(*clock, "sessions", done.clone(), count));
+    while let Some(errors) = workers.join_next().await {
+        match errors {
+            Ok(e) => run.errors.merge(e),
+            Err(_) => run.errors.add("a session worker panicked"),
+        }
+    }
+    progress.abort();
+    run.elapsed = start.elapsed();
+    run.done = done.load(Ordering::Relaxed);
+    clock.say(&format!(
+        "sessions:   opened and closed {} in {:.2} s ({:.0}/s), {} errors",
+        run.done,
+        run.elapsed.as_secs_f64(),
+        rate(run.done, run.elapsed),
+        run.errors.total()
+    ));
+    print!("{}", run.errors.top(5));
+    run
+}
+
+/// Prints how far `done` has got out of `total` every [`PROGRESS_EVERY`], until aborted.
+async fn progress(clock: Clock, what: &'static str, done: Arc<AtomicU64>, total: usize) {
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        tokio::time::sleep(PROGRESS_EVERY).await;
+        let (now, n) = (Instant::now(), done.load(Ordering::Relaxed));
+        clock.say(&format!(
+            "{what}:   {n} of {total} done, {:.0}/s over the last {:.0} s",
+            rate(n - last.1, now - last.0),
+            (now - last.0).as_secs_f64()
+        ));
+        last = (now, n);
+    }
 }
 
 /// The answer of `GET /events`, as far as the seeder reads it.

@@ -135,7 +135,7 @@ async fn stats(api: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn known_users_are_seeded_and_a_rerun_sends_only_the_missing_ones() {
+async fn known_users_and_their_sessions_are_seeded_and_a_rerun_sends_only_the_missing_ones() {
     let (server, dir) = start_server().await;
     let (api, ws) = (server.api_addr().to_string(), server.ws_addr().to_string());
     // A run stopped midway, as the seeder's own uids: users 0 to 299 but 100.
@@ -153,7 +153,7 @@ async fn known_users_are_seeded_and_a_rerun_sends_only_the_missing_ones() {
     let before = stats(&api).await;
     assert_eq!(before["known_users"], 299, "{before}");
     let data = dir.path().display().to_string();
-    let seed = |n: &'static str| {
+    let seed = |n: &'static str, sessions: &'static str| {
         let (api, ws, data) = (api.clone(), ws.clone(), data.clone());
         async move {
             loadtest(&[
@@ -168,13 +168,15 @@ async fn known_users_are_seeded_and_a_rerun_sends_only_the_missing_ones() {
                 "4",
                 "--seed-pipeline",
                 "3",
+                "--seed-sessions",
+                sessions,
                 "--data-dir",
                 &data,
             ])
             .await
         }
     };
-    let run = seed("400").await;
+    let run = seed("400", "0").await;
     let out = stdout(&run);
     assert_eq!(run.status.code(), Some(0), "{out}{}", stderr(&run));
     for line in [
@@ -196,7 +198,7 @@ async fn known_users_are_seeded_and_a_rerun_sends_only_the_missing_ones() {
     let last_seq = |s: &serde_json::Value| s["last_seq"].as_u64().unwrap();
     assert_eq!(last_seq(&after) - last_seq(&before), 101, "{after}");
     // Once more: nothing left to send.
-    let again = seed("400").await;
+    let again = seed("400", "0").await;
     let out = stdout(&again);
     assert_eq!(again.status.code(), Some(0), "{out}{}", stderr(&again));
     assert!(
@@ -204,6 +206,26 @@ async fn known_users_are_seeded_and_a_rerun_sends_only_the_missing_ones() {
         "{out}"
     );
     assert_eq!(last_seq(&stats(&api).await), last_seq(&after));
+    // Sessions of theirs, opened and closed: a Connected and a Disconnected each.
+    let with_sessions = seed("400", "50").await;
+    let out = stdout(&with_sessions);
+    assert_eq!(
+        with_sessions.status.code(),
+        Some(0),
+        "{out}{}",
+        stderr(&with_sessions)
+    );
+    assert!(out.contains("sessions:   opened and closed 50 in"), "{out}");
+    assert!(out.contains(", 0 errors"), "{out}");
+    let now = stats(&api).await;
+    assert_eq!(last_seq(&now) - last_seq(&after), 100, "{now}");
+    assert_eq!(now["online_sessions"], 0, "{now}");
+    // A rerun finds their events in the log and opens none.
+    let rerun = seed("400", "50").await;
+    let out = stdout(&rerun);
+    assert_eq!(rerun.status.code(), Some(0), "{out}{}", stderr(&rerun));
+    assert!(out.contains("none opened"), "{out}");
+    assert_eq!(last_seq(&stats(&api).await), last_seq(&now));
     server.shutdown().await;
 }
 
