@@ -97,6 +97,7 @@ pub async fn open_all(
     run
 }
 
+#[derive(Default)]
 pub struct ChurnRun {
     pub connects: u64,
     pub disconnects: u64,
@@ -123,30 +124,61 @@ pub async fn churn(
     duration: Duration,
     max_in_flight: usize,
 ) -> ChurnRun {
-    let mut run = ChurnRun {
-        connects: 0,
-        disconnects: 0,
-        connect_in: Latencies::default(),
-        close_in: Latencies::default(),
-        closes_without_frame: 0,
-        errors: Errors::default(),
-        skipped: 0,
-        elapsed: Duration::ZERO,
+    let mut only = ChurnRun::default();
+    let shape = Churn {
+        rate,
+        window: duration,
+        windows: 1,
+        max_in_flight,
     };
-    if slots.is_empty() || rate <= 0.0 {
-        return run;
+    churn_in_windows(addr, slots, frames, expect, shape, |run| only = run).await;
+    only
+}
+
+/// The shape of a churn: `rate` a second for `windows` windows of `window` each.
+#[derive(Debug, Clone, Copy)]
+pub struct Churn {
+    pub rate: f64,
+    pub window: Duration,
+    pub windows: u32,
+    pub max_in_flight: usize,
+}
+
+/// The churn of [`churn`], without a pause between windows: at the end of each window its
+/// figures go to `each_window` (an operation counts in the window where it ends), and the
+/// operations still in flight at the very end count in the last window.
+pub async fn churn_in_windows(
+    addr: Spread,
+    slots: Slots,
+    frames: Arc<Frames>,
+    expect: Expect,
+    shape: Churn,
+    mut each_window: impl FnMut(ChurnRun),
+) {
+    let mut run = ChurnRun::default();
+    if shape.windows == 0 {
+        return;
     }
-    let in_flight = Arc::new(Semaphore::new(max_in_flight.max(1)));
+    if slots.is_empty() || shape.rate <= 0.0 {
+        for _ in 0..shape.windows {
+            each_window(ChurnRun::default());
+        }
+        return;
+    }
+    let duration = shape.window * shape.windows;
+    let in_flight = Arc::new(Semaphore::new(shape.max_in_flight.max(1)));
     let mut ops: JoinSet<Op> = JoinSet::new();
     let start = Instant::now();
     let end = start + duration;
+    let mut window_end = start + shape.window;
+    let mut window_start = start;
     let mut issued = 0u64;
     let mut cursor = 0usize;
     let mut tick = tokio::time::interval(Duration::from_millis(2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while Instant::now() < end {
         tick.tick().await;
-        let due = (rate * start.elapsed().min(duration).as_secs_f64()) as u64;
+        let due = (shape.rate * start.elapsed().min(duration).as_secs_f64()) as u64;
         while issued < due {
             issued += 1;
             let Ok(permit) = in_flight.clone().try_acquire_owned() else {
@@ -180,13 +212,20 @@ pub async fn churn(
         while let Some(done) = ops.try_join_next() {
             run.count(done.expect("a churn task panicked"));
         }
+        let now = Instant::now();
+        if now >= window_end && now < end {
+            run.elapsed = now - window_start;
+            each_window(std::mem::take(&mut run));
+            window_start = now;
+            window_end += shape.window;
+        }
     }
-    run.elapsed = start.elapsed();
+    run.elapsed = window_start.elapsed();
     // Let the operations already started finish (each is bounded by its timeouts).
     while let Some(done) = ops.join_next().await {
         run.count(done.expect("a churn task panicked"));
     }
-    run
+    each_window(run);
 }
 
 struct Op {

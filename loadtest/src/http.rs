@@ -7,8 +7,10 @@
 //! request than this loop needs. Promises: a response is read completely before the next
 //! request; a request that finds its idle connection closed by the server (before any byte of
 //! an answer) is sent once more on a new connection; after any other error the connection is
-//! dropped and the next request opens a new one. Must never: pipeline, or accept a response
-//! it cannot frame (chunked bodies are refused as an error).
+//! dropped and the next request opens a new one. Only [`HttpConn::pipeline`] sends several
+//! requests before their answers (HTTP/1.1 pipelining, which the server's hyper answers in
+//! order), for the seeding of known users when asked. Must never: accept a response it
+//! cannot frame (chunked bodies are refused as an error).
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -47,10 +49,73 @@ impl HttpConn {
         self.request("GET", path, &[]).await
     }
 
+    /// Sends every request of `batch` (method, path, body) at once and reads their answers in
+    /// order: each answer's status and body. An answer that closes the connection before the
+    /// last one is an error for the whole batch (its requests may or may not have been served).
+    pub async fn pipeline(
+        &mut self,
+        batch: &[(&str, &str, &[u8])],
+    ) -> io::Result<Vec<(u16, Vec<u8>)>> {
+        self.start_batch();
+        for (method, path, body) in batch {
+            self.push_request(method, path, body)?;
+        }
+        match self.exchange(batch.len()).await {
+            Ok(answers) if answers.len() < batch.len() => {
+                self.drop_connection();
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the server closed the connection in the middle of a pipeline",
+                ))
+            }
+            Ok(answers) => {
+                let out = answers
+                    .iter()
+                    .map(|a| (a.status, self.buf[a.body.clone()].to_vec()))
+                    .collect();
+                let Some(last) = answers.last() else {
+                    return Ok(out);
+                };
+                self.consumed = last.body.end;
+                if last.close {
+                    self.stream = None;
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                self.drop_connection();
+                Err(e)
+            }
+        }
+    }
+
     async fn request(&mut self, method: &str, path: &str, body: &[u8]) -> io::Result<(u16, &[u8])> {
+        self.start_batch();
+        self.push_request(method, path, body)?;
+        match self.exchange(1).await {
+            Ok(answers) => {
+                let a = &answers[0];
+                self.consumed = a.body.end;
+                if a.close {
+                    self.stream = None;
+                }
+                Ok((a.status, &self.buf[a.body.clone()]))
+            }
+            Err(e) => {
+                self.drop_connection();
+                Err(e)
+            }
+        }
+    }
+
+    /// Forgets the previous answers and the previous requests.
+    fn start_batch(&mut self) {
         self.buf.drain(..self.consumed);
         self.consumed = 0;
         self.out.clear();
+    }
+
+    fn push_request(&mut self, method: &str, path: &str, body: &[u8]) -> io::Result<()> {
         write!(
             self.out,
             "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
@@ -62,38 +127,31 @@ impl HttpConn {
         }
         self.out.extend_from_slice(b"\r\n");
         self.out.extend_from_slice(body);
-        match self.exchange().await {
-            Ok((status, start, end, close)) => {
-                self.consumed = end;
-                if close {
-                    self.stream = None;
-                }
-                Ok((status, &self.buf[start..end]))
-            }
-            Err(e) => {
-                self.stream = None;
-                self.buf.clear();
-                Err(e)
-            }
-        }
+        Ok(())
     }
 
-    /// Sends `out`, reads one response: (status, body start, body end, server closes).
-    async fn exchange(&mut self) -> io::Result<(u16, usize, usize, bool)> {
+    fn drop_connection(&mut self) {
+        self.stream = None;
+        self.buf.clear();
+        self.consumed = 0;
+    }
+
+    /// Sends `out`, reads `count` answers.
+    async fn exchange(&mut self, count: usize) -> io::Result<Vec<Answer>> {
         let reused = self.stream.is_some();
-        match self.exchange_once().await {
+        match self.exchange_once(count).await {
             // The server closed the connection while it sat idle (the API cuts a keep-alive
-            // connection after `--header-read-timeout`): no byte of an answer came, so the
-            // request was not served; it goes again on a new connection.
+            // connection after `--header-read-timeout`): no byte of an answer came, so no
+            // request was served; they go again on a new connection.
             Err(e) if reused && self.buf.is_empty() && closed_by_peer(&e) => {
                 self.stream = None;
-                self.exchange_once().await
+                self.exchange_once(count).await
             }
             answered => answered,
         }
     }
 
-    async fn exchange_once(&mut self) -> io::Result<(u16, usize, usize, bool)> {
+    async fn exchange_once(&mut self, count: usize) -> io::Result<Vec<Answer>> {
         if self.stream.is_none() {
             let s = TcpStream::connect(self.addr).await?;
             s.set_nodelay(true)?;
@@ -102,19 +160,40 @@ impl HttpConn {
         }
         let stream = self.stream.as_mut().expect("connected above");
         stream.write_all(&self.out).await?;
-        let head_end = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
+        let mut answers = Vec::with_capacity(count);
+        let mut at = 0;
+        while answers.len() < count {
+            let head_end = loop {
+                if let Some(i) = self.buf[at..].windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + i + 4;
+                }
+                read_more(stream, &mut self.buf).await?;
+            };
+            let head = parse_head(&self.buf[at..head_end])?;
+            let end = head_end + head.content_length;
+            while self.buf.len() < end {
+                read_more(stream, &mut self.buf).await?;
             }
-            read_more(stream, &mut self.buf).await?;
-        };
-        let head = parse_head(&self.buf[..head_end])?;
-        let end = head_end + head.content_length;
-        while self.buf.len() < end {
-            read_more(stream, &mut self.buf).await?;
+            answers.push(Answer {
+                status: head.status,
+                body: head_end..end,
+                close: head.close,
+            });
+            if head.close {
+                break;
+            }
+            at = end;
         }
-        Ok((head.status, head_end, end, head.close))
+        Ok(answers)
     }
+}
+
+/// Where one answer lies in the buffer.
+struct Answer {
+    status: u16,
+    body: std::ops::Range<usize>,
+    /// The server closes the connection after it.
+    close: bool,
 }
 
 fn closed_by_peer(e: &io::Error) -> bool {
@@ -219,6 +298,45 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(900)).await;
         let (status, body) = conn.get("/healthz").await.unwrap();
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(body));
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_are_answered_in_order_and_the_connection_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().display().to_string();
+        let config = wkuser::config::Config::from_args([
+            "--data-dir",
+            data.as_str(),
+            "--api-addr",
+            "127.0.0.1:0",
+            "--ws-addr",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let server = wkuser::app::Server::start(config).await.unwrap();
+        let mut conn = HttpConn::new(server.api_addr(), None);
+        let good: &[u8] = br#"{"uid":"p1","token":"t","device_flag":1}"#;
+        let bad: &[u8] = br#"{"uid":"p2","token":"t","device_flag":300}"#;
+        let answers = conn
+            .pipeline(&[
+                ("POST", "/user/token", good),
+                ("POST", "/user/token", bad),
+                ("GET", "/events?uid=p1&limit=1", &[]),
+                ("GET", "/events?uid=p2&limit=1", &[]),
+            ])
+            .await
+            .unwrap();
+        let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+        assert_eq!(statuses, [200, 400, 200, 200]);
+        let text = |i: usize| String::from_utf8_lossy(&answers[i].1).into_owned();
+        assert!(text(1).contains("device_flag"), "{}", text(1));
+        assert!(text(2).contains("TokenUpdated"), "{}", text(2));
+        assert!(text(3).starts_with(r#"{"events":[]"#), "{}", text(3));
+        // The same connection serves a single request after the batch.
+        let (status, body) = conn.get("/stats").await.unwrap();
+        assert_eq!(status, 200);
+        assert!(String::from_utf8_lossy(body).contains(r#""known_users":1"#));
         server.shutdown().await;
     }
 }

@@ -16,8 +16,12 @@ mod http;
 mod measure;
 mod report;
 mod run;
+mod scale;
+mod seed;
 mod sink;
+mod soak;
 mod target;
+mod users;
 mod ws;
 
 use clap::{Parser, Subcommand};

@@ -3,6 +3,9 @@
 //! ceiling.
 //!
 //! The phases, each bounded by a count and a deadline:
+//! 0. with `--known-users`, the known users ([`crate::seed`]) and the server's memory per known
+//!    user ([`crate::scale`]); `--seed-only` stops there, and `--soak` goes on to the soak
+//!    ([`crate::soak`]) instead of the phases below;
 //! 1. the ceilings ([`crate::ceiling`]): a bare tokio-tungstenite accept + echo and an axum
 //!    server answering a constant body of the real answer's size, started in a process of their
 //!    own, measured ([`crate::figures`]), stopped;
@@ -25,13 +28,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use wkuser::domain::Uid;
-
 use crate::http::HttpConn;
 use crate::measure::rate;
 use crate::target::Spread;
+use crate::users::Users;
 use crate::ws::{Expect, Frames};
-use crate::{across, ceiling, drive, figures, report, target};
+use crate::{across, ceiling, drive, figures, report, scale, seed, target};
 
 /// Options of a run: where the server is, and the load's shape.
 #[derive(Debug, Clone, clap::Args)]
@@ -87,6 +89,41 @@ pub struct LoadtestArgs {
     /// `--webhook-url http://ADDR/hook`).
     #[arg(long)]
     pub webhook_sink: Option<String>,
+    /// Before anything else, give this many users a token on --device-flag (`load_000000`,
+    /// ...; the users holding sessions are the first of them), skipping those a previous run
+    /// left on the same data; then print the server's RSS per known user.
+    #[arg(long, default_value_t = 0)]
+    pub known_users: usize,
+    /// Connections seeding the known users at once.
+    #[arg(long, default_value_t = 64)]
+    pub seed_connections: usize,
+    /// Requests each seeding connection sends before reading their answers (HTTP/1.1
+    /// pipelining; more than 1 is slower while the API's sockets lack TCP_NODELAY, see
+    /// docs/performance.md).
+    #[arg(long, default_value_t = 1)]
+    pub seed_pipeline: usize,
+    /// The longest the seeding of the known users may take.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub seed_limit: Duration,
+    /// After the known users, open and close this many sessions of theirs (two events each),
+    /// for a log of millions of events in minutes; skipped when the log already holds the
+    /// known users' and these sessions' events.
+    #[arg(long, default_value_t = 0)]
+    pub seed_sessions: usize,
+    /// Stop after seeding the known users and printing their figures.
+    #[arg(long)]
+    pub seed_only: bool,
+    /// The server's --data-dir (sled and SQLite), to report the log's bytes on disk per event
+    /// and the view's size.
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Soak mode: hold --users sessions and churn them at --churn-rate for this long (`30m`),
+    /// printing the server's RSS and the tails minute by minute, instead of the usual run.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub soak: Option<Duration>,
+    /// The soak's window (a minute; shorter only for tests).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, hide = true)]
+    pub soak_window: Duration,
 }
 
 /// Uids per onlinestatus request, half of them online.
@@ -112,6 +149,7 @@ pub struct ServerStats {
 }
 
 /// Progress lines, stamped with the time since the start (to line them up with other tools).
+#[derive(Clone, Copy)]
 pub struct Clock(Instant);
 
 impl Clock {
@@ -137,31 +175,24 @@ pub struct ServerRun {
 /// Runs the whole load test and prints its report.
 pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     let clock = Clock(Instant::now());
-    if args.users == 0 {
-        bail!("--users must be at least 1");
-    }
-    for (name, rate) in [
-        ("--churn-rate", args.churn_rate),
-        ("--tail-probes", args.tail_probes),
-        ("--kick-probes", args.kick_probes),
-    ] {
-        if !(rate >= 0.0 && rate.is_finite()) {
-            bail!("{name} must be a number per second, 0 or more");
-        }
-    }
-    for (name, value) in [
-        ("--duration", args.duration),
-        ("--measure-time", args.measure_time),
-        ("--phase-limit", args.phase_limit),
-    ] {
-        // Each is added to the time now: far past a day it would overflow the clock.
-        if value > MAX_PHASE {
-            bail!("{name} must be at most a day");
-        }
-    }
+    check(&args)?;
     let api = Spread::parse("--api", &args.api).await?;
     let ws_addr = Spread::parse("--ws", &args.ws).await?;
     let token = args.manager_token.clone().filter(|t| !t.is_empty());
+    let users = Users::new(&args, api.all().len())?;
+
+    let mut probe = Probe::new(&api, &token);
+    let mut before = probe.stats().await.with_context(|| {
+        format!(
+            "cannot read {api}/stats: is `wkuser serve` running there (and --manager-token right)?"
+        )
+    })?;
+    if args.known_users > 0 {
+        before = seed::known_users(&clock, &args, &api, &token, &users, before).await?;
+        if args.seed_only {
+            return Ok(());
+        }
+    }
 
     // File descriptors: one per held session here (and one per session in the server), plus
     // churn in flight, HTTP clients and some slack.
@@ -188,14 +219,6 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         args.users + 256
     ));
 
-    let mut probe = Probe::new(&api, &token);
-    let before = probe.stats().await.with_context(|| {
-        format!(
-            "cannot read {api}/stats: is `wkuser serve` running there (and --manager-token right)?"
-        )
-    })?;
-
-    let users = Users::new(&args, api.all().len())?;
     let bodies = Arc::new(users.bodies(BODIES));
     let constant = users.expected_answer(&bodies[0], args.device_flag);
     let frames = Arc::new(users.frames(&args));
@@ -222,6 +245,23 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         ))
     };
 
+    if let Some(length) = args.soak {
+        return crate::soak::run(crate::soak::Soak {
+            clock,
+            load: &load,
+            users: &users,
+            frames,
+            ceiling_frames: &ceiling_frames,
+            constant,
+            api,
+            ws: ws_addr,
+            token,
+            before,
+            length,
+        })
+        .await;
+    }
+
     // 1. The ceilings, a first time.
     let first = measure_ceilings(&clock, &load, ceiling_frames(), constant.clone()).await?;
 
@@ -235,6 +275,7 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     let second = measure_ceilings(&clock, &load, ceiling_frames(), constant.clone()).await?;
 
     let webhook = server.webhook.take();
+    let (with_sessions, at_end) = (server.rss_after, server.at_end);
     report::print(&report::Report {
         args: &args,
         answer_size: constant.len(),
@@ -245,34 +286,67 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     if let Some(webhook) = &webhook {
         crate::sink::print(webhook);
     }
+    if args.known_users > 0 || args.data_dir.is_some() {
+        println!(
+            "{}",
+            scale::memory_line("with the sessions open, 1 s after", &with_sessions, None)
+        );
+        println!("{}", scale::disk_line(args.data_dir.as_deref(), &at_end));
+    }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn measure_server(
-    clock: &Clock,
-    load: &figures::Load<'_>,
-    users: &Users,
-    frames: Arc<Frames>,
-    api: Spread,
-    ws: Spread,
-    token: Option<String>,
-    before: ServerStats,
-    constant: &[u8],
-) -> anyhow::Result<ServerRun> {
-    let args = load.args;
-    let mut probe = Probe::new(&api, &token);
-    let sink = match &args.webhook_sink {
-        Some(addr) => {
-            let sink = crate::sink::Sink::start(addr).await?;
-            clock.say(&format!(
-                "webhook sink on {0}: the server must run with --webhook-url http://{0}/hook",
-                sink.addr
-            ));
-            Some(sink)
+/// Refuses options that cannot make a run, before anything is sent.
+fn check(args: &LoadtestArgs) -> anyhow::Result<()> {
+    if args.users == 0 {
+        bail!("--users must be at least 1");
+    }
+    for (name, rate) in [
+        ("--churn-rate", args.churn_rate),
+        ("--tail-probes", args.tail_probes),
+        ("--kick-probes", args.kick_probes),
+    ] {
+        if !(rate >= 0.0 && rate.is_finite()) {
+            bail!("{name} must be a number per second, 0 or more");
         }
-        None => None,
-    };
+    }
+    for (name, value) in [
+        ("--duration", args.duration),
+        ("--measure-time", args.measure_time),
+        ("--phase-limit", args.phase_limit),
+        ("--seed-limit", args.seed_limit),
+        ("--soak", args.soak.unwrap_or_default()),
+        ("--soak-window", args.soak_window),
+    ] {
+        // Each is added to the time now: far past a day it would overflow the clock.
+        if value > MAX_PHASE {
+            bail!("{name} must be at most a day");
+        }
+    }
+    seed::check(args.seed_connections, args.seed_pipeline)?;
+    if args.seed_only && args.known_users == 0 {
+        bail!("--seed-only needs --known-users");
+    }
+    if args.soak_window < Duration::from_secs(1) {
+        bail!("--soak-window must be at least 1 s");
+    }
+    if args.soak.is_some_and(|s| s < args.soak_window) {
+        bail!(
+            "--soak must be at least one window ({})",
+            humantime::format_duration(args.soak_window)
+        );
+    }
+    Ok(())
+}
+
+/// Gives every user of the run (online, offline, probes) a token of this run.
+pub(crate) async fn register_users(
+    clock: &Clock,
+    args: &LoadtestArgs,
+    users: &Users,
+    api: &Spread,
+    token: &Option<String>,
+) -> anyhow::Result<drive::RegisterRun> {
     let everyone = users.registered();
     let n = everyone.len();
     clock.say(&format!(
@@ -300,6 +374,35 @@ async fn measure_server(
     if registered.registered == 0 {
         bail!("no token could be registered; stopping");
     }
+    Ok(registered)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure_server(
+    clock: &Clock,
+    load: &figures::Load<'_>,
+    users: &Users,
+    frames: Arc<Frames>,
+    api: Spread,
+    ws: Spread,
+    token: Option<String>,
+    before: ServerStats,
+    constant: &[u8],
+) -> anyhow::Result<ServerRun> {
+    let args = load.args;
+    let mut probe = Probe::new(&api, &token);
+    let sink = match &args.webhook_sink {
+        Some(addr) => {
+            let sink = crate::sink::Sink::start(addr).await?;
+            clock.say(&format!(
+                "webhook sink on {0}: the server must run with --webhook-url http://{0}/hook",
+                sink.addr
+            ));
+            Some(sink)
+        }
+        None => None,
+    };
+    let registered = register_users(clock, args, users, &api, &token).await?;
 
     let before_probes = args.users + users.offline.len();
     let across = (api.all().len() > 1).then(|| across::Plan {
@@ -384,7 +487,7 @@ async fn measure_server(
 }
 
 /// Starts the bare servers, measures them like the server, stops them.
-async fn measure_ceilings(
+pub(crate) async fn measure_ceilings(
     clock: &Clock,
     load: &figures::Load<'_>,
     frames: Arc<Frames>,
@@ -467,7 +570,11 @@ async fn server_stats(conn: &mut HttpConn) -> anyhow::Result<ServerStats> {
 
 /// Polls `/stats` until the server's online sessions are back to `baseline`; `None` after
 /// `limit`.
-async fn wait_for_sessions(probe: &mut Probe, baseline: u64, limit: Duration) -> Option<()> {
+pub(crate) async fn wait_for_sessions(
+    probe: &mut Probe,
+    baseline: u64,
+    limit: Duration,
+) -> Option<()> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Ok(s) = probe.stats().await {
@@ -478,157 +585,4 @@ async fn wait_for_sessions(probe: &mut Probe, baseline: u64, limit: Duration) ->
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     None
-}
-
-/// The simulated users: `online` hold sessions, `offline` only have tokens; with several
-/// nodes, `tail` and `kick` are the probes' users ([`crate::across`]), one per probe.
-struct Users {
-    online: Vec<String>,
-    offline: Vec<String>,
-    tail: Vec<String>,
-    kick: Vec<String>,
-    run_id: String,
-    seed: u64,
-}
-
-impl Users {
-    fn new(args: &LoadtestArgs, nodes: usize) -> anyhow::Result<Users> {
-        let width = args.users.to_string().len().max(6);
-        let probes = |rate: f64, kind: &str| -> Vec<String> {
-            let n = if nodes > 1 {
-                across::Plan::users_for(rate, args.duration)
-            } else {
-                0
-            };
-            (0..n)
-                .map(|i| format!("{}{kind}{i:0width$}", args.uid_prefix))
-                .collect()
-        };
-        let (tail, kick) = (
-            probes(args.tail_probes, "tail"),
-            probes(args.kick_probes, "kick"),
-        );
-        let online: Vec<String> = (0..args.users)
-            .map(|i| format!("{}{i:0width$}", args.uid_prefix))
-            .collect();
-        let offline: Vec<String> = (0..(args.users / 10).max(UIDS_PER_REQUEST))
-            .map(|i| format!("{}off{i:0width$}", args.uid_prefix))
-            .collect();
-        for uid in [&online[0], &offline[0]] {
-            Uid::parse(uid).map_err(|e| {
-                anyhow::anyhow!(
-                    "--uid-prefix {:?} makes invalid uids ({uid:?}: it {e})",
-                    args.uid_prefix
-                )
-            })?;
-        }
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9e37_79b9_7f4a_7c15);
-        Ok(Users {
-            online,
-            offline,
-            tail,
-            kick,
-            run_id: format!("{:x}", seed & 0xffff_ffff),
-            seed,
-        })
-    }
-
-    fn online_per_request(&self) -> usize {
-        (UIDS_PER_REQUEST / 2).min(self.online.len())
-    }
-
-    /// Tokens of the first `n` users (online first, then offline, then the probes'), new for
-    /// each run.
-    fn tokens(&self, n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("lt-{}-{i}", self.run_id)).collect()
-    }
-
-    /// Every user that gets a token, in the order of [`Users::tokens`].
-    fn registered(&self) -> Vec<String> {
-        [&self.online, &self.offline, &self.tail, &self.kick]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect()
-    }
-
-    /// The probe users of one kind (`skip` users after the online and offline ones), with
-    /// their tokens.
-    fn probe_frames(&self, uids: &[String], skip: usize, flag: u8) -> Arc<Frames> {
-        let tokens = self.tokens(skip + uids.len()).split_off(skip);
-        Arc::new(Frames::new(uids.to_vec(), tokens, flag))
-    }
-
-    fn frames(&self, args: &LoadtestArgs) -> Frames {
-        Frames::new(
-            self.online.clone(),
-            self.tokens(self.online.len()),
-            args.device_flag,
-        )
-    }
-
-    /// `count` onlinestatus bodies: 100 distinct uids each, half from the online users and the
-    /// rest from the offline ones, shuffled.
-    fn bodies(&self, count: usize) -> Vec<Vec<u8>> {
-        let mut rng = SplitMix(self.seed);
-        (0..count)
-            .map(|_| {
-                let mut uids: Vec<&str> = Vec::with_capacity(UIDS_PER_REQUEST);
-                let on = self.online_per_request();
-                pick_distinct(&mut rng, &self.online, on, &mut uids);
-                pick_distinct(&mut rng, &self.offline, UIDS_PER_REQUEST - on, &mut uids);
-                for i in (1..uids.len()).rev() {
-                    uids.swap(i, rng.below(i + 1));
-                }
-                serde_json::to_vec(&uids).expect("strings serialize")
-            })
-            .collect()
-    }
-
-    /// The server's answer to `body` when every online user has one session on `flag`.
-    fn expected_answer(&self, body: &[u8], flag: u8) -> Vec<u8> {
-        let uids: Vec<String> = serde_json::from_slice(body).expect("our own body");
-        // Same-width numbers: the online uids are sorted.
-        let rows: Vec<String> = uids
-            .iter()
-            .filter(|u| self.online.binary_search(u).is_ok())
-            .map(|u| {
-                let uid = serde_json::to_string(u).expect("strings serialize");
-                // The server writes the keys in this order.
-                format!(r#"{{"uid":{uid},"device_flag":{flag},"online":1}}"#)
-            })
-            .collect();
-        format!("[{}]", rows.join(",")).into_bytes()
-    }
-}
-
-fn pick_distinct<'a>(rng: &mut SplitMix, from: &'a [String], n: usize, into: &mut Vec<&'a str>) {
-    let n = n.min(from.len());
-    let mut chosen = std::collections::HashSet::with_capacity(n);
-    while chosen.len() < n {
-        let i = rng.below(from.len());
-        if chosen.insert(i) {
-            into.push(&from[i]);
-        }
-    }
-}
-
-/// A tiny deterministic generator (SplitMix64) for picking uids; not for secrets.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }

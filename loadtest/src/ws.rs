@@ -50,16 +50,18 @@ impl Frames {
     /// before in this run (so a reconnect is a new device, not a replacement).
     pub fn connect(&self, i: usize) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let now = now_ms();
-        format!(
-            r#"{{"method":"connect","params":{{"uid":"{}","token":"{}","deviceId":"web_{:08x}_{now}","deviceFlag":{},"clientTimestamp":{now}}},"id":"{}"}}"#,
-            self.uids[i],
-            self.tokens[i],
-            n as u32,
-            self.device_flag,
-            uuid::Uuid::now_v7()
-        )
+        connect_frame(&self.uids[i], &self.tokens[i], self.device_flag, n)
     }
+}
+
+/// A connect frame as the EasySDK writes it, with device id number `n`.
+pub fn connect_frame(uid: &str, token: &str, device_flag: u8, n: u64) -> String {
+    let now = now_ms();
+    format!(
+        r#"{{"method":"connect","params":{{"uid":"{uid}","token":"{token}","deviceId":"web_{:08x}_{now}","deviceFlag":{device_flag},"clientTimestamp":{now}}},"id":"{}"}}"#,
+        n as u32,
+        uuid::Uuid::now_v7()
+    )
 }
 
 fn now_ms() -> u128 {

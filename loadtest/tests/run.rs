@@ -107,6 +107,204 @@ async fn the_load_tool_refuses_a_phase_longer_than_a_day_before_it_starts() {
     }
 }
 
+/// A server of its own on a fresh data directory (kept in the returned `TempDir`).
+async fn start_server() -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let config = Config::from_args([
+        "--data-dir",
+        data.as_str(),
+        "--api-addr",
+        "127.0.0.1:0",
+        "--ws-addr",
+        "127.0.0.1:0",
+    ])
+    .unwrap();
+    (Server::start(config).await.unwrap(), dir)
+}
+
+async fn stats(api: &str) -> serde_json::Value {
+    reqwest::get(format!("http://{api}/stats"))
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn known_users_and_their_sessions_are_seeded_and_a_rerun_sends_only_the_missing_ones() {
+    let (server, dir) = start_server().await;
+    let (api, ws) = (server.api_addr().to_string(), server.ws_addr().to_string());
+    // A run stopped midway, as the seeder's own uids: users 0 to 299 but 100.
+    let client = reqwest::Client::new();
+    let sent = futures_util::future::join_all((0..300).filter(|&i| i != 100).map(|i| {
+        client
+            .post(format!("http://{api}/user/token"))
+            .body(format!(
+                r#"{{"uid":"load_{i:06}","token":"kt-{i}","device_flag":1}}"#
+            ))
+            .send()
+    }))
+    .await;
+    assert!(sent.into_iter().all(|r| r.unwrap().status() == 200));
+    let before = stats(&api).await;
+    assert_eq!(before["known_users"], 299, "{before}");
+    let data = dir.path().display().to_string();
+    let seed = |n: &'static str, sessions: &'static str| {
+        let (api, ws, data) = (api.clone(), ws.clone(), data.clone());
+        async move {
+            loadtest(&[
+                "--api",
+                &api,
+                "--ws",
+                &ws,
+                "--known-users",
+                n,
+                "--seed-only",
+                "--seed-connections",
+                "4",
+                "--seed-pipeline",
+                "3",
+                "--seed-sessions",
+                sessions,
+                "--data-dir",
+                &data,
+            ])
+            .await
+        }
+    };
+    let run = seed("400", "0").await;
+    let out = stdout(&run);
+    assert_eq!(run.status.code(), Some(0), "{out}{}", stderr(&run));
+    for line in [
+        "known users: 299 of 400 already there",
+        "seeding 101, 4 connections x 3 pipelined",
+        "seeded 101 in",
+        ", 0 errors",
+        "with 400 known users and 0 sessions open: ",
+        " B per known user (",
+        " B per user above the ",
+        "disk: log ",
+        " B per event; view ",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+    // Exactly the hole and the users after the last one there were sent: one event each.
+    let after = stats(&api).await;
+    assert_eq!(after["known_users"], 400, "{after}");
+    let last_seq = |s: &serde_json::Value| s["last_seq"].as_u64().unwrap();
+    assert_eq!(last_seq(&after) - last_seq(&before), 101, "{after}");
+    // Once more: nothing left to send.
+    let again = seed("400", "0").await;
+    let out = stdout(&again);
+    assert_eq!(again.status.code(), Some(0), "{out}{}", stderr(&again));
+    assert!(
+        out.contains("known users: 400 of 400 already there"),
+        "{out}"
+    );
+    assert_eq!(last_seq(&stats(&api).await), last_seq(&after));
+    // Sessions of theirs, opened and closed: a Connected and a Disconnected each.
+    let with_sessions = seed("400", "50").await;
+    let out = stdout(&with_sessions);
+    assert_eq!(
+        with_sessions.status.code(),
+        Some(0),
+        "{out}{}",
+        stderr(&with_sessions)
+    );
+    assert!(out.contains("sessions:   opened and closed 50 in"), "{out}");
+    assert!(out.contains(", 0 errors"), "{out}");
+    let now = stats(&api).await;
+    assert_eq!(last_seq(&now) - last_seq(&after), 100, "{now}");
+    assert_eq!(now["online_sessions"], 0, "{now}");
+    // A rerun finds their events in the log and opens none.
+    let rerun = seed("400", "50").await;
+    let out = stdout(&rerun);
+    assert_eq!(rerun.status.code(), Some(0), "{out}{}", stderr(&rerun));
+    assert!(out.contains("none opened"), "{out}");
+    assert_eq!(last_seq(&stats(&api).await), last_seq(&now));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_short_soak_prints_every_window_and_its_verdicts() {
+    let (server, dir) = start_server().await;
+    let (api, ws) = (server.api_addr().to_string(), server.ws_addr().to_string());
+    let data = dir.path().display().to_string();
+    let run = loadtest(&[
+        "--api",
+        &api,
+        "--ws",
+        &ws,
+        "--users",
+        "30",
+        "--known-users",
+        "200",
+        "--soak",
+        "4s",
+        "--soak-window",
+        "2s",
+        "--measure-time",
+        "400ms",
+        "--churn-rate",
+        "20",
+        "--status-clients",
+        "2",
+        "--concurrency",
+        "8",
+        "--data-dir",
+        &data,
+    ])
+    .await;
+    let out = stdout(&run);
+    assert_eq!(run.status.code(), Some(0), "{out}{}", stderr(&run));
+    // Each window once as it ends, once in the closing table.
+    for window in ["window   1 (", "window   2 ("] {
+        let lines: Vec<&str> = out.lines().filter(|l| l.starts_with(window)).collect();
+        assert_eq!(lines.len(), 2, "{window:?} in:\n{out}");
+        for line in lines {
+            for field in [
+                " s): RSS ",
+                " MiB | connect ",
+                "/s p99 ",
+                " p999 ",
+                " | close ",
+                " | onlinestatus ",
+                "x p99 ",
+                " errors / ",
+                " skipped | CPUs ",
+            ] {
+                assert!(line.contains(field), "no {field:?} in {line}");
+            }
+        }
+    }
+    assert!(!out.contains("window   3 ("), "{out}");
+    for line in [
+        "== wkuser-loadtest soak: 30 sessions held, churn 20/s, 2 windows of 2s",
+        "ceiling under the same churn: onlinestatus ",
+        "onlinestatus/s against the ceiling under the same churn: ",
+        "RSS grows <= 10% after the first 5 minutes: cannot judge (2 windows",
+        "connect and close p999 <= 20 ms in every window: ",
+        "the last window no worse than the second: cannot judge (2 windows, fewer than 3)",
+        "after closing all 30 sessions (the server recorded every close after ",
+        "with 200 known users and 0 sessions open",
+        "compare with a restarted server on the same data",
+        "disk: log ",
+        "churn: ",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+    assert!(!out.contains("errors, "), "{out}");
+    // The soak's users were the known ones: none added, none left online.
+    let after = stats(&api).await;
+    assert_eq!(after["known_users"], 200, "{after}");
+    assert_eq!(after["online_sessions"], 0, "{after}");
+    server.shutdown().await;
+}
+
 /// A fresh database on the machine's PostgreSQL (`WK_TEST_POSTGRES` names another server),
 /// dropped at the end of the test.
 struct Database {
