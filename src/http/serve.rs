@@ -80,6 +80,12 @@ pub async fn serve<S>(
             }
         };
         backoff = FIRST_BACKOFF;
+        // An answer written while the one before is still unacknowledged would otherwise wait
+        // for the client's delayed ACK (about 40 ms) under Nagle's algorithm: pipelined
+        // requests, and any answer written in two pieces, paid it.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an API connection");
+        }
         let api = api.clone();
         let activity = Arc::new(Activity::default());
         let mut watch = QuietWatch::new(activity.clone());
