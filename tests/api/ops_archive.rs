@@ -643,3 +643,41 @@ async fn several_nodes_archive_the_shared_log() {
     c.sigterm_and_wait().await;
     ok(&wkuser(&["verify", "--database-url", &url, "--archive", &a_]).await);
 }
+
+#[tokio::test]
+async fn bad_input_and_a_running_server_are_refused_and_change_nothing() {
+    let (first, cut) = many_events(3).await;
+    let dir = first.data_dir.clone();
+    let all = lines(&events(&dir, &[]).await);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("a.zst");
+
+    let bad_time = archive(&dir, "last tuesday", &out).await;
+    assert_eq!(bad_time.status.code(), Some(2), "{}", stderr(&bad_time));
+    assert!(
+        stderr(&bad_time).contains("is not an RFC 3339 time"),
+        "{}",
+        stderr(&bad_time)
+    );
+
+    let precious = tmp.path().join("notes.txt");
+    std::fs::write(&precious, "keep me").unwrap();
+    let clobber = archive(&dir, &cut, &precious).await;
+    assert_eq!(clobber.status.code(), Some(2), "{}", stderr(&clobber));
+    assert!(
+        stderr(&clobber).contains("choose another --out"),
+        "{}",
+        stderr(&clobber)
+    );
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+
+    let mut app = start_on(&dir, vec![]).await;
+    let busy = archive(&dir, &cut, &out).await;
+    assert_eq!(busy.status.code(), Some(2), "{}", stderr(&busy));
+    assert!(stderr(&busy).contains("stop it first"), "{}", stderr(&busy));
+    app.stop().await;
+
+    assert!(!out.exists());
+    let now = lines(&events(&dir, &[]).await);
+    assert_eq!(now[..all.len()], all[..], "nothing was archived");
+}
