@@ -29,6 +29,7 @@ mod log_postgres;
 mod metrics;
 mod openapi;
 mod ops_archive;
+mod ops_archive_crash;
 mod ops_migrate;
 mod ops_postgres;
 mod persistence;
