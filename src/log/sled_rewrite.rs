@@ -153,7 +153,11 @@ pub fn swap_in(log_dir: &Path, mut step: impl FnMut(&'static str)) -> Result<(),
     std::fs::rename(&next, log_dir).map_err(|e| io_error(&next, e))?;
     sync_parent(log_dir)?;
     step("rewrite-in-place");
-    std::fs::remove_dir_all(&old).map_err(|e| io_error(&old, e))?;
+    // The swap is done: a replaced log that cannot be removed now (the closed store's last
+    // writes still landing in it) is removed by the next open instead.
+    if let Err(e) = std::fs::remove_dir_all(&old) {
+        tracing::warn!(error = %e, dir = %old.display(), "the replaced log is removed at the next open");
+    }
     Ok(())
 }
 
