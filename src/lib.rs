@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod apply;
+pub mod archive;
 pub mod cluster;
 pub mod config;
 pub mod domain;

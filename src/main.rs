@@ -1,5 +1,5 @@
-//! The `wkuser` command: `serve` runs the server; `audit`, `events`, `replay`, `verify` and
-//! `migrate-to-postgres` are for operators. (The load tool is a binary of its own: `wkuser-loadtest`, in `loadtest/`.)
+//! The `wkuser` command: `serve` runs the server; `audit`, `events`, `replay`, `verify`,
+//! `migrate-to-postgres` and `archive` are for operators. (The load tool is a binary of its own: `wkuser-loadtest`, in `loadtest/`.)
 //!
 //! Owns process concerns only: parsing the command line, the log subscriber (`RUST_LOG`), the
 //! signals that stop the server, exit codes. Everything else is in the library.
@@ -16,10 +16,11 @@ use serde_json::value::RawValue;
 use wkuser::app::Server;
 use wkuser::config::Config;
 use wkuser::domain::{Seq, Uid};
+use wkuser::ops::archive::{self as archive_run, Outcome};
 use wkuser::ops::client::{encode, ApiClient};
 use wkuser::ops::migrate::{self, Stage};
 use wkuser::ops::replay::{self, Until};
-use wkuser::ops::{audit, open_stopped_log, shared};
+use wkuser::ops::{across, audit, open_stopped_log, shared};
 use wkuser::view::{SqliteView, ViewStore};
 
 /// Per-thread free lists for every size the request path allocates (see `Cargo.toml`).
@@ -65,6 +66,33 @@ enum Cmd {
     /// Move a stopped single node's log into an empty PostgreSQL database and build the
     /// shared view there.
     MigrateToPostgres(MigrateArgs),
+    /// Move the events recorded before a time out of the live log into a zstd archive file,
+    /// and shrink the live log (stopped data dir, or a shared database whose nodes are all
+    /// stopped). `events`, `replay` and `verify` read the archives with --archive FILE.
+    Archive(ArchiveArgs),
+}
+
+#[derive(Args)]
+struct ArchiveArgs {
+    /// Archive the events recorded before this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+    #[arg(long)]
+    before: String,
+    /// The archive file to write (must not exist). `zstd -dc FILE` prints its events as
+    /// `wkuser events` does.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    data: DataDirArg,
+    #[command(flatten)]
+    shared: SharedArg,
+}
+
+#[derive(Args)]
+struct ArchivesArg {
+    /// An archive of this log (written by `wkuser archive --out FILE`), read before the live
+    /// log. Repeat it for each archive; replay and verify need every archive of the log.
+    #[arg(long = "archive", value_name = "FILE")]
+    archives: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -81,6 +109,8 @@ struct VerifyArgs {
     data: DataDirArg,
     #[command(flatten)]
     shared: SharedArg,
+    #[command(flatten)]
+    archives: ArchivesArg,
 }
 
 #[derive(Args)]
@@ -137,6 +167,8 @@ struct EventsArgs {
     #[arg(long)]
     follow: bool,
     #[command(flatten)]
+    archives: ArchivesArg,
+    #[command(flatten)]
     data: DataDirArg,
     #[command(flatten)]
     shared: SharedArg,
@@ -155,6 +187,8 @@ struct ReplayArgs {
     /// Stop after the events recorded at or before this time (RFC 3339).
     #[arg(long)]
     until_time: Option<String>,
+    #[command(flatten)]
+    archives: ArchivesArg,
     #[command(flatten)]
     data: DataDirArg,
     #[command(flatten)]
@@ -179,6 +213,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Replay(a) => replay_cmd(a).await.map(|()| true),
             Cmd::Verify(a) => verify_cmd(a).await,
             Cmd::MigrateToPostgres(a) => migrate_cmd(a).await.map(|()| true),
+            Cmd::Archive(a) => archive_cmd(a).await.map(|()| true),
         }
     });
     match outcome {
@@ -360,6 +395,9 @@ async fn events_cmd(a: EventsArgs) -> anyhow::Result<()> {
         .map(|u| Uid::parse(u).map_err(|e| anyhow::anyhow!("{u:?} is not a valid uid: it {e}")))
         .transpose()?;
     let mut out = std::io::stdout().lock();
+    if a.remote.api.is_some() && !a.archives.archives.is_empty() {
+        bail!("--archive reads a stopped data directory or a shared database: it cannot go with --api");
+    }
     match &a.remote.api {
         Some(api) => {
             let client = ApiClient::new(api, a.remote.manager_token.clone());
@@ -399,6 +437,26 @@ async fn events_cmd(a: EventsArgs) -> anyhow::Result<()> {
                 }
             };
             let mut after = Seq(a.after);
+            let archives = &a.archives.archives;
+            if !archives.is_empty() {
+                across::archived_events(
+                    &log,
+                    archives,
+                    uid.as_ref().map(Uid::as_str),
+                    after,
+                    |e| writeln!(out, "{}", e.to_operator_json()),
+                )?;
+            }
+            if let Some(b) = across::boundary_of(&log)? {
+                if archives.is_empty() && after < b.seq {
+                    eprintln!(
+                        "note: the events up to seq {} are archived, in {}: pass --archive FILE to read them too",
+                        b.seq,
+                        b.files()
+                    );
+                }
+                after = after.max(b.seq);
+            }
             loop {
                 let batch = match &uid {
                     Some(u) => log.read_uid(u.as_str(), after, 4096)?,
@@ -440,7 +498,7 @@ async fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
         _ => log.last_durable().0,
     };
     let bar = progress_bar(total);
-    let report = replay::replay_into_file(&log, &a.into, until, |seq| {
+    let report = replay::replay_into_file_with(&log, &a.into, until, &a.archives.archives, |seq| {
         if let Some(b) = &bar {
             b.set_position(seq.0);
             b.set_message(wkuser::human::progress(seq.0, total));
@@ -452,6 +510,11 @@ async fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
     }
     log.close().await;
     let report = report?;
+    if let Some(at) = report.from_state_at {
+        eprintln!(
+            "note: the log is archived up to seq {at}: this view starts from the log's snapshot at that seq, without the sessions that had ended by then (pass every archive with --archive to rebuild them too)"
+        );
+    }
     eprintln!(
         "replayed {} events (up to seq {}) into {} in {:.2} s ({:.0} events/s)",
         report.events,
@@ -480,18 +543,36 @@ fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
 
 async fn verify_cmd(a: VerifyArgs) -> anyhow::Result<bool> {
     let shared = a.shared.database_url.is_some();
+    // The bar's end is known once the live view's checkpoint is read: it is made then.
+    let bar: std::cell::RefCell<Option<Option<indicatif::ProgressBar>>> = Default::default();
+    let progress = |seq: Seq, total: Seq| {
+        let mut bar = bar.borrow_mut();
+        if let Some(b) = bar.get_or_insert_with(|| progress_bar(total.0)).as_ref() {
+            b.set_position(seq.0);
+            b.set_message(format!(
+                "rebuilding the view: {}",
+                wkuser::human::progress(seq.0, total.0)
+            ));
+        }
+    };
+    let archives = &a.archives.archives;
     let verdict = match &a.shared.database_url {
-        Some(url) => shared::verify_shared(url).await?,
+        Some(url) => shared::verify_shared_with(url, archives, progress).await,
         None => {
             let dir = &a.data.data_dir;
             let log = open_stopped_log(dir)
                 .await
                 .map_err(|e| e.in_data_dir(dir, VERIFY_IN_USE))?;
-            let verdict = replay::verify(&log, &dir.join("view.sqlite")).await;
+            let verdict =
+                replay::verify_with(&log, &dir.join("view.sqlite"), archives, progress).await;
             log.close().await;
-            verdict?
+            verdict
         }
     };
+    if let Some(Some(b)) = bar.borrow_mut().take() {
+        b.finish_and_clear();
+    }
+    let verdict = verdict?;
     if verdict.behind > 0 {
         let catch_up = if shared {
             "the nodes' projectors are applying them"
@@ -565,5 +646,76 @@ async fn migrate_cmd(a: MigrateArgs) -> anyhow::Result<()> {
         report.last_seq,
         report.elapsed.as_secs_f64()
     );
+    Ok(())
+}
+
+/// Set to a step's name (`archive-writing`, `archive-written`, `rewrite-built`,
+/// `log-moved-aside`, `rewrite-in-place`, `swapped`; `range-dropped` on a shared database),
+/// `wkuser archive` stops there and waits to be killed: for the tests of a crash at each point
+/// of the run. Not for operators.
+const ARCHIVE_PAUSE_AT: &str = "WK_TEST_ARCHIVE_PAUSE_AT";
+
+async fn archive_cmd(a: ArchiveArgs) -> anyhow::Result<()> {
+    let before_ms = wkuser::human::parse_rfc3339_ms(&a.before)
+        .ok_or_else(|| anyhow::anyhow!("--before {:?} is not an RFC 3339 time", a.before))?;
+    let pause_at = std::env::var(ARCHIVE_PAUSE_AT).ok();
+    let step = move |name: &'static str| {
+        if pause_at.as_deref() == Some(name) {
+            eprintln!("archive paused at {name}");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+    };
+    let bar: std::cell::RefCell<Option<Option<indicatif::ProgressBar>>> = Default::default();
+    let progress = |at: Seq, upto: Seq| {
+        let mut bar = bar.borrow_mut();
+        if let Some(b) = bar.get_or_insert_with(|| progress_bar(upto.0)).as_ref() {
+            b.set_position(at.0);
+            b.set_message(format!(
+                "archiving: {}",
+                wkuser::human::progress(at.0, upto.0)
+            ));
+        }
+    };
+    let outcome = match &a.shared.database_url {
+        Some(url) => {
+            archive_run::archive_shared(url, before_ms, &a.before, &a.out, step, progress).await
+        }
+        None => {
+            archive_run::archive_data_dir(
+                &a.data.data_dir,
+                before_ms,
+                &a.before,
+                &a.out,
+                step,
+                progress,
+            )
+            .await
+        }
+    };
+    if let Some(Some(b)) = bar.borrow_mut().take() {
+        b.finish_and_clear();
+    }
+    match outcome? {
+        Outcome::Nothing { why } => eprintln!("nothing archived: {why}"),
+        Outcome::Archived(r) => {
+            eprintln!(
+                "archived seq {}..={} ({} events) into {} ({} bytes) in {:.2} s; the live log \
+                 went from {} to {} bytes on disk",
+                r.first_seq,
+                r.last_seq,
+                r.last_seq.0 - r.first_seq.0 + 1,
+                r.file.display(),
+                r.file_bytes,
+                r.elapsed.as_secs_f64(),
+                r.live_before,
+                r.live_after
+            );
+            if let Some(why) = r.limited_by {
+                eprintln!("note: the archive stops before --before: {why}");
+            }
+        }
+    }
     Ok(())
 }

@@ -2,7 +2,10 @@
 //!
 //! Owns the start-up of a single node: restore memory from the view's snapshot, publish the
 //! log's tail, catch the view up; a damaged view is set aside and rebuilt from the log, a view
-//! beside an empty log is refused. Promises: memory and the view both reach the log's end
+//! beside an empty log is refused. After an archive ([`crate::archive`]) the log starts at its
+//! boundary: a view rebuilt then starts from the boundary's state rows instead of seq 0 (its
+//! history before the boundary is in the archives), and a view that stopped before the
+//! boundary is refused. Promises: memory and the view both reach the log's end
 //! before anything is served. Must never: rebuild a view that nothing says is damaged (a lock,
 //! permissions, a full disk, a newer schema refuse the start instead), or change a view whose
 //! start is refused.
@@ -11,6 +14,7 @@ use std::sync::Arc;
 
 use super::{Recovered, StartError};
 use crate::apply::Subscribers;
+use crate::archive::Boundary;
 use crate::config::Config;
 use crate::domain::{NodeId, Seq};
 use crate::log::{EventLog, LogError, LogStore, SledStore};
@@ -27,33 +31,38 @@ pub(super) async fn recover(
     webhook_cursor: Option<Arc<dyn CursorStore>>,
 ) -> Result<Recovered, StartError> {
     let end = store.last_seq()?;
-    let (view, state) = match open_view(config, end).await {
-        Ok(opened) => opened,
-        Err(e) => {
-            let e = view_damage(e, config)?;
-            set_view_aside(config, &e)?;
-            open_view(config, end).await?
-        }
+    let boundary = match store.boundary()? {
+        Some(bytes) => Some(Boundary::decode(&bytes)?),
+        None => None,
     };
-    let snapshot = state.checkpoint;
-    let presence = Arc::new(Presence::load(
-        state.tokens,
-        state.open_sessions,
-        state.system_uids,
-    ));
-    let subscribers = Arc::new(Subscribers::new(presence, snapshot));
-    subscribers.last_seen().load(state.last_seen);
-    let log = EventLog::start_with(store, NodeId(config.node_id), subscribers.clone())?;
-    publish_tail(&log, &subscribers, snapshot).await?;
-    let view = match catch_up_view(config, &log, view).await? {
-        CaughtUp::Same(view) => view,
-        CaughtUp::Rebuilt(view) => {
-            // Memory came from the snapshot of the view just found damaged: built again from
-            // the whole log instead (nothing is served yet).
-            subscribers.memory().clear();
-            subscribers.last_seen().clear();
-            publish_tail(&log, &subscribers, Seq(0)).await?;
-            view
+    let mut found_damaged = false;
+    let (log, view, subscribers) = loop {
+        let (view, state) = match open_view(config, end, boundary.as_ref()).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                let e = view_damage(e, config)?;
+                set_view_aside(config, &e)?;
+                open_view(config, end, boundary.as_ref()).await?
+            }
+        };
+        let snapshot = state.checkpoint;
+        let presence = Arc::new(Presence::load(
+            state.tokens,
+            state.open_sessions,
+            state.system_uids,
+        ));
+        let subscribers = Arc::new(Subscribers::new(presence, snapshot));
+        subscribers.last_seen().load(state.last_seen);
+        let log = EventLog::start_with(store.clone(), NodeId(config.node_id), subscribers.clone())?;
+        publish_tail(&log, &subscribers, snapshot).await?;
+        match catch_up_view(config, &log, view, found_damaged).await? {
+            Some(view) => break (log, view, subscribers),
+            None => {
+                // Memory came from the snapshot of the view just found damaged and set aside:
+                // start again from a new view (nothing is served yet).
+                log.close().await;
+                found_damaged = true;
+            }
         }
     };
     let write = Arc::new(WritePath::new(log.clone(), subscribers));
@@ -88,12 +97,19 @@ pub(super) async fn open_log(
 /// with events beside an empty log is refused instead: what is missing is far more likely the
 /// log (deleted, or a volume not mounted) than the view's history, and rebuilding from nothing
 /// would bring the server up with every user gone.
-async fn open_view(config: &Config, end: Seq) -> Result<(SqliteView, ViewState), StartError> {
+async fn open_view(
+    config: &Config,
+    end: Seq,
+    boundary: Option<&Boundary>,
+) -> Result<(SqliteView, ViewState), StartError> {
     if end == Seq(0) {
         refuse_a_view_beside_an_empty_log(config).await?;
     }
     let view = SqliteView::open(&config.view_path()).await?;
     let state = async {
+        if let Some(b) = boundary {
+            start_at_boundary(config, &view, b).await?;
+        }
         let state = view.load_state().await?;
         if state.checkpoint > end {
             if end == Seq(0) {
@@ -118,6 +134,33 @@ async fn open_view(config: &Config, end: Seq) -> Result<(SqliteView, ViewState),
     }
 }
 
+/// A view beside an archived log: an empty one is started from the boundary's state rows (the
+/// log no longer holds the events before it); one that stopped before the boundary is refused
+/// (the events it lacks are only in the archives).
+async fn start_at_boundary(
+    config: &Config,
+    view: &SqliteView,
+    boundary: &Boundary,
+) -> Result<(), StartError> {
+    let at = view.checkpoint().await?;
+    if at == Seq(0) {
+        tracing::info!(
+            boundary = %boundary.seq,
+            rows = %boundary.state.summary(),
+            "the SQL view is empty and the log is archived up to the boundary: starting the view from the log's snapshot there (the sessions that ended before it are in the archives: {})",
+            boundary.files()
+        );
+        view.seed(&boundary.state).await?;
+    } else if at < boundary.seq {
+        return Err(StartError::ViewBehindBoundary {
+            view: config.view_path().display().to_string(),
+            checkpoint: at,
+            boundary: boundary.seq,
+        });
+    }
+    Ok(())
+}
+
 /// Hands the log's events after `snapshot` to the subscribers: memory, restored from the view's
 /// snapshot, reaches the log's end through the same path as every append.
 async fn publish_tail(
@@ -139,20 +182,15 @@ async fn publish_tail(
     }
 }
 
-/// Brings the view up to the log's end. A view found damaged on the way is set aside and built
-/// again from the log (memory does not depend on it any more).
-/// The view at the log's end: the one recovered, or one rebuilt from the log because that one
-/// turned out damaged on the way.
-enum CaughtUp {
-    Same(Arc<dyn ViewStore>),
-    Rebuilt(Arc<dyn ViewStore>),
-}
-
+/// Brings the view up to the log's end. A view found damaged on the way is set aside, and
+/// `None` says so: the caller starts again with a new view, unless `found_damaged` says it
+/// already did (the damage is then refused rather than looped over).
 async fn catch_up_view(
     config: &Config,
     log: &EventLog,
     view: SqliteView,
-) -> Result<CaughtUp, StartError> {
+    found_damaged: bool,
+) -> Result<Option<Arc<dyn ViewStore>>, StartError> {
     let end = log.last_durable();
     if view.checkpoint().await? == Seq(0) && end > Seq(0) {
         tracing::info!(
@@ -161,14 +199,15 @@ async fn catch_up_view(
         );
     }
     match projector::catch_up(log, &view).await {
-        Ok(_) => Ok(CaughtUp::Same(Arc::new(view))),
+        Ok(_) => Ok(Some(Arc::new(view))),
         Err(e) => {
             view.close().await;
+            if found_damaged {
+                return Err(e.into());
+            }
             let e = view_damage(e.into(), config)?;
             set_view_aside(config, &e)?;
-            let view = SqliteView::open(&config.view_path()).await?;
-            projector::catch_up(log, &view).await?;
-            Ok(CaughtUp::Rebuilt(Arc::new(view)))
+            Ok(None)
         }
     }
 }

@@ -77,6 +77,19 @@ pub enum StartError {
         view: String,
         checkpoint: Seq,
     },
+    #[error(
+        "the SQL view {view} has applied the events up to seq {checkpoint} only, but the log \
+         is archived up to seq {boundary}: the events between are only in the archives. Move \
+         {view} away to start a view from the log's snapshot at the boundary (`wkuser replay \
+         --archive` rebuilds the history it held)"
+    )]
+    ViewBehindBoundary {
+        view: String,
+        checkpoint: Seq,
+        boundary: Seq,
+    },
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
     #[error(transparent)]
     Write(#[from] WriteError),
     #[error(transparent)]

@@ -46,6 +46,18 @@ pub(super) async fn recover(config: &Config, url: &str) -> Result<Recovered, Sta
     let snapshot = state.checkpoint;
     let reader = store.clone();
     let end = blocking(move || reader.last_seq()).await?;
+    let reader = store.clone();
+    if let Some(bytes) = blocking(move || reader.boundary()).await? {
+        let boundary = crate::archive::Boundary::decode(&bytes)?;
+        if snapshot < boundary.seq {
+            return Err(ViewError::Malformed(format!(
+                "the shared view's checkpoint {snapshot} is before the shared log's archive \
+                 boundary ({}): the events between are only in the archives",
+                boundary.seq
+            ))
+            .into());
+        }
+    }
     if snapshot > end {
         return Err(ViewError::Malformed(format!(
             "the shared view's checkpoint {snapshot} is past the end of the shared log ({end})"

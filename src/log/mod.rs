@@ -11,6 +11,7 @@
 
 mod doorbell;
 pub mod postgres_store;
+pub mod sled_rewrite;
 pub mod sled_store;
 pub mod writer;
 
@@ -194,6 +195,12 @@ pub trait LogStore: Send + Sync + 'static {
     fn discard(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
         let _ = batch;
         Err(numbers_its_own_batches())
+    }
+
+    /// The archive boundary stored beside the log, encoded ([`crate::archive::Boundary`]):
+    /// the live log holds only the events after it. `None` for a log never archived.
+    fn boundary(&self) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(None)
     }
 
     /// Up to `limit` events with seq greater than `after`, in seq order.

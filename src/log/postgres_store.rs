@@ -34,6 +34,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+mod archive;
+
 use super::{doorbell, AppendError, EncodedRecord, Guard, LogError, LogStore};
 use crate::domain::Seq;
 
@@ -500,6 +502,10 @@ impl LogStore for PostgresStore {
             r.seq = Seq(seq);
         }
         Ok(())
+    }
+
+    fn boundary(&self) -> Result<Option<Vec<u8>>, LogError> {
+        self.read_boundary()
     }
 
     fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<(Seq, Vec<u8>)>, LogError> {

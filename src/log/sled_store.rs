@@ -16,9 +16,9 @@ use crate::config::DEFAULT_LOG_CACHE_MB;
 use crate::domain::Seq;
 
 pub struct SledStore {
-    db: sled::Db,
-    events: sled::Tree,
-    by_uid: sled::Tree,
+    pub(super) db: sled::Db,
+    pub(super) events: sled::Tree,
+    pub(super) by_uid: sled::Tree,
 }
 
 impl SledStore {
@@ -32,6 +32,9 @@ impl SledStore {
     /// server's `--log-cache-mb`, checked there). sled counts a page by its size on disk, so
     /// the memory it holds is about this plus its bookkeeping, not a hard limit.
     pub fn open_with_cache(dir: &Path, cache_mb: u64) -> Result<Self, LogError> {
+        // An archive run killed while it swapped the log for its rewrite is finished first:
+        // never open (and so create) an empty log where a whole one is one rename away.
+        super::sled_rewrite::finish_interrupted(dir)?;
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_mb.max(1).saturating_mul(1024 * 1024));
@@ -124,6 +127,17 @@ impl LogStore for SledStore {
 
     fn flush(&self) -> Result<(), LogError> {
         self.db.flush().map(|_| ()).map_err(LogError::storage)
+    }
+
+    fn boundary(&self) -> Result<Option<Vec<u8>>, LogError> {
+        let tree = self
+            .db
+            .open_tree(super::sled_rewrite::ARCHIVE_TREE)
+            .map_err(LogError::storage)?;
+        let value = tree
+            .get(super::sled_rewrite::BOUNDARY_KEY)
+            .map_err(LogError::storage)?;
+        Ok(value.map(|v| v.to_vec()))
     }
 
     fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<(Seq, Vec<u8>)>, LogError> {

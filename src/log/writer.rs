@@ -143,6 +143,11 @@ impl EventLog {
         }
     }
 
+    /// The archive boundary stored beside the log, encoded (see [`LogStore::boundary`]).
+    pub fn boundary(&self) -> Result<Option<Vec<u8>>, LogError> {
+        self.store()?.boundary()
+    }
+
     /// Up to `limit` durable events of one uid after `after`, decoded.
     pub fn read_uid(
         &self,

@@ -41,6 +41,11 @@ pub enum MigrateError {
          an empty database, or finishes its own interrupted move"
     )]
     NotEmpty(&'static str),
+    #[error(
+        "the log is archived up to seq {0}: migrate-to-postgres moves a whole log from seq 1; \
+         move the log before archiving it, or archive it on the shared database after"
+    )]
+    Archived(Seq),
 }
 
 /// What the migration is doing, for a progress bar.
@@ -78,6 +83,12 @@ pub async fn migrate(
         Arc::new(open_stopped_store(data_dir).await.map_err(|e| {
             e.in_data_dir(data_dir, "stop it first: only a stopped node's log moves")
         })?);
+    if let Some(bytes) = source.boundary()? {
+        let seq = crate::archive::Boundary::decode(&bytes)
+            .map(|b| b.seq)
+            .map_err(LogError::storage)?;
+        return Err(MigrateError::Archived(seq));
+    }
     crate::postgres::probe(url)
         .await
         .map_err(|e| LogError::storage(format_args!("cannot open the shared log: {e}")))?;

@@ -5,10 +5,13 @@
 //! Owns nothing persistent. Promises: read-only on the live data (replay writes only into a
 //! fresh file of its own; the live view is opened read-only, never created or migrated; a
 //! shared database is read without touching its schema, [`shared`]), except the one command
-//! that moves a stopped node's log into an empty shared database ([`migrate`]). Must
+//! that moves a stopped node's log into an empty shared database ([`migrate`]), and the one
+//! that moves old events out of a stopped live log into an archive file ([`archive`]). Must
 //! never: open the sled log of a running server (sled allows one process per directory; a
 //! running server is reached through its API instead).
 
+pub mod across;
+pub mod archive;
 pub mod audit;
 pub mod client;
 pub mod migrate;
@@ -31,6 +34,9 @@ pub async fn open_stopped_log(data_dir: &Path) -> Result<EventLog, LogError> {
 /// The sled store of a stopped data directory, for reading its events as they are stored.
 pub async fn open_stopped_store(data_dir: &Path) -> Result<SledStore, LogError> {
     let dir = data_dir.join("log");
+    // An archive's swap that a crash interrupted leaves the log under another name until the
+    // next open finishes it: finished here too, before the log is looked for.
+    crate::log::sled_rewrite::finish_interrupted(&dir)?;
     if !dir.exists() {
         return Err(LogError::storage(format_args!(
             "{} holds no event log (no {})",

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
+use super::across::{self, AtBoundary};
+use crate::archive::ArchiveError;
 use crate::domain::Seq;
 use crate::log::{EventLog, LogError};
 use crate::view::projector::{project_until, ProjectorError};
@@ -32,6 +34,16 @@ pub enum ReplayError {
     NoView(PathBuf),
     #[error("{0} is not a UTF-8 path: replay cannot name it to SQLite")]
     NotUtf8(PathBuf),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// `verify` of an archived log without its archives: the view's history before the
+    /// boundary cannot be rebuilt from the live log alone.
+    #[error(
+        "the log was archived up to seq {boundary}: the view keeps the sessions that ended \
+         before it, and only the archives can rebuild them; pass every archive with --archive: \
+         {files}"
+    )]
+    NeedsArchives { boundary: Seq, files: String },
 }
 
 /// Where a replay stops.
@@ -49,6 +61,9 @@ pub struct ReplayReport {
     pub events: u64,
     pub last_seq: Seq,
     pub elapsed: Duration,
+    /// The log was archived and no archive was given: the view was started at this seq from
+    /// the boundary's state rows, without the sessions that had ended by then.
+    pub from_state_at: Option<Seq>,
 }
 
 impl ReplayReport {
@@ -57,12 +72,14 @@ impl ReplayReport {
     }
 }
 
-/// Applies the log's events to `view` (which should be empty) until `until`. `progress` hears
-/// the last applied seq after each batch.
+/// Applies the events to `view` (which should be empty) until `until`: those of `archives`
+/// (every archive of the log, or none), then the live log's. `progress` hears the last applied
+/// seq after each batch.
 pub async fn replay(
     log: &EventLog,
-    view: &dyn ViewStore,
+    view: &SqliteView,
     until: Until,
+    archives: &[PathBuf],
     mut progress: impl FnMut(Seq),
 ) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
@@ -74,12 +91,36 @@ pub async fn replay(
         Until::Time(t) => Some(t),
         _ => None,
     };
-    let from = view.checkpoint().await?;
+    let mut from = view.checkpoint().await?;
+    let mut from_state_at = None;
+    let mut applied = 0;
+    if from == Seq(0) {
+        match across::to_boundary(log, view, archives, until, &mut progress).await? {
+            AtBoundary::NoBoundary => {}
+            AtBoundary::Archives(at) => {
+                applied = at.0;
+                from = at;
+            }
+            AtBoundary::StoppedIn(at) => {
+                return Ok(ReplayReport {
+                    events: at.0,
+                    last_seq: at,
+                    elapsed: started.elapsed(),
+                    from_state_at: None,
+                })
+            }
+            AtBoundary::StateOnly(at) => {
+                from_state_at = Some(at);
+                from = at;
+            }
+        }
+    }
     let last_seq = project_until(log, view, from, end, until_time, &mut progress).await?;
     Ok(ReplayReport {
-        events: last_seq.0 - from.0,
+        events: applied + (last_seq.0 - from.0),
         last_seq,
         elapsed: started.elapsed(),
+        from_state_at,
     })
 }
 
@@ -98,6 +139,17 @@ pub async fn replay_into_file(
     until: Until,
     progress: impl FnMut(Seq),
 ) -> Result<ReplayReport, ReplayError> {
+    replay_into_file_with(log, path, until, &[], progress).await
+}
+
+/// [`replay_into_file`] across the log's archive boundary with `archives` (see [`replay`]).
+pub async fn replay_into_file_with(
+    log: &EventLog,
+    path: &Path,
+    until: Until,
+    archives: &[PathBuf],
+    progress: impl FnMut(Seq),
+) -> Result<ReplayReport, ReplayError> {
     if path.exists() {
         return Err(ReplayError::Exists(path.to_path_buf()));
     }
@@ -111,7 +163,7 @@ pub async fn replay_into_file(
     ));
     let outcome = async {
         let view = SqliteView::open(&scratch).await?;
-        let report = replay(log, &view, until, progress).await;
+        let report = replay(log, &view, until, archives, progress).await;
         view.close().await;
         let report = report?;
         copy_database(&scratch, target).await?;
@@ -168,6 +220,17 @@ pub struct Verdict {
 /// Safe because the caller holds the log, so no server is writing the view meanwhile; and the
 /// `-wal` is removed only while empty, so that nothing written into it could be lost.
 pub async fn verify(log: &EventLog, live_view: &Path) -> Result<Verdict, ReplayError> {
+    verify_with(log, live_view, &[], |_, _| {}).await
+}
+
+/// [`verify`] across the log's archive boundary with `archives` (every archive of the log);
+/// `progress` hears the rebuild's last applied seq and where it ends (the live checkpoint).
+pub async fn verify_with(
+    log: &EventLog,
+    live_view: &Path,
+    archives: &[PathBuf],
+    progress: impl FnMut(Seq, Seq),
+) -> Result<Verdict, ReplayError> {
     let absent: Vec<PathBuf> = sidecars(live_view)
         .into_iter()
         .filter(|p| !p.exists())
@@ -180,7 +243,7 @@ pub async fn verify(log: &EventLog, live_view: &Path) -> Result<Verdict, ReplayE
         }
     }
     let (checkpoint, live_dump) = read?;
-    compare_with_rebuild(log, checkpoint, &live_dump).await
+    compare_with_rebuild_with(log, checkpoint, &live_dump, archives, progress).await
 }
 
 /// Rebuilds the view from `log` up to `checkpoint` in a temporary SQLite file and compares it
@@ -191,11 +254,34 @@ pub async fn compare_with_rebuild(
     checkpoint: Seq,
     live_dump: &ViewDump,
 ) -> Result<Verdict, ReplayError> {
+    compare_with_rebuild_with(log, checkpoint, live_dump, &[], |_, _| {}).await
+}
+
+/// [`compare_with_rebuild`] across the log's archive boundary with `archives`, which must be
+/// every archive of the log: the live view keeps the history they hold.
+pub async fn compare_with_rebuild_with(
+    log: &EventLog,
+    checkpoint: Seq,
+    live_dump: &ViewDump,
+    archives: &[PathBuf],
+    mut progress: impl FnMut(Seq, Seq),
+) -> Result<Verdict, ReplayError> {
+    if archives.is_empty() {
+        if let Some(b) = across::boundary_of(log)? {
+            return Err(ReplayError::NeedsArchives {
+                boundary: b.seq,
+                files: b.files(),
+            });
+        }
+    }
     let scratch =
         std::env::temp_dir().join(format!("wkuser-verify-{}.sqlite", uuid::Uuid::now_v7()));
     let rebuilt = SqliteView::open(&scratch).await?;
     let outcome = async {
-        replay(log, &rebuilt, Until::Seq(checkpoint), |_| {}).await?;
+        replay(log, &rebuilt, Until::Seq(checkpoint), archives, |s| {
+            progress(s, checkpoint)
+        })
+        .await?;
         Ok::<ViewDump, ReplayError>(rebuilt.dump().await?)
     }
     .await;

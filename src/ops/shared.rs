@@ -8,10 +8,12 @@
 //! no false difference. Must never: append to the shared log, or name the database URL in an
 //! error (it may carry a password).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::replay::{compare_with_rebuild, ReplayError, Verdict};
+use super::replay::{compare_with_rebuild_with, ReplayError, Verdict};
 use crate::domain::NodeId;
+use crate::domain::Seq;
 use crate::log::{EventLog, LogError, PostgresStore};
 use crate::view::{PostgresView, ViewError, ViewStore};
 
@@ -36,12 +38,22 @@ pub async fn open_shared_view(url: &str) -> Result<PostgresView, ViewError> {
 /// are read first, in one snapshot; the log is opened after, so its end is at or past that
 /// checkpoint (a projector applies only events already committed to the log).
 pub async fn verify_shared(url: &str) -> Result<Verdict, ReplayError> {
+    verify_shared_with(url, &[], |_, _| {}).await
+}
+
+/// [`verify_shared`] across the log's archive boundary with `archives` (every archive of the
+/// log); `progress` hears the rebuild's last applied seq and where it ends.
+pub async fn verify_shared_with(
+    url: &str,
+    archives: &[PathBuf],
+    progress: impl FnMut(Seq, Seq),
+) -> Result<Verdict, ReplayError> {
     let view = open_shared_view(url).await?;
     let read = view.checkpoint_and_dump().await;
     view.close().await;
     let (checkpoint, live_dump) = read?;
     let log = open_shared_log(url).await?;
-    let verdict = compare_with_rebuild(&log, checkpoint, &live_dump).await;
+    let verdict = compare_with_rebuild_with(&log, checkpoint, &live_dump, archives, progress).await;
     log.close().await;
     verdict
 }

@@ -22,7 +22,7 @@ use crate::domain::{
 };
 
 pub use postgres::PostgresView;
-pub use sqlite::SqliteView;
+pub use sqlite::{SqliteView, StateRows};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ViewError {

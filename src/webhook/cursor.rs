@@ -94,6 +94,18 @@ pub struct SledCursor {
 }
 
 impl SledCursor {
+    /// The last seq delivered, as stored in the log's database `db`; `None` when the webhook
+    /// never ran there. For `wkuser archive`, which must not move undelivered entries away.
+    pub fn delivered_in(db: &sled::Db) -> Result<Option<Seq>, CursorError> {
+        let storage = |e: sled::Error| CursorError::Storage(e.to_string());
+        let tree = db.open_tree("webhook").map_err(storage)?;
+        Ok(tree
+            .get(KEY)
+            .map_err(storage)?
+            .and_then(|b| Mark::from_bytes(&b))
+            .map(|m| m.delivered))
+    }
+
     pub fn open(db: &sled::Db) -> Result<Self, CursorError> {
         let tree = db
             .open_tree("webhook")

@@ -28,6 +28,8 @@ mod log_format;
 mod log_postgres;
 mod metrics;
 mod openapi;
+mod ops_archive;
+mod ops_archive_crash;
 mod ops_migrate;
 mod ops_postgres;
 mod persistence;

@@ -9,7 +9,10 @@
 
 mod reads;
 mod session_seqs;
+mod snapshot;
 mod write;
+
+pub use snapshot::StateRows;
 
 use std::path::Path;
 use std::str::FromStr;
