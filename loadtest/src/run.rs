@@ -98,7 +98,7 @@ pub struct LoadtestArgs {
     #[arg(long, default_value_t = 64)]
     pub seed_connections: usize,
     /// Requests each seeding connection sends before reading their answers (HTTP/1.1
-    /// pipelining; more than 1 is slower while the API's sockets lack TCP_NODELAY, see
+    /// pipelining; slower than 1 against builds whose API sockets lack TCP_NODELAY, see
     /// docs/performance.md).
     #[arg(long, default_value_t = 1)]
     pub seed_pipeline: usize,

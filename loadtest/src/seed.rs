@@ -2,9 +2,9 @@
 //! before anything else runs, fast enough that a million take minutes: many keep-alive
 //! connections at once (every answer waits for its event to be durable; the server's group
 //! commit makes one flush of many connections' events), each optionally sending its requests
-//! pipelined. Pipelining is off by default: the API's sockets do not set TCP_NODELAY, so a
-//! second answer written while the first is unacknowledged waits for the client's delayed ACK
-//! (about 40 ms a batch; figures in docs/performance.md).
+//! pipelined. Pipelining is off by default: against a server whose API sockets lack
+//! TCP_NODELAY (builds before it was set), each pipelined batch waits about 40 ms for the
+//! client's delayed ACK (figures in docs/performance.md).
 //!
 //! User `i` is [`Naming::uid`]`(i)` with the token [`known_token`]`(i)`, the same in every
 //! run. A rerun on the same data skips the users already there: the users are sent in index
