@@ -92,7 +92,10 @@ fn old_data_dir() -> (TempDir, Vec<Vec<u8>>) {
         stored.push(rec.encode_as_json());
         records.push(rec);
     }
-    let store = SledStore::open(&dir.path().join("log")).unwrap();
+    // Created as the build before created it: without sled's compression.
+    let log = dir.path().join("log");
+    drop(sled::Config::new().path(&log).open().unwrap());
+    let store = SledStore::open(&log).unwrap();
     let first = RecordedEvent::decode(Seq(1), &stored[0]).unwrap();
     let batch: Vec<EncodedRecord> = std::iter::once(&first)
         .chain(&records)
@@ -192,6 +195,12 @@ async fn an_old_json_log_is_read_as_it_is_and_grows_in_binary() {
     app.wait_offline("u1").await;
     app.stop().await;
 
+    // The log keeps the setting it was created with (sled opens it with no other).
+    let conf = std::fs::read(data_dir.join("log/conf")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&conf).contains("use_compression: false"),
+        "{conf:?}"
+    );
     // The old events kept their JSON bytes; everything after them is binary.
     let bytes = first_bytes(&data_dir);
     assert!(bytes.len() as u64 > old + 4, "{bytes:?}");
