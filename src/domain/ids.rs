@@ -205,7 +205,13 @@ impl Serialize for QuitScope {
 
 impl<'de> Deserialize<'de> for QuitScope {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = i64::deserialize(d)?;
+        // A compact format reads back the i16 it wrote; JSON takes any integer, to refuse one
+        // out of range with a clear message.
+        let n = if d.is_human_readable() {
+            i64::deserialize(d)?
+        } else {
+            i16::deserialize(d)?.into()
+        };
         QuitScope::parse(n).ok_or_else(|| serde::de::Error::custom("device_flag outside -1..=255"))
     }
 }
@@ -243,7 +249,13 @@ impl Serialize for DeviceLevel {
 
 impl<'de> Deserialize<'de> for DeviceLevel {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = i64::deserialize(d)?;
+        // A compact format reads back the u8 it wrote (a binary format does not say how wide a
+        // number is: reading another width would misread it); JSON takes any integer.
+        let n = if d.is_human_readable() {
+            i64::deserialize(d)?
+        } else {
+            u8::deserialize(d)?.into()
+        };
         DeviceLevel::parse(n).ok_or_else(|| serde::de::Error::custom("device_level must be 0 or 1"))
     }
 }
@@ -295,14 +307,23 @@ impl fmt::Debug for TokenHash {
     }
 }
 
+/// Hex in JSON (what operators read); the 32 bytes themselves in a compact format (the log's
+/// stored encoding), half the size.
 impl Serialize for TokenHash {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(s)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for TokenHash {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return <[u8; 32]>::deserialize(d).map(TokenHash);
+        }
         let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
         TokenHash::from_hex(&s)
             .ok_or_else(|| serde::de::Error::custom("token_hash must be 64 hex digits"))
@@ -310,9 +331,30 @@ impl<'de> Deserialize<'de> for TokenHash {
 }
 
 /// One device session (one authenticated connection), a UUID v7 so that ids sort by time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub Uuid);
+
+/// The UUID's text in JSON; its 16 bytes in a compact format, without the length a byte
+/// string would carry (a session id is always 16 bytes).
+impl Serialize for SessionId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            self.0.serialize(s)
+        } else {
+            self.0.as_bytes().serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            Uuid::deserialize(d).map(SessionId)
+        } else {
+            <[u8; 16]>::deserialize(d).map(|b| SessionId(Uuid::from_bytes(b)))
+        }
+    }
+}
 
 impl SessionId {
     pub fn new() -> Self {

@@ -4,8 +4,10 @@
 //!
 //! Promises that a batch lands in both trees atomically (one sled transaction) and is durable
 //! after [`LogStore::flush`], and that sled's page cache is the size it is opened with (sled's
-//! own default, 1 GiB, is never used). Must never: be opened by two processes (sled locks the
-//! directory).
+//! own default, 1 GiB, is never used). A new log has sled compress each page it writes (zstd: a
+//! third of the bytes on disk, `docs/performance.md`, "Bytes per event"); a log created before
+//! keeps the setting it was created with. Must never: be opened by two processes (sled locks
+//! the directory), or with another compression setting than its own (sled refuses it).
 
 use std::path::Path;
 
@@ -37,7 +39,8 @@ impl SledStore {
         super::sled_rewrite::finish_interrupted(dir)?;
         let config = sled::Config::new()
             .path(dir)
-            .cache_capacity(cache_mb.max(1).saturating_mul(1024 * 1024));
+            .cache_capacity(cache_mb.max(1).saturating_mul(1024 * 1024))
+            .use_compression(compresses(dir));
         let db = config.open().map_err(|e| {
             if held_by_another_process(&e) {
                 LogError::InUse {
@@ -77,6 +80,19 @@ impl SledStore {
         k.push(0);
         k.extend_from_slice(&seq.to_key());
         k
+    }
+}
+
+/// Whether the log in `dir` compresses what it writes (zstd, each page and each update of a
+/// page): a new log does; a log created without it keeps it off, as sled refuses to open a log
+/// with another setting than it was created with. sled keeps the setting in its `conf` file,
+/// one `name: value` line each (read here as text, before sled opens the directory).
+fn compresses(dir: &Path) -> bool {
+    match std::fs::read(dir.join("conf")) {
+        Ok(conf) => !String::from_utf8_lossy(&conf)
+            .lines()
+            .any(|line| line.trim() == "use_compression: false"),
+        Err(_) => true,
     }
 }
 
@@ -176,5 +192,38 @@ impl LogStore for SledStore {
             out.push((seq, v.to_vec()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(dir: &Path) -> String {
+        String::from_utf8_lossy(&std::fs::read(dir.join("conf")).unwrap()).into_owned()
+    }
+
+    #[test]
+    fn a_new_log_compresses_and_an_old_one_keeps_its_setting() {
+        let new = tempfile::tempdir().unwrap();
+        drop(SledStore::open(new.path()).unwrap());
+        assert!(conf(new.path()).contains("use_compression: true"));
+        drop(SledStore::open(new.path()).expect("reopens with its own setting"));
+
+        let old = tempfile::tempdir().unwrap();
+        drop(sled::Config::new().path(old.path()).open().unwrap());
+        let store = SledStore::open(old.path()).expect("a log made without compression opens");
+        store
+            .write(&[EncodedRecord {
+                seq: Seq(1),
+                bytes: b"x".to_vec(),
+                uids: vec![],
+            }])
+            .unwrap();
+        store.flush().unwrap();
+        drop(store);
+        assert!(conf(old.path()).contains("use_compression: false"));
+        let again = SledStore::open(old.path()).unwrap();
+        assert_eq!(again.last_seq().unwrap(), Seq(1));
     }
 }

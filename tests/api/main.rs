@@ -26,6 +26,7 @@ mod lastseen;
 mod limits;
 mod log_format;
 mod log_postgres;
+mod log_upgrade;
 mod metrics;
 mod openapi;
 mod ops_archive;

@@ -25,7 +25,7 @@ fn refused_in_one_line(o: &Output, needle: &str) {
     assert!(err.contains(needle), "{needle:?} in {err}");
 }
 
-async fn connect(ws_url: &str, uid: &str, token: &str, flag: u8) -> Value {
+pub(crate) async fn connect(ws_url: &str, uid: &str, token: &str, flag: u8) -> Value {
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
     let frame = easy_connect(uid, token, "migrated-phone", flag, now_ms(), "c1");
     ws.send(Message::text(frame)).await.unwrap();
