@@ -90,7 +90,8 @@ impl Boundary {
     /// The stored form: JSON, compressed (the state rows hold every user).
     pub fn encode(&self) -> Vec<u8> {
         let json = serde_json::to_vec(self).expect("a boundary always serializes");
-        zstd::bulk::compress(&json, file::LEVEL).expect("compressing into memory cannot fail")
+        zstd::stream::encode_all(&json[..], file::LEVEL)
+            .expect("compressing into memory cannot fail")
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Boundary, ArchiveError> {
