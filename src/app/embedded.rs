@@ -8,6 +8,7 @@
 //! start is refused.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::{Recovered, StartError};
 use crate::apply::Subscribers;
@@ -26,6 +27,7 @@ pub(super) async fn recover(
     store: Arc<dyn LogStore>,
     webhook_cursor: Option<Arc<dyn CursorStore>>,
 ) -> Result<Recovered, StartError> {
+    let started = Instant::now();
     let end = store.last_seq()?;
     let (view, state) = match open_view(config, end).await {
         Ok(opened) => opened,
@@ -35,6 +37,7 @@ pub(super) async fn recover(
             open_view(config, end).await?
         }
     };
+    let read = started.elapsed();
     let snapshot = state.checkpoint;
     let presence = Arc::new(Presence::load(
         state.tokens,
@@ -43,8 +46,25 @@ pub(super) async fn recover(
     ));
     let subscribers = Arc::new(Subscribers::new(presence, snapshot));
     subscribers.last_seen().load(state.last_seen);
+    let (users, sessions) = subscribers.memory().counts();
+    tracing::info!(
+        users,
+        sessions,
+        checkpoint = snapshot.0,
+        read_ms = read.as_millis() as u64,
+        build_ms = (started.elapsed() - read).as_millis() as u64,
+        "memory restored from the SQL view's snapshot"
+    );
     let log = EventLog::start_with(store, NodeId(config.node_id), subscribers.clone())?;
+    let tail_started = Instant::now();
     publish_tail(&log, &subscribers, snapshot).await?;
+    if log.last_durable() > snapshot {
+        tracing::info!(
+            events = log.last_durable().0 - snapshot.0,
+            ms = tail_started.elapsed().as_millis() as u64,
+            "memory moved past the snapshot with the log's tail"
+        );
+    }
     let view = match catch_up_view(config, &log, view).await? {
         CaughtUp::Same(view) => view,
         CaughtUp::Rebuilt(view) => {
@@ -75,10 +95,15 @@ pub(super) async fn open_log(
     config: &Config,
 ) -> Result<(Arc<dyn LogStore>, Arc<dyn CursorStore>), StartError> {
     let (dir, cache_mb) = (config.log_dir(), config.log_cache_mb);
+    let started = Instant::now();
     let store = tokio::task::spawn_blocking(move || SledStore::open_with_cache(&dir, cache_mb))
         .await
         .map_err(LogError::storage)?
         .map_err(|e| e.in_data_dir(&config.data_dir, "stop it first"))?;
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        "opened the event log"
+    );
     let cursor = SledCursor::open(store.db()).map_err(WebhookError::from)?;
     Ok((Arc::new(store), Arc::new(cursor)))
 }
@@ -92,7 +117,7 @@ async fn open_view(config: &Config, end: Seq) -> Result<(SqliteView, ViewState),
     if end == Seq(0) {
         refuse_a_view_beside_an_empty_log(config).await?;
     }
-    let view = SqliteView::open(&config.view_path()).await?;
+    let view = SqliteView::open_with_cache(&config.view_path(), config.view_cache_mb).await?;
     let state = async {
         let state = view.load_state().await?;
         if state.checkpoint > end {
@@ -166,7 +191,8 @@ async fn catch_up_view(
             view.close().await;
             let e = view_damage(e.into(), config)?;
             set_view_aside(config, &e)?;
-            let view = SqliteView::open(&config.view_path()).await?;
+            let view =
+                SqliteView::open_with_cache(&config.view_path(), config.view_cache_mb).await?;
             projector::catch_up(log, &view).await?;
             Ok(CaughtUp::Rebuilt(Arc::new(view)))
         }
