@@ -57,20 +57,30 @@ impl Presence {
         system_uids: impl IntoIterator<Item = Uid>,
     ) -> Self {
         let presence = Presence::default();
+        presence.restore(tokens, sessions, system_uids);
+        presence
+    }
+
+    /// [`Presence::load`] into this projection, which nothing has moved yet (start-up, before
+    /// anything is served, when the view was rebuilt before memory).
+    pub fn restore(
+        &self,
+        tokens: impl IntoIterator<Item = (Uid, DeviceFlag, TokenSlot)>,
+        sessions: impl IntoIterator<Item = (Uid, OpenSession)>,
+        system_uids: impl IntoIterator<Item = Uid>,
+    ) {
         for (uid, flag, slot) in tokens {
-            presence.users.update(&uid, |u| u.restore_token(flag, slot));
+            self.users.update(&uid, |u| u.restore_token(flag, slot));
         }
         for (uid, session) in sessions {
-            presence.users.update(&uid, |u| {
+            self.users.update(&uid, |u| {
                 u.restore_session(session);
-                presence.online.set(&uid, u.online());
+                self.online.set(&uid, u.online());
             });
         }
-        presence
-            .sessions
-            .store(presence.count_sessions(), Ordering::Relaxed);
-        *presence.system_uids.write() = system_uids.into_iter().collect();
-        presence
+        self.sessions
+            .store(self.count_sessions(), Ordering::Relaxed);
+        *self.system_uids.write() = system_uids.into_iter().collect();
     }
 
     /// Runs `f` on the state `subject` is decided against.
