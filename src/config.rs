@@ -20,12 +20,14 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// ever needs, and well inside what a channel can hold.
 const MAX_OUTBOUND_QUEUE: usize = 1 << 20;
 /// The event log's page cache unless set, in MiB. Under the load tool's churn the server's RSS
-/// levels off about 150 MiB above what its sessions hold (sled counts a page by its size on
-/// disk and holds about twice that; 16 MiB levels off about 60 MiB above), where sled's own
-/// default, 1 GiB, kept climbing past 450 MB (see "Memory under churn" in
-/// docs/performance.md). Smaller costs reads of the log from disk: the uid index of a million
-/// users is far larger than any of these.
-pub const DEFAULT_LOG_CACHE_MB: u64 = 64;
+/// levels off about 150 MiB above what its sessions hold at 64 MiB (sled counts a page by its
+/// size on disk and holds about twice that; 16 MiB levels off about 60 MiB above), where sled's
+/// own default, 1 GiB, kept climbing past 450 MB (see "Memory under churn" in
+/// docs/performance.md). At 64, a server that registered a million users and holds 10,000 of
+/// them online sat at 310-318 MiB; at 32, at 278 MiB, inside the 300 MiB that issue 21 sets
+/// (see "Memory at a million users"). Smaller costs reads of the log from disk: the uid index
+/// of a million users is far larger than any of these.
+pub const DEFAULT_LOG_CACHE_MB: u64 = 32;
 /// The SQL view's page cache unless set, in MiB, over all of its connections: what SQLite
 /// gives its connections by default (2,000 KiB each, 4 connections). The view is read by uid
 /// through its indexes, so a small cache serves; the projector's writes touch the pages of the
@@ -432,7 +434,7 @@ mod tests {
         assert_eq!(c.max_body_bytes, 1 << 20);
         assert_eq!(c.header_read_timeout, Duration::from_secs(120));
         assert_eq!(c.slow_reader_limit, Duration::from_secs(1));
-        assert_eq!(c.log_cache_mb, 64);
+        assert_eq!(c.log_cache_mb, 32);
         assert_eq!(c.view_cache_mb, 8);
         assert!(c.check().unwrap().is_empty());
     }
