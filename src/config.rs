@@ -20,12 +20,22 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// ever needs, and well inside what a channel can hold.
 const MAX_OUTBOUND_QUEUE: usize = 1 << 20;
 /// The event log's page cache unless set, in MiB. Under the load tool's churn the server's RSS
-/// levels off about 150 MiB above what its sessions hold (sled counts a page by its size on
-/// disk and holds about twice that; 16 MiB levels off about 60 MiB above), where sled's own
-/// default, 1 GiB, kept climbing past 450 MB (see "Memory under churn" in
-/// docs/performance.md). Smaller costs reads of the log from disk: the uid index of a million
-/// users is far larger than any of these.
-pub const DEFAULT_LOG_CACHE_MB: u64 = 64;
+/// levels off about 150 MiB above what its sessions hold at 64 MiB (sled counts a page by its
+/// size on disk and holds about twice that; 16 MiB levels off about 60 MiB above), where sled's
+/// own default, 1 GiB, kept climbing past 450 MB (see "Memory under churn" in
+/// docs/performance.md). At 64, a server that registered a million users and holds 10,000 of
+/// them online sat at 310-318 MiB; at 32, at 278 MiB, inside the 300 MiB that issue 21 sets
+/// (see "Memory at a million users"). Smaller costs reads of the log from disk: the uid index
+/// of a million users is far larger than any of these.
+pub const DEFAULT_LOG_CACHE_MB: u64 = 32;
+/// The SQL view's page cache unless set, in MiB, over all of its connections: what SQLite
+/// gives its connections by default (2,000 KiB each, 4 connections). The view is read by uid
+/// through its indexes, so a small cache serves; the projector's writes touch the pages of the
+/// newest sessions, which stay in it.
+pub const DEFAULT_VIEW_CACHE_MB: u64 = 8;
+/// The largest page cache the SQL view may be given, in MiB (64 GiB): SQLite takes the size
+/// of each connection's cache in KiB as a 32-bit number.
+pub const MAX_VIEW_CACHE_MB: u64 = 64 << 10;
 /// The largest page cache the event log may be given, in MiB (1 TiB): its bytes must fit sled's
 /// `u64`, and no machine this runs on has more memory to give it.
 const MAX_LOG_CACHE_MB: u64 = 1 << 20;
@@ -52,6 +62,12 @@ pub struct Config {
     /// levels off (sled's own default is 1024). Unused with --database-url.
     #[arg(long, env = "WK_LOG_CACHE_MB", default_value_t = DEFAULT_LOG_CACHE_MB)]
     pub log_cache_mb: u64,
+
+    /// The SQL view's page cache (SQLite), in MiB, shared by the view's connections: what of
+    /// the view stays in memory for the history and audit reads and the projector's writes.
+    /// Unused with --database-url.
+    #[arg(long, env = "WK_VIEW_CACHE_MB", default_value_t = DEFAULT_VIEW_CACHE_MB)]
+    pub view_cache_mb: u64,
 
     /// Address of the HTTP API. Port 0 binds a free port (logged at start).
     #[arg(long, env = "WK_API_ADDR", default_value = "127.0.0.1:5001")]
@@ -244,6 +260,13 @@ impl Config {
                 self.log_cache_mb
             )));
         }
+        if self.view_cache_mb == 0 || self.view_cache_mb > MAX_VIEW_CACHE_MB {
+            return Err(ConfigError::Invalid(format!(
+                "{} must be between 1 and {MAX_VIEW_CACHE_MB} MiB (it is {})",
+                setting("view-cache-mb"),
+                self.view_cache_mb
+            )));
+        }
         if self.outbound_queue > MAX_OUTBOUND_QUEUE {
             // The queue is allocated per session: past tokio's bound a channel cannot be made,
             // and the first connect would fail after its `Connected` was recorded.
@@ -411,7 +434,8 @@ mod tests {
         assert_eq!(c.max_body_bytes, 1 << 20);
         assert_eq!(c.header_read_timeout, Duration::from_secs(120));
         assert_eq!(c.slow_reader_limit, Duration::from_secs(1));
-        assert_eq!(c.log_cache_mb, 64);
+        assert_eq!(c.log_cache_mb, 32);
+        assert_eq!(c.view_cache_mb, 8);
         assert!(c.check().unwrap().is_empty());
     }
 

@@ -95,6 +95,13 @@ impl Subscribers {
         });
     }
 
+    /// Says that memory was restored up to `at` without publishing (start-up, after a view
+    /// rebuilt before memory): the next event published follows `at`.
+    pub fn restored_at(&self, at: Seq) {
+        self.tally.lock().seq = at;
+        self.published.send_replace(at);
+    }
+
     pub fn memory(&self) -> &Arc<Presence> {
         &self.memory
     }

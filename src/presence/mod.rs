@@ -3,29 +3,39 @@
 //! Owns the state every hot read is answered from (`/user/onlinestatus`, the token check of a
 //! connect, `/user/systemuids`). It is moved only by [`Presence::apply`], which runs `evolve`
 //! after an event is durable, so a reader never sees what the log might still lose. Promises:
-//! no global lock on the read path (users live in a sharded concurrent map, and onlinestatus
-//! reads a second, sharded one that holds only the online users, [`online::OnlineIndex`]: a
-//! reader waits at most for a writer of the same shard, for the length of one `evolve`); the
-//! online index always equals the users' sessions once `apply` returns. Must never: do I/O, or
-//! hold a shard across an `.await`.
+//! no global lock on the read path (users live in a sharded map laid out for a million of them,
+//! [`uid_map::UidMap`], and onlinestatus reads a second, sharded one that holds only the online
+//! users, [`online::OnlineIndex`]: a reader waits at most for a writer of the same shard, for
+//! the length of one `evolve`); the online index and the count of open sessions always equal
+//! the users' sessions once `apply` returns. Must never: do I/O, or hold a shard across an
+//! `.await`.
 
 pub mod online;
+pub mod uid_map;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dashmap::DashMap;
 use parking_lot::RwLock;
 
 use crate::domain::{
     evolve, DeviceFlag, Event, OpenSession, State, StateOf, Subject, TokenSlot, Uid, UserState,
 };
 use online::OnlineIndex;
+use uid_map::{MapValue, UidMap};
 
-type Users = DashMap<Uid, UserState, ahash::RandomState>;
+impl MapValue for UserState {
+    fn is_empty(&self) -> bool {
+        UserState::is_empty(self)
+    }
+}
 
 #[derive(Default)]
 pub struct Presence {
-    users: Users,
+    users: UidMap<UserState>,
+    /// Open sessions in all, kept as they open and close, so that `/stats` and `/metrics` need
+    /// not walk a million users.
+    sessions: AtomicUsize,
     /// The online users only, with their flags: what onlinestatus reads. Most users are
     /// offline at any moment, so this map is a small fraction of `users`, mostly in cache,
     /// and an offline uid costs one probe of it.
@@ -38,31 +48,39 @@ impl Presence {
         Self::default()
     }
 
-    /// Builds the projection from the SQL view's rows at start-up.
+    /// Builds the projection from the SQL view's rows at start-up, each row straight into its
+    /// user's state (nothing is gathered on the side: at a million users that would cost as
+    /// much memory again).
     pub fn load(
         tokens: impl IntoIterator<Item = (Uid, DeviceFlag, TokenSlot)>,
         sessions: impl IntoIterator<Item = (Uid, OpenSession)>,
         system_uids: impl IntoIterator<Item = Uid>,
     ) -> Self {
-        let users: Users = DashMap::default();
-        let mut grouped: std::collections::HashMap<Uid, (Vec<_>, Vec<_>)> = Default::default();
+        let presence = Presence::default();
+        presence.restore(tokens, sessions, system_uids);
+        presence
+    }
+
+    /// [`Presence::load`] into this projection, which nothing has moved yet (start-up, before
+    /// anything is served, when the view was rebuilt before memory).
+    pub fn restore(
+        &self,
+        tokens: impl IntoIterator<Item = (Uid, DeviceFlag, TokenSlot)>,
+        sessions: impl IntoIterator<Item = (Uid, OpenSession)>,
+        system_uids: impl IntoIterator<Item = Uid>,
+    ) {
         for (uid, flag, slot) in tokens {
-            grouped.entry(uid).or_default().0.push((flag, slot));
+            self.users.update(&uid, |u| u.restore_token(flag, slot));
         }
         for (uid, session) in sessions {
-            grouped.entry(uid).or_default().1.push(session);
+            self.users.update(&uid, |u| {
+                u.restore_session(session);
+                self.online.set(&uid, u.online());
+            });
         }
-        let online = OnlineIndex::default();
-        for (uid, (t, s)) in grouped {
-            let state = UserState::from_parts(t, s);
-            online.set(&uid, state.online());
-            users.insert(uid, state);
-        }
-        Presence {
-            users,
-            online,
-            system_uids: RwLock::new(system_uids.into_iter().collect()),
-        }
+        self.sessions
+            .store(self.count_sessions(), Ordering::Relaxed);
+        *self.system_uids.write() = system_uids.into_iter().collect();
     }
 
     /// Runs `f` on the state `subject` is decided against.
@@ -76,10 +94,8 @@ impl Presence {
 
     /// Runs `f` on the user's state (an empty state for an unknown uid).
     pub fn with_user<R>(&self, uid: &str, f: impl FnOnce(&UserState) -> R) -> R {
-        match self.users.get(uid) {
-            Some(state) => f(&state),
-            None => f(&UserState::default()),
-        }
+        self.users
+            .read(uid, |state| f(state.unwrap_or(&UserState::EMPTY)))
     }
 
     /// Calls `f` for each flag `uid` is online on, ascending.
@@ -113,14 +129,9 @@ impl Presence {
     /// Every open session (start-up and shutdown close them all).
     pub fn open_sessions(&self) -> Vec<(Uid, OpenSession)> {
         let mut out = Vec::new();
-        for entry in self.users.iter() {
-            out.extend(
-                entry
-                    .sessions()
-                    .iter()
-                    .map(|s| (entry.key().clone(), s.clone())),
-            );
-        }
+        self.users.for_each(|uid, state| {
+            out.extend(state.sessions().iter().map(|s| (uid.clone(), s.clone())));
+        });
         out
     }
 
@@ -128,6 +139,7 @@ impl Presence {
     /// come from a damaged view, builds memory again from the whole log.
     pub fn clear(&self) {
         self.users.clear();
+        self.sessions.store(0, Ordering::Relaxed);
         self.online.clear();
         self.system_uids.write().clear();
     }
@@ -135,11 +147,13 @@ impl Presence {
     /// The whole projection as a plain [`Fold`], to compare with a fold of the log.
     pub fn snapshot(&self) -> crate::domain::Fold {
         crate::domain::Fold {
-            users: self
-                .users
-                .iter()
-                .map(|e| (e.key().clone(), e.value().clone()))
-                .collect(),
+            users: {
+                let mut users = std::collections::BTreeMap::new();
+                self.users.for_each(|uid, state| {
+                    users.insert(uid.clone(), state.clone());
+                });
+                users
+            },
             system_uids: self.system_uids.read().clone(),
         }
     }
@@ -151,29 +165,44 @@ impl Presence {
 
     /// Known users and open sessions, for logs and metrics.
     pub fn counts(&self) -> (usize, usize) {
-        let sessions = self.users.iter().map(|e| e.sessions().len()).sum();
-        (self.users.len(), sessions)
+        (self.users.len(), self.sessions.load(Ordering::Relaxed))
+    }
+
+    /// Open sessions, counted by walking every user.
+    fn count_sessions(&self) -> usize {
+        let mut sessions = 0;
+        self.users
+            .for_each(|_, state| sessions += state.sessions().len());
+        sessions
     }
 }
 
 /// The projection as `evolve` sees it: one user's shard locked for the length of one change,
-/// the online index moved with it, and a user left with nothing dropped.
+/// the online index and the count of sessions moved with it, and a user left with nothing
+/// dropped (by the map).
 struct Writer<'a>(&'a Presence);
 
 impl State for Writer<'_> {
     fn user(&mut self, uid: &Uid, change: impl FnOnce(&mut UserState)) {
         let presence = self.0;
-        let mut entry = presence.users.entry(uid.clone()).or_default();
-        let was = entry.online();
-        change(&mut entry);
-        let now = entry.online();
-        if now != was {
-            presence.online.set(uid, now);
-        }
-        if entry.is_empty() {
-            drop(entry);
-            presence.users.remove_if(uid, |_, s| s.is_empty());
-        }
+        presence.users.update(uid, |state| {
+            let (was, sessions_before) = (state.online(), state.sessions().len());
+            change(state);
+            let now = state.online();
+            if now != was {
+                presence.online.set(uid, now);
+            }
+            let sessions_after = state.sessions().len();
+            if sessions_after > sessions_before {
+                presence
+                    .sessions
+                    .fetch_add(sessions_after - sessions_before, Ordering::Relaxed);
+            } else {
+                presence
+                    .sessions
+                    .fetch_sub(sessions_before - sessions_after, Ordering::Relaxed);
+            }
+        });
     }
 
     fn system_uids(&mut self, change: impl FnOnce(&mut BTreeSet<Uid>)) {

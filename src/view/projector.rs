@@ -91,9 +91,80 @@ pub async fn project(
 }
 
 /// Brings the view up to the log's durable end; used at start-up before anything is served.
+/// A catch-up of more than one batch (a rebuild, a view long behind) says how far it got in
+/// the server's log at each tenth of the way, and when it is done.
 pub async fn catch_up(log: &EventLog, view: &dyn ViewStore) -> Result<Seq, ProjectorError> {
     let from = view.checkpoint().await?;
-    project(log, view, from, log.last_durable(), |_| {}).await
+    let until = log.last_durable();
+    let mut progress = CatchUpProgress::new(from, until);
+    let at = project(log, view, from, until, |s| progress.at(s)).await?;
+    progress.done(at);
+    Ok(at)
+}
+
+/// The progress lines of a long catch-up: the operator of a server that takes a minute to
+/// start sees why, and how long is left.
+struct CatchUpProgress {
+    from: Seq,
+    until: Seq,
+    started: Instant,
+    /// Tenths of the way reported so far.
+    tenths: u64,
+    quiet: bool,
+}
+
+impl CatchUpProgress {
+    fn new(from: Seq, until: Seq) -> Self {
+        let quiet = until.0.saturating_sub(from.0) <= BATCH as u64;
+        if !quiet {
+            tracing::info!(
+                from = from.0,
+                until = until.0,
+                events = until.0 - from.0,
+                "the SQL view is catching up with the log"
+            );
+        }
+        CatchUpProgress {
+            from,
+            until,
+            started: Instant::now(),
+            tenths: 0,
+            quiet,
+        }
+    }
+
+    fn at(&mut self, at: Seq) {
+        let (done, total) = (at.0 - self.from.0, self.until.0 - self.from.0);
+        let tenths = done * 10 / total.max(1);
+        if self.quiet || tenths <= self.tenths || at >= self.until {
+            return;
+        }
+        self.tenths = tenths;
+        let secs = self.started.elapsed().as_secs_f64();
+        let rate = done as f64 / secs.max(1e-3);
+        tracing::info!(
+            done,
+            total,
+            percent = done * 100 / total,
+            events_per_s = rate as u64,
+            left_s = ((total - done) as f64 / rate.max(1.0)).ceil() as u64,
+            "the SQL view is catching up: {done} of {total} events"
+        );
+    }
+
+    fn done(&self, at: Seq) {
+        if self.quiet {
+            return;
+        }
+        let done = at.0 - self.from.0;
+        let secs = self.started.elapsed().as_secs_f64();
+        tracing::info!(
+            events = done,
+            seconds = format_args!("{secs:.1}"),
+            events_per_s = (done as f64 / secs.max(1e-3)) as u64,
+            "the SQL view caught up with the log at seq {at}"
+        );
+    }
 }
 
 /// The running projector.

@@ -456,3 +456,44 @@ fn dir_size(dir: &Path) -> u64 {
         })
         .sum()
 }
+
+/// `--view-cache-mb` (`WK_VIEW_CACHE_MB`) bounds the SQL view's page cache: zero, or more than
+/// SQLite can take, is one line naming both ways to set it, before the data directory is made;
+/// the smallest serves the view's reads.
+#[tokio::test]
+async fn a_view_cache_out_of_bounds_is_one_line_and_the_smallest_serves() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let data_arg = data.display().to_string();
+    let bound = "must be between 1 and 65536 MiB";
+    for value in ["0", "65537"] {
+        let run = wkuser(&["serve", "--data-dir", &data_arg, "--view-cache-mb", value]).await;
+        assert_eq!(run.status.code(), Some(2), "{value}: {}", stderr(&run));
+        assert_eq!(
+            stderr(&run),
+            format!("wkuser: --view-cache-mb (WK_VIEW_CACHE_MB) {bound} (it is {value})\n")
+        );
+    }
+    let run = wkuser_with_env(
+        &["serve", "--data-dir", &data_arg],
+        &[("WK_VIEW_CACHE_MB", "0")],
+    )
+    .await;
+    assert_eq!(
+        stderr(&run),
+        format!("wkuser: --view-cache-mb (WK_VIEW_CACHE_MB) {bound} (it is 0)\n")
+    );
+    assert!(!data.exists(), "a refused start made its data dir");
+
+    let node = start_node_with(&data, "info", &["--view-cache-mb", "1"]).await;
+    let http = reqwest::Client::new();
+    let body = json!({"uid": "small", "token": "t", "device_flag": 1, "device_level": 1});
+    node.post_ok(&http, "/user/token", body).await;
+    let resp = http
+        .get(format!("{}/user/sessions?uid=small", node.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    node.sigterm_and_wait().await;
+}

@@ -75,6 +75,61 @@ async fn a_deleted_view_is_rebuilt_from_the_log() {
     assert!(verdict.differences.is_empty(), "{:#?}", verdict.differences);
 }
 
+/// A rebuild longer than one of the projector's batches says in the server's log how far it
+/// got, at each tenth of the way with a rising count, and when it is done; a start with the
+/// view up to date says nothing of the kind.
+#[tokio::test]
+async fn a_rebuild_of_the_view_logs_its_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let node = start_node(dir.path()).await;
+    // More events than three of the projector's batches (2,048 each).
+    let users = 7_000;
+    for chunk in (0..users).collect::<Vec<_>>().chunks(100) {
+        let answers = futures_util::future::join_all(chunk.iter().map(|i| {
+            let body =
+                json!({"uid": format!("p{i}"), "token": "t", "device_flag": 1, "device_level": 0});
+            post(&http, format!("{}/user/token", node.api), body)
+        }))
+        .await;
+        assert!(
+            answers.iter().all(|(status, _)| *status == 200),
+            "{answers:?}"
+        );
+    }
+    node.sigterm_and_wait().await;
+    let node = start_node(dir.path()).await;
+    let said = node.stderr.lock().join("\n");
+    assert!(!said.contains("catching up"), "{said}");
+    node.sigterm_and_wait().await;
+
+    for name in ["view.sqlite", "view.sqlite-wal", "view.sqlite-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(name));
+    }
+    let node = start_node(dir.path()).await;
+    let lines: Vec<String> = node.stderr.lock().clone();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("the SQL view is catching up with the log")),
+        "{lines:#?}"
+    );
+    let counts: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| l.split("the SQL view is catching up: ").nth(1))
+        .map(|rest| rest.split(" of ").next().unwrap().parse().unwrap())
+        .collect();
+    assert!(counts.len() >= 3, "{lines:#?}");
+    assert!(counts.windows(2).all(|w| w[0] < w[1]), "{counts:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("the SQL view caught up with the log")),
+        "{lines:#?}"
+    );
+    node.sigterm_and_wait().await;
+}
+
 #[tokio::test]
 async fn a_corrupt_view_is_set_aside_and_rebuilt() {
     let (dir, http) = populated_and_stopped().await;

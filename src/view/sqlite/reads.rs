@@ -5,6 +5,7 @@
 //! Promises: what is read together is read in one snapshot (one transaction); a row this build
 //! cannot read is reported as malformed, never guessed at. Must never: write.
 
+use futures_util::TryStreamExt;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::Row;
 
@@ -132,6 +133,9 @@ pub(super) async fn read_sessions(
     rows.iter().map(|row| session_record(row, uid)).collect()
 }
 
+/// The snapshot memory is restored from. Rows are read one at a time as SQLite yields them
+/// (not all gathered first): at a million users, the rows of a whole table held at once cost
+/// several times what memory keeps of them.
 pub(super) async fn load_state(pool: &SqlitePool) -> Result<ViewState, ViewError> {
     let mut conn = pool.begin().await?;
     let checkpoint: i64 =
@@ -143,23 +147,25 @@ pub(super) async fn load_state(pool: &SqlitePool) -> Result<ViewState, ViewError
         checkpoint: Seq(checkpoint as u64),
         ..Default::default()
     };
-    for row in sqlx::query("SELECT uid, device_flag, device_level, token_hash FROM tokens")
-        .fetch_all(&mut *conn)
-        .await?
     {
-        let slot = token_slot(row.try_get(3)?, row.try_get(2)?)?;
-        state
-            .tokens
-            .push((uid_col(row.try_get(0)?)?, flag_col(row.try_get(1)?)?, slot));
+        let mut rows = sqlx::query("SELECT uid, device_flag, device_level, token_hash FROM tokens")
+            .fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            let slot = token_slot(row.try_get(3)?, row.try_get(2)?)?;
+            state
+                .tokens
+                .push((uid_col(row.try_get(0)?)?, flag_col(row.try_get(1)?)?, slot));
+        }
     }
-    for row in sqlx::query(
-        "SELECT session_id, uid, device_flag, device_level, device_id, node_id FROM device_sessions \
-             WHERE disconnected_seq IS NULL ORDER BY connected_seq",
-    )
-    .fetch_all(&mut *conn)
-    .await?
     {
-        state.open_sessions.push(open_session(&row)?);
+        let mut rows = sqlx::query(
+            "SELECT session_id, uid, device_flag, device_level, device_id, node_id FROM device_sessions \
+                 WHERE disconnected_seq IS NULL ORDER BY connected_seq",
+        )
+        .fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            state.open_sessions.push(open_session(&row)?);
+        }
     }
     for row in sqlx::query("SELECT uid FROM system_uids ORDER BY uid")
         .fetch_all(&mut *conn)
@@ -167,15 +173,16 @@ pub(super) async fn load_state(pool: &SqlitePool) -> Result<ViewState, ViewError
     {
         state.system_uids.push(uid_col(row.try_get(0)?)?);
     }
-    for row in sqlx::query("SELECT uid, device_flag, seen_at FROM last_seen")
-        .fetch_all(&mut *conn)
-        .await?
     {
-        state.last_seen.push((
-            uid_col(row.try_get(0)?)?,
-            flag_col(row.try_get(1)?)?,
-            row.try_get(2)?,
-        ));
+        let mut rows =
+            sqlx::query("SELECT uid, device_flag, seen_at FROM last_seen").fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            state.last_seen.push((
+                uid_col(row.try_get(0)?)?,
+                flag_col(row.try_get(1)?)?,
+                row.try_get(2)?,
+            ));
+        }
     }
     conn.rollback().await?;
     Ok(state)
