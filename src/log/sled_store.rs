@@ -17,6 +17,9 @@ use super::{EncodedRecord, LogError, LogStore};
 use crate::config::DEFAULT_LOG_CACHE_MB;
 use crate::domain::Seq;
 
+/// The zstd level sled compresses a log's pages with.
+const COMPRESSION_LEVEL: i32 = 1;
+
 pub struct SledStore {
     pub(super) db: sled::Db,
     pub(super) events: sled::Tree,
@@ -40,7 +43,11 @@ impl SledStore {
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_mb.max(1).saturating_mul(1024 * 1024))
-            .use_compression(compresses(dir));
+            .use_compression(compresses(dir))
+            // zstd's fastest level: sled compresses whole pages on the writer's flush, and at
+            // its default (5) durable writes per second fell (docs/performance.md, "Bytes per
+            // event"); the level is not stored, so any log reads under any level.
+            .compression_factor(COMPRESSION_LEVEL);
         let db = config.open().map_err(|e| {
             if held_by_another_process(&e) {
                 LogError::InUse {
