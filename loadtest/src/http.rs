@@ -276,22 +276,26 @@ mod tests {
         assert!(parse_head(b"garbage\r\n\r\n").is_err());
     }
 
-    #[tokio::test]
-    async fn a_connection_the_server_closed_while_idle_is_replaced_without_an_error() {
+    /// A server of its own on a fresh data directory, with `extra` flags.
+    async fn server(extra: &[&str]) -> (wkuser::app::Server, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().display().to_string();
-        let config = wkuser::config::Config::from_args([
+        let mut args = vec![
             "--data-dir",
             data.as_str(),
             "--api-addr",
             "127.0.0.1:0",
             "--ws-addr",
             "127.0.0.1:0",
-            "--header-read-timeout",
-            "300ms",
-        ])
-        .unwrap();
-        let server = wkuser::app::Server::start(config).await.unwrap();
+        ];
+        args.extend_from_slice(extra);
+        let config = wkuser::config::Config::from_args(args).unwrap();
+        (wkuser::app::Server::start(config).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_while_idle_is_replaced_without_an_error() {
+        let (server, _dir) = server(&["--header-read-timeout", "300ms"]).await;
         let mut conn = HttpConn::new(server.api_addr(), None);
         assert_eq!(conn.get("/healthz").await.unwrap().0, 200);
         // Idle past the server's limit: it closes the connection.
@@ -303,18 +307,7 @@ mod tests {
 
     #[tokio::test]
     async fn pipelined_requests_are_answered_in_order_and_the_connection_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().display().to_string();
-        let config = wkuser::config::Config::from_args([
-            "--data-dir",
-            data.as_str(),
-            "--api-addr",
-            "127.0.0.1:0",
-            "--ws-addr",
-            "127.0.0.1:0",
-        ])
-        .unwrap();
-        let server = wkuser::app::Server::start(config).await.unwrap();
+        let (server, _dir) = server(&[]).await;
         let mut conn = HttpConn::new(server.api_addr(), None);
         let good: &[u8] = br#"{"uid":"p1","token":"t","device_flag":1}"#;
         let bad: &[u8] = br#"{"uid":"p2","token":"t","device_flag":300}"#;

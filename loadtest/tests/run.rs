@@ -38,18 +38,7 @@ fn stderr(o: &Output) -> String {
 
 #[tokio::test]
 async fn the_load_tool_runs_end_to_end_and_leaves_every_session_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().display().to_string();
-    let config = Config::from_args([
-        "--data-dir",
-        data.as_str(),
-        "--api-addr",
-        "127.0.0.1:0",
-        "--ws-addr",
-        "127.0.0.1:0",
-    ])
-    .unwrap();
-    let server = Server::start(config).await.unwrap();
+    let (server, _dir) = start_server().await;
     let (api, ws) = (server.api_addr().to_string(), server.ws_addr().to_string());
     let run = loadtest(&[
         "--api",

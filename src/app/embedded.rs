@@ -19,7 +19,6 @@ use crate::archive::Boundary;
 use crate::config::Config;
 use crate::domain::{NodeId, Seq};
 use crate::log::{EventLog, LogError, LogStore, SledStore};
-use crate::presence::Presence;
 use crate::view::projector::{self, ProjectorError};
 use crate::view::{SqliteView, ViewError, ViewState, ViewStore};
 use crate::webhook::{CursorStore, SledCursor, WebhookError};
@@ -54,13 +53,7 @@ pub(super) async fn recover(
         // first took a third of the rebuild's time again (22 s of 69 s at 5,000,000 events),
         // where reading the rebuilt view's snapshot takes 3 s.
         let rebuild_first = snapshot == Seq(0) && end > Seq(0);
-        let presence = Arc::new(Presence::load(
-            state.tokens,
-            state.open_sessions,
-            state.system_uids,
-        ));
-        let subscribers = Arc::new(Subscribers::new(presence, snapshot));
-        subscribers.last_seen().load(state.last_seen);
+        let subscribers = Arc::new(Subscribers::from_snapshot(state));
         if !rebuild_first {
             log_restored(&subscribers, snapshot, read, opening.elapsed() - read);
         }

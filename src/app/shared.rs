@@ -20,7 +20,6 @@ use crate::cluster::{self, Follower};
 use crate::config::Config;
 use crate::domain::NodeId;
 use crate::log::{EventLog, LogError, LogStore, PostgresStore};
-use crate::presence::Presence;
 use crate::view::projector;
 use crate::view::{PostgresView, ViewError, ViewStore};
 use crate::webhook::PgCursor;
@@ -64,13 +63,7 @@ pub(super) async fn recover(config: &Config, url: &str) -> Result<Recovered, Sta
         ))
         .into());
     }
-    let presence = Arc::new(Presence::load(
-        state.tokens,
-        state.open_sessions,
-        state.system_uids,
-    ));
-    let subscribers = Arc::new(Subscribers::new(presence, snapshot));
-    subscribers.last_seen().load(state.last_seen);
+    let subscribers = Arc::new(Subscribers::from_snapshot(state));
     let follower = Arc::new(Follower::new(store.clone(), subscribers.clone(), snapshot));
     let log = EventLog::start_with(store, NodeId(config.node_id), follower.clone())?;
     let following = follower.clone();

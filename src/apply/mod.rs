@@ -51,6 +51,15 @@ pub fn is_webhook_entry(event: &Event) -> bool {
 }
 
 impl Subscribers {
+    /// Subscribers starting from the SQL view's snapshot `state`: memory and last seen hold
+    /// the log up to its checkpoint.
+    pub fn from_snapshot(state: crate::view::ViewState) -> Self {
+        let presence = Presence::load(state.tokens, state.open_sessions, state.system_uids);
+        let subscribers = Subscribers::new(Arc::new(presence), state.checkpoint);
+        subscribers.last_seen().load(state.last_seen);
+        subscribers
+    }
+
     /// Subscribers to a log whose events up to `published` are already in `memory`.
     pub fn new(memory: Arc<Presence>, published: Seq) -> Self {
         Subscribers {
