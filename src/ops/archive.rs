@@ -266,12 +266,18 @@ pub fn bytes_on_disk(path: &Path) -> u64 {
     }
 }
 
+/// What an operator asked to archive: the events recorded before `before_ms` (`before` as the
+/// operator wrote it, which the archive's header repeats), into the new file `out`.
+pub struct ArchiveRequest<'a> {
+    pub before_ms: i64,
+    pub before: &'a str,
+    pub out: &'a Path,
+}
+
 /// Archives a stopped node's data directory.
 pub async fn archive_data_dir(
     data_dir: &Path,
-    before_ms: i64,
-    before: &str,
-    out: &Path,
+    request: &ArchiveRequest<'_>,
     mut step: impl FnMut(&'static str),
     mut progress: impl FnMut(Seq, Seq),
 ) -> Result<Outcome, ArchiveRunError> {
@@ -298,26 +304,14 @@ pub async fn archive_data_dir(
         let delivered = SledCursor::delivered_in(store.db())
             .map_err(|e| ArchiveRunError::Refused(e.to_string()))?;
         let caps = caps(log.last_durable(), view_at, delivered);
-        plan_and_write(
-            &log,
-            previous,
-            before_ms,
-            before,
-            out,
-            &caps,
-            &mut step,
-            &mut progress,
-        )
-        .await
+        plan_and_write(&log, previous, request, &caps, &mut step, &mut progress).await
     }
     .await;
     let (boundary, cut, file) = match run {
         Ok(Some(planned)) => planned,
         other => {
             log.close().await;
-            return other.map(|_| Outcome::Nothing {
-                why: "no event after the boundary was recorded before that time".into(),
-            });
+            return other.map(|_| nothing_before());
         }
     };
     let rewrite = {
@@ -333,16 +327,15 @@ pub async fn archive_data_dir(
     step("rewrite-built");
     sled_rewrite::swap_in(&log_dir, &mut step)?;
     step("swapped");
-    Ok(Outcome::Archived(ArchiveReport {
-        file_bytes: std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0),
+    let live_after = bytes_on_disk(&log_dir);
+    Ok(archived(
+        &boundary,
+        cut,
         file,
-        first_seq: boundary.archives.last().map_or(Seq(1), |a| a.first_seq),
-        last_seq: boundary.seq,
-        limited_by: cut.limited_by,
         live_before,
-        live_after: bytes_on_disk(&log_dir),
-        elapsed: started.elapsed(),
-    }))
+        live_after,
+        started,
+    ))
 }
 
 /// What the cut must stop at: the live log's last event stays, and so does every event the
@@ -366,15 +359,39 @@ fn caps(end: Seq, view_at: Seq, delivered: Option<Seq>) -> Vec<(Seq, String)> {
 
 type Planned = (Boundary, Cut, PathBuf);
 
+fn nothing_before() -> Outcome {
+    Outcome::Nothing {
+        why: "no event after the boundary was recorded before that time".into(),
+    }
+}
+
+/// The report of a run that archived up to `boundary` into `file`.
+fn archived(
+    boundary: &Boundary,
+    cut: Cut,
+    file: PathBuf,
+    live_before: u64,
+    live_after: u64,
+    started: Instant,
+) -> Outcome {
+    Outcome::Archived(ArchiveReport {
+        file_bytes: std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0),
+        file,
+        first_seq: boundary.archives.last().map_or(Seq(1), |a| a.first_seq),
+        last_seq: boundary.seq,
+        limited_by: cut.limited_by,
+        live_before,
+        live_after,
+        elapsed: started.elapsed(),
+    })
+}
+
 /// Steps 1 and 2: the cut, the archive file, the new boundary. `None` when there is nothing
 /// to archive.
-#[allow(clippy::too_many_arguments)]
 async fn plan_and_write(
     log: &EventLog,
     previous: Option<Boundary>,
-    before_ms: i64,
-    before: &str,
-    out: &Path,
+    request: &ArchiveRequest<'_>,
     caps: &[(Seq, String)],
     step: &mut impl FnMut(&'static str),
     progress: &mut impl FnMut(Seq, Seq),
@@ -382,6 +399,7 @@ async fn plan_and_write(
     let after = previous.as_ref().map_or(Seq(0), |b| b.seq);
     let reader = log.clone();
     let caps_owned = caps.to_vec();
+    let before_ms = request.before_ms;
     let cut = tokio::task::spawn_blocking(move || plan_cut(&reader, after, before_ms, &caps_owned))
         .await
         .map_err(LogError::storage)??;
@@ -395,13 +413,13 @@ async fn plan_and_write(
     }
     // Checked once there is something to write: a rerun of a run that finished (its file named
     // by the boundary) finds nothing to archive, and says so.
-    let out = check_out(out, previous.as_ref())?;
+    let out = check_out(request.out, previous.as_ref())?;
     let (state, last) = write_archive(
         log,
         previous.as_ref(),
         cut.upto,
         &out,
-        before,
+        request.before,
         step,
         progress,
     )
@@ -413,9 +431,7 @@ async fn plan_and_write(
 /// Archives the shared log of a database whose nodes are all stopped.
 pub async fn archive_shared(
     url: &str,
-    before_ms: i64,
-    before: &str,
-    out: &Path,
+    request: &ArchiveRequest<'_>,
     mut step: impl FnMut(&'static str),
     mut progress: impl FnMut(Seq, Seq),
 ) -> Result<Outcome, ArchiveRunError> {
@@ -443,39 +459,27 @@ pub async fn archive_shared(
         let previous = boundary_of(&log)?;
         let caps = caps(log.last_durable(), view_at, delivered);
         let at = previous.as_ref().map_or(Seq(0), |b| b.seq);
-        let planned = plan_and_write(
-            &log,
-            previous,
-            before_ms,
-            before,
-            out,
-            &caps,
-            &mut step,
-            &mut progress,
-        )
-        .await?;
+        let planned =
+            plan_and_write(&log, previous, request, &caps, &mut step, &mut progress).await?;
         Ok::<_, ArchiveRunError>(planned.map(|p| (p, at)))
     }
     .await;
     log.close().await;
     let Some(((boundary, cut, file), previous_at)) = run? else {
-        return Ok(Outcome::Nothing {
-            why: "no event after the boundary was recorded before that time".into(),
-        });
+        return Ok(nothing_before());
     };
     let record = boundary.encode();
     store.drop_archived(previous_at, boundary.seq, &record)?;
     step("range-dropped");
     store.compact_log()?;
     step("compacted");
-    Ok(Outcome::Archived(ArchiveReport {
-        file_bytes: std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0),
+    let live_after = store.log_bytes()?;
+    Ok(archived(
+        &boundary,
+        cut,
         file,
-        first_seq: boundary.archives.last().map_or(Seq(1), |a| a.first_seq),
-        last_seq: boundary.seq,
-        limited_by: cut.limited_by,
         live_before,
-        live_after: store.log_bytes()?,
-        elapsed: started.elapsed(),
-    }))
+        live_after,
+        started,
+    ))
 }
