@@ -28,6 +28,31 @@ async fn loadtest(args: &[&str]) -> Output {
         .expect("the binary's output is read")
 }
 
+/// A short run of the tool against `api` and `ws` (comma-separated lists for several nodes):
+/// small phases, a slow churn and few clients, so that a test takes seconds; `extra` adds the
+/// test's own options. Returns its stdout, once it has exited 0.
+async fn small_run(api: &str, ws: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "--api",
+        api,
+        "--ws",
+        ws,
+        "--measure-time",
+        "400ms",
+        "--churn-rate",
+        "20",
+        "--status-clients",
+        "2",
+        "--concurrency",
+        "8",
+    ];
+    args.extend_from_slice(extra);
+    let run = loadtest(&args).await;
+    let out = stdout(&run);
+    assert_eq!(run.status.code(), Some(0), "{out}{}", stderr(&run));
+    out
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -40,27 +65,7 @@ fn stderr(o: &Output) -> String {
 async fn the_load_tool_runs_end_to_end_and_leaves_every_session_closed() {
     let (server, _dir) = start_server().await;
     let (api, ws) = (server.api_addr().to_string(), server.ws_addr().to_string());
-    let run = loadtest(&[
-        "--api",
-        &api,
-        "--ws",
-        &ws,
-        "--users",
-        "40",
-        "--duration",
-        "1s",
-        "--measure-time",
-        "400ms",
-        "--churn-rate",
-        "20",
-        "--status-clients",
-        "2",
-        "--concurrency",
-        "8",
-    ])
-    .await;
-    let out = stdout(&run);
-    assert_eq!(run.status.code(), Some(0), "{out}{}", stderr(&run));
+    let out = small_run(&api, &ws, &["--users", "40", "--duration", "1s"]).await;
     for figure in [
         "durable connects/s (opening 40 at once)",
         "onlinestatus/s (100 uids, no churn)",
@@ -223,33 +228,23 @@ async fn a_short_soak_prints_every_window_and_its_verdicts() {
     let (server, dir) = start_server().await;
     let (api, ws) = (server.api_addr().to_string(), server.ws_addr().to_string());
     let data = dir.path().display().to_string();
-    let run = loadtest(&[
-        "--api",
+    let out = small_run(
         &api,
-        "--ws",
         &ws,
-        "--users",
-        "30",
-        "--known-users",
-        "200",
-        "--soak",
-        "4s",
-        "--soak-window",
-        "2s",
-        "--measure-time",
-        "400ms",
-        "--churn-rate",
-        "20",
-        "--status-clients",
-        "2",
-        "--concurrency",
-        "8",
-        "--data-dir",
-        &data,
-    ])
+        &[
+            "--users",
+            "30",
+            "--known-users",
+            "200",
+            "--soak",
+            "4s",
+            "--soak-window",
+            "2s",
+            "--data-dir",
+            &data,
+        ],
+    )
     .await;
-    let out = stdout(&run);
-    assert_eq!(run.status.code(), Some(0), "{out}{}", stderr(&run));
     // Each window once as it ends, once in the closing table.
     for window in ["window   1 (", "window   2 ("] {
         let lines: Vec<&str> = out.lines().filter(|l| l.starts_with(window)).collect();
@@ -366,31 +361,17 @@ async fn over_two_nodes_the_tool_reports_the_tail_lag_and_the_cross_node_kick() 
             .join(",")
     };
     let (api, ws) = (list(Server::api_addr), list(Server::ws_addr));
-    let run = loadtest(&[
-        "--api",
-        &api,
-        "--ws",
-        &ws,
+    let extra = [
         "--users",
         "40",
         "--duration",
         "2s",
-        "--measure-time",
-        "400ms",
-        "--churn-rate",
-        "20",
-        "--status-clients",
-        "2",
-        "--concurrency",
-        "8",
         "--tail-probes",
         "10",
         "--kick-probes",
         "5",
-    ])
-    .await;
-    let out = stdout(&run);
-    assert_eq!(run.status.code(), Some(0), "{out}{}", stderr(&run));
+    ];
+    let out = small_run(&api, &ws, &extra).await;
     for figure in [
         "across 2 nodes",
         "tail lag: connect acked on B -> online on A",
