@@ -24,11 +24,12 @@ use crate::view::{SqliteView, ViewError, ViewState, ViewStore};
 use crate::webhook::{CursorStore, SledCursor, WebhookError};
 use crate::write::WritePath;
 
-/// Opens the log, the view and memory on `store`, and brings them to the log's end.
+/// Opens the log, the view and memory on `store`, and brings them to the log's end; the
+/// webhook's cursor is kept in `cursor_db`, the store's own sled database, when given.
 pub(super) async fn recover(
     config: &Config,
     store: Arc<dyn LogStore>,
-    webhook_cursor: Option<Arc<dyn CursorStore>>,
+    cursor_db: Option<sled::Db>,
 ) -> Result<Recovered, StartError> {
     let end = store.last_seq()?;
     let boundary = match store.boundary()? {
@@ -92,6 +93,13 @@ pub(super) async fn recover(
         break (log, view, subscribers);
     };
     let write = Arc::new(WritePath::new(log.clone(), subscribers));
+    let webhook_cursor = match cursor_db {
+        Some(db) => Some(
+            Arc::new(SledCursor::open(&db, log.clone()).map_err(WebhookError::from)?)
+                as Arc<dyn CursorStore>,
+        ),
+        None => None,
+    };
     Ok(Recovered {
         projected: log.last_durable(),
         log,
@@ -121,11 +129,9 @@ fn log_restored(
     );
 }
 
-/// Opens the log in `config`'s data directory (sled locks it: one process at a time), and the
-/// webhook's cursor beside it, in the same database.
-pub(super) async fn open_log(
-    config: &Config,
-) -> Result<(Arc<dyn LogStore>, Arc<dyn CursorStore>), StartError> {
+/// Opens the log in `config`'s data directory (sled locks it: one process at a time); its
+/// database is given too, for the webhook's cursor beside it.
+pub(super) async fn open_log(config: &Config) -> Result<(Arc<dyn LogStore>, sled::Db), StartError> {
     let (dir, cache_mb) = (config.log_dir(), config.log_cache_mb);
     let started = Instant::now();
     let store = tokio::task::spawn_blocking(move || SledStore::open_with_cache(&dir, cache_mb))
@@ -136,8 +142,8 @@ pub(super) async fn open_log(
         ms = started.elapsed().as_millis() as u64,
         "opened the event log"
     );
-    let cursor = SledCursor::open(store.db()).map_err(WebhookError::from)?;
-    Ok((Arc::new(store), Arc::new(cursor)))
+    let db = store.db().clone();
+    Ok((Arc::new(store), db))
 }
 
 /// Opens the view and reads its snapshot for memory, as of its checkpoint. A view that claims

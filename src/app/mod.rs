@@ -211,8 +211,8 @@ impl Server {
                         source,
                     }
                 })?;
-                let (store, cursor) = embedded::open_log(&config).await?;
-                embedded::recover(&config, store, Some(cursor)).await?
+                let (store, db) = embedded::open_log(&config).await?;
+                embedded::recover(&config, store, Some(db)).await?
             }
         };
         Self::serve(config, recovered, listeners).await

@@ -13,8 +13,11 @@
 //! ([`AppendError::InDoubt`]: it is in the log once or not at all); a batch whose guards did not
 //! all hold answers a conflict to the appenders guarded on those uids only, and the rest of it
 //! is appended again at once; `durable()` never runs ahead of the disk, and reads show durable
-//! events only (never a batch still being flushed). Must never: run a flush or a commit on the
-//! async runtime's threads.
+//! events only (never a batch still being flushed). A write beside the log in the same store
+//! (the webhook's cursor, [`EventLog::write_beside`]) runs on the writer's thread and rides on
+//! the next batch's flush, or gets one of its own when no append waits: it never costs a
+//! second flush while appends keep the writer busy. Must never: run a flush or a commit on the
+//! async runtime's threads, or flush a store it has refused appends on.
 
 use std::sync::Arc;
 use std::thread;
@@ -36,8 +39,16 @@ enum Request {
         guard: Option<Guard>,
         ack: oneshot::Sender<Result<Vec<RecordedEvent>, LogError>>,
     },
+    Beside {
+        write: BesideWrite,
+        ack: oneshot::Sender<Result<(), LogError>>,
+    },
     Stop,
 }
+
+/// A write into the log's own store beside its events (the webhook's cursor, in a tree of the
+/// same sled database), run on the writer's thread by [`EventLog::write_beside`].
+pub type BesideWrite = Box<dyn FnOnce() -> Result<(), LogError> + Send>;
 
 /// A cloneable handle to the log: append through the writer, read from the store.
 #[derive(Clone)]
@@ -105,6 +116,20 @@ impl EventLog {
         self.inner
             .tx
             .send(Request::Append { events, guard, ack })
+            .await
+            .map_err(|_| LogError::Closed)?;
+        done.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Runs `write`, a write into this log's store beside its events, on the writer's thread,
+    /// and returns once a flush after it has made it durable: the flush of the next batch of
+    /// appends when some wait, one of its own otherwise. Only for a store that is its log's
+    /// only writer (sled), whose flush makes everything written before it durable.
+    pub async fn write_beside(&self, write: BesideWrite) -> Result<(), LogError> {
+        let (ack, done) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Request::Beside { write, ack })
             .await
             .map_err(|_| LogError::Closed)?;
         done.await.map_err(|_| LogError::Closed)?
@@ -200,16 +225,19 @@ fn run_writer(
     node_id: NodeId,
 ) {
     let mut pending = Vec::with_capacity(MAX_BATCH);
+    let mut beside = Vec::new();
     let mut stop = false;
     let mut poisoned: Option<Arc<str>> = None;
     while !stop {
         match rx.blocking_recv() {
             None | Some(Request::Stop) => break,
             Some(Request::Append { events, guard, ack }) => pending.push((events, guard, ack)),
+            Some(Request::Beside { write, ack }) => beside.push((write, ack)),
         }
         while pending.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(Request::Append { events, guard, ack }) => pending.push((events, guard, ack)),
+                Ok(Request::Beside { write, ack }) => beside.push((write, ack)),
                 Ok(Request::Stop) => {
                     stop = true;
                     break;
@@ -217,6 +245,14 @@ fn run_writer(
                 Err(_) => break,
             }
         }
+        // Before the batch's flush, which makes them durable with it.
+        let written: Vec<_> = beside
+            .drain(..)
+            .map(|(write, ack)| match &poisoned {
+                Some(why) => (Err(LogError::Storage(why.clone())), ack),
+                None => (write(), ack),
+            })
+            .collect();
         let recorded_at = now_ms();
         let mut seq = last;
         let mut encoded = Vec::new();
@@ -246,7 +282,10 @@ fn run_writer(
                 ack,
             });
         }
-        let outcome = if let Some(why) = &poisoned {
+        let outcome = if batch.is_empty() {
+            // Only writes beside the log this round.
+            Ok(())
+        } else if let Some(why) = &poisoned {
             Err(LogError::Storage(why.clone()))
         } else {
             match append_all_it_can(&*store, &mut batch, &mut encoded) {
@@ -276,6 +315,8 @@ fn run_writer(
                 }
             }
         };
+        // Whether a flush after the writes beside the log succeeded (the appends' own).
+        let flushed = outcome.is_ok() && !batch.is_empty();
         match outcome {
             Ok(()) if batch.is_empty() => {}
             Ok(()) => {
@@ -297,13 +338,42 @@ fn run_writer(
                 }
             }
         }
+        answer_beside(&*store, written, flushed, poisoned.as_ref());
     }
     // Answer whatever was queued behind a stop, so no caller waits forever.
     rx.close();
     while let Ok(req) = rx.try_recv() {
-        if let Request::Append { ack, .. } = req {
-            let _ = ack.send(Err(LogError::Closed));
+        match req {
+            Request::Append { ack, .. } => {
+                let _ = ack.send(Err(LogError::Closed));
+            }
+            Request::Beside { ack, .. } => {
+                let _ = ack.send(Err(LogError::Closed));
+            }
+            Request::Stop => {}
         }
+    }
+}
+
+/// Answers one round's writes beside the log: durable with the round's appends when their
+/// flush succeeded (`flushed`), else with a flush of their own, never on a poisoned store (it
+/// would make durable a batch its appenders were told failed).
+fn answer_beside(
+    store: &dyn LogStore,
+    written: Vec<(Result<(), LogError>, oneshot::Sender<Result<(), LogError>>)>,
+    flushed: bool,
+    poisoned: Option<&Arc<str>>,
+) {
+    if written.is_empty() {
+        return;
+    }
+    let durable = match poisoned {
+        Some(why) => Err(LogError::Storage(why.clone())),
+        None if flushed || written.iter().all(|(w, _)| w.is_err()) => Ok(()),
+        None => store.flush(),
+    };
+    for (write, ack) in written {
+        let _ = ack.send(write.and_then(|()| durable.clone()));
     }
 }
 
@@ -368,230 +438,4 @@ fn append_all_it_can(
 }
 
 #[cfg(test)]
-mod tests {
-    //! The writer's side of the store contract, over a store double: the only writer's take-back
-    //! and poisoning, and a shared store's numbering adopted.
-
-    use std::collections::BTreeMap;
-
-    use super::*;
-    use crate::domain::event::SystemUids;
-    use crate::domain::Uid;
-    use crate::log::AppendError;
-
-    /// A store in memory that fails its flushes or its take-backs on demand, or numbers batches
-    /// itself from `shared_last` (another writer's appends).
-    #[derive(Default)]
-    struct Double {
-        events: Mutex<BTreeMap<Seq, Vec<u8>>>,
-        calls: Mutex<Vec<&'static str>>,
-        failing_flush: Mutex<bool>,
-        failing_discard: Mutex<bool>,
-        shared_last: Mutex<Option<u64>>,
-        /// Guards on these uids break, as if another writer had recorded events of them.
-        changed_elsewhere: Mutex<Vec<Uid>>,
-        /// The guards of each call of `append_guarded`.
-        guarded_calls: Mutex<Vec<Vec<Uid>>>,
-    }
-
-    impl LogStore for Double {
-        fn append_guarded(
-            &self,
-            batch_id: Uuid,
-            batch: &mut [EncodedRecord],
-            guards: &[Guard],
-        ) -> Result<(), AppendError> {
-            self.guarded_calls
-                .lock()
-                .push(guards.iter().map(|g| g.uid.clone()).collect());
-            let changed = self.changed_elsewhere.lock();
-            let broken: Vec<Uid> = guards
-                .iter()
-                .filter(|g| changed.contains(&g.uid))
-                .map(|g| g.uid.clone())
-                .collect();
-            drop(changed);
-            if !broken.is_empty() {
-                return Err(AppendError::Conflict(broken));
-            }
-            self.append(batch_id, batch)
-        }
-        fn last_seq(&self) -> Result<Seq, LogError> {
-            Ok(self.events.lock().keys().last().copied().unwrap_or(Seq(0)))
-        }
-        fn append(&self, batch_id: Uuid, batch: &mut [EncodedRecord]) -> Result<(), AppendError> {
-            let Some(others) = *self.shared_last.lock() else {
-                return crate::log::append_as_only_writer(self, batch);
-            };
-            let last = others.max(self.last_seq().map_err(AppendError::Failed)?.0);
-            let _ = batch_id;
-            for (r, seq) in batch.iter_mut().zip(last + 1..) {
-                r.seq = Seq(seq);
-            }
-            self.write(batch).map_err(AppendError::Failed)
-        }
-        fn write(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
-            self.calls.lock().push("write");
-            let mut events = self.events.lock();
-            for r in batch {
-                events.insert(r.seq, r.bytes.clone());
-            }
-            Ok(())
-        }
-        fn flush(&self) -> Result<(), LogError> {
-            self.calls.lock().push("flush");
-            if *self.failing_flush.lock() {
-                return Err(LogError::storage("flush failed (test)"));
-            }
-            Ok(())
-        }
-        fn discard(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
-            self.calls.lock().push("discard");
-            if *self.failing_discard.lock() {
-                return Err(LogError::storage("discard failed (test)"));
-            }
-            let mut events = self.events.lock();
-            for r in batch {
-                events.remove(&r.seq);
-            }
-            Ok(())
-        }
-        fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<(Seq, Vec<u8>)>, LogError> {
-            let events = self.events.lock();
-            let after = events.range(after.next()..).take(limit);
-            Ok(after.map(|(s, b)| (*s, b.clone())).collect())
-        }
-        fn read_uid(&self, _: &str, _: Seq, _: usize) -> Result<Vec<(Seq, Vec<u8>)>, LogError> {
-            Ok(Vec::new())
-        }
-    }
-
-    fn event() -> Event {
-        Event::SystemUidsAdded(SystemUids { uids: Vec::new() })
-    }
-
-    fn guard(uid: &str) -> Option<Guard> {
-        Some(Guard {
-            uid: Uid::parse(uid).unwrap(),
-            after: Seq(0),
-        })
-    }
-
-    fn seqs(recorded: &[RecordedEvent]) -> Vec<u64> {
-        recorded.iter().map(|r| r.seq.0).collect()
-    }
-
-    #[tokio::test]
-    async fn a_batch_that_fails_to_flush_is_taken_back_and_consumes_no_seq() {
-        let store = Arc::new(Double::default());
-        let log = EventLog::start(store.clone(), NodeId(1)).unwrap();
-        assert_eq!(seqs(&log.append(vec![event()]).await.unwrap()), [1]);
-        *store.failing_flush.lock() = true;
-        let failed = log.append(vec![event(), event()]).await.unwrap_err();
-        assert_eq!(
-            failed.to_string(),
-            "event log storage failed: flush failed (test)"
-        );
-        assert_eq!(store.events.lock().len(), 1, "taken back");
-        *store.failing_flush.lock() = false;
-        assert_eq!(seqs(&log.append(vec![event()]).await.unwrap()), [2]);
-        assert_eq!(
-            *store.calls.lock(),
-            ["write", "flush", "write", "flush", "discard", "flush", "write", "flush"]
-        );
-        log.close().await;
-    }
-
-    #[tokio::test]
-    async fn a_batch_that_cannot_be_taken_back_poisons_the_writer_until_restart() {
-        let store = Arc::new(Double::default());
-        let log = EventLog::start(store.clone(), NodeId(1)).unwrap();
-        *store.failing_flush.lock() = true;
-        *store.failing_discard.lock() = true;
-        let failed = log.append(vec![event()]).await.unwrap_err();
-        assert_eq!(
-            failed.to_string(),
-            "event log storage failed: flush failed (test)"
-        );
-        *store.failing_flush.lock() = false;
-        *store.failing_discard.lock() = false;
-        let refused = log.append(vec![event()]).await.unwrap_err();
-        assert_eq!(
-            refused.to_string(),
-            "event log storage failed: the event log is in an unknown state after a failed \
-             flush; restart the server"
-        );
-        assert_eq!(*store.calls.lock(), ["write", "flush", "discard"]);
-        log.close().await;
-    }
-
-    #[tokio::test]
-    async fn the_writer_takes_the_seqs_a_shared_store_gave_its_batch() {
-        let store = Arc::new(Double::default());
-        let log = EventLog::start(store.clone(), NodeId(1)).unwrap();
-        assert_eq!(seqs(&log.append(vec![event()]).await.unwrap()), [1]);
-        // Other nodes appended seqs 2 to 40 meanwhile.
-        *store.shared_last.lock() = Some(40);
-        let recorded = log.append(vec![event(), event()]).await.unwrap();
-        assert_eq!(seqs(&recorded), [41, 42]);
-        assert_eq!(log.last_durable(), Seq(42));
-        let read = log.read_after(Seq(1), 10).unwrap();
-        assert_eq!(seqs(&read), [41, 42]);
-        assert_eq!(read[0].event_id, recorded[0].event_id);
-        log.close().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_broken_guard_sends_back_its_own_command_only_and_the_rest_is_recorded() {
-        let store = Arc::new(Double::default());
-        *store.shared_last.lock() = Some(0);
-        store
-            .changed_elsewhere
-            .lock()
-            .push(Uid::parse("bob").unwrap());
-        let log = EventLog::start(store.clone(), NodeId(1)).unwrap();
-        // The writer is held in a first batch until all three are queued, so that they make
-        // the next batch together.
-        let writer_busy = store.events.lock();
-        let first = tokio::spawn({
-            let log = log.clone();
-            async move { log.append(vec![event()]).await }
-        });
-        // A blocking wait: the lock is held, and the appends run on the runtime's workers.
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let appends: Vec<_> = ["ann", "bob", "cy"]
-            .into_iter()
-            .map(|uid| {
-                let log = log.clone();
-                tokio::spawn(
-                    async move { log.append_guarded(vec![event(), event()], guard(uid)).await },
-                )
-            })
-            .collect();
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        drop(writer_busy);
-        assert_eq!(seqs(&first.await.unwrap().unwrap()), [1]);
-        let mut outcomes = Vec::new();
-        for a in appends {
-            outcomes.push(a.await.unwrap());
-        }
-        assert!(matches!(&outcomes[1], Err(LogError::Conflict(uid)) if uid.as_str() == "bob"));
-        let mut recorded: Vec<u64> = [&outcomes[0], &outcomes[2]]
-            .into_iter()
-            .flat_map(|o| seqs(o.as_ref().unwrap()))
-            .collect();
-        recorded.sort_unstable();
-        assert_eq!(recorded, [2, 3, 4, 5], "dense, without bob's");
-        let calls = store.guarded_calls.lock().clone();
-        // The three appends are spawned at once: they may be queued in any order.
-        let names = |c: &Vec<Uid>| {
-            let mut n = c.iter().map(|u| u.as_str().to_owned()).collect::<Vec<_>>();
-            n.sort_unstable();
-            n
-        };
-        assert_eq!(calls.len(), 3, "{calls:?}");
-        assert_eq!(names(&calls[1]), ["ann", "bob", "cy"], "one batch");
-        assert_eq!(names(&calls[2]), ["ann", "cy"], "again without bob's");
-        log.close().await;
-    }
-}
+mod tests;

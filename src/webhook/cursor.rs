@@ -7,14 +7,17 @@
 //! a damaged view is set aside and rebuilt, which would lose a cursor kept there, and the log
 //! is never rebuilt. Promises: a mark is durable when [`Turn::save`] returns; a batch's range
 //! is saved before the receiver can see it, so a crash resends exactly that batch (same
-//! range, same bytes) and never skips one. Must never: store a delivered seq the receiver did
-//! not answer 2xx for.
+//! range, same bytes) and never skips one. On a node alone the save rides on the log's own
+//! group commit ([`EventLog::write_beside`]): under churn the log's writer flushes anyway, and
+//! a save of its own cost a second flush of the same database per batch. Must never: store a
+//! delivered seq the receiver did not answer 2xx for, or flush the log's database itself.
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use super::status::WebhookStatus;
 use crate::domain::Seq;
+use crate::log::{EventLog, LogError};
 
 /// Where delivery stands. Every entry up to `delivered` was answered 2xx; the batch
 /// `delivered+1..=in_flight_to` was sent, or is about to be, and is not known to be answered
@@ -88,9 +91,10 @@ pub trait Turn: Send {
 /// The key of the mark in its tree.
 const KEY: &[u8] = b"mark";
 
-/// The mark in the tree `webhook` of the log's sled database.
+/// The mark in the tree `webhook` of the log's sled database, made durable by the log's writer.
 pub struct SledCursor {
     tree: sled::Tree,
+    log: EventLog,
 }
 
 impl SledCursor {
@@ -106,33 +110,44 @@ impl SledCursor {
             .map(|m| m.delivered))
     }
 
-    pub fn open(db: &sled::Db) -> Result<Self, CursorError> {
+    /// The cursor in `db`, the database of the store `log` writes: its saves are made durable
+    /// by that log's writer.
+    pub fn open(db: &sled::Db, log: EventLog) -> Result<Self, CursorError> {
         let tree = db
             .open_tree("webhook")
             .map_err(|e| CursorError::Storage(e.to_string()))?;
-        Ok(SledCursor { tree })
+        Ok(SledCursor { tree, log })
     }
 
-    fn read_or_start(tree: &sled::Tree, start: Seq) -> Result<Mark, CursorError> {
-        let storage = |e: sled::Error| CursorError::Storage(e.to_string());
-        match tree.get(KEY).map_err(storage)? {
+    /// The stored mark, or a mark at `start` saved now.
+    async fn read_or_start(&self, start: Seq) -> Result<Mark, CursorError> {
+        let tree = self.tree.clone();
+        let stored = tokio::task::spawn_blocking(move || tree.get(KEY))
+            .await
+            .map_err(|e| CursorError::Storage(e.to_string()))?
+            .map_err(|e| CursorError::Storage(e.to_string()))?;
+        match stored {
             Some(bytes) => Mark::from_bytes(&bytes)
                 .ok_or_else(|| CursorError::Storage(format!("malformed mark {bytes:?}"))),
             None => {
                 let mark = Mark::at(start);
-                save_sled(tree, mark)?;
+                save_sled(&self.log, &self.tree, mark).await?;
                 Ok(mark)
             }
         }
     }
 }
 
-/// Inserts and flushes: durable on return. Blocks.
-fn save_sled(tree: &sled::Tree, mark: Mark) -> Result<(), CursorError> {
-    let storage = |e: sled::Error| CursorError::Storage(e.to_string());
-    tree.insert(KEY, &mark.to_bytes()[..]).map_err(storage)?;
-    tree.flush().map_err(storage)?;
-    Ok(())
+/// Inserts `mark` on the log's writer, durable on return with the writer's next flush.
+async fn save_sled(log: &EventLog, tree: &sled::Tree, mark: Mark) -> Result<(), CursorError> {
+    let tree = tree.clone();
+    log.write_beside(Box::new(move || {
+        tree.insert(KEY, &mark.to_bytes()[..])
+            .map(|_| ())
+            .map_err(LogError::storage)
+    }))
+    .await
+    .map_err(|e| CursorError::Storage(e.to_string()))
 }
 
 #[async_trait]
@@ -145,14 +160,11 @@ impl CursorStore for SledCursor {
     ) -> Option<Box<dyn Turn>> {
         let mut pause = super::deliver::Backoff::default();
         loop {
-            let tree = self.tree.clone();
-            let read = tokio::task::spawn_blocking(move || Self::read_or_start(&tree, start))
-                .await
-                .unwrap_or_else(|e| Err(CursorError::Storage(e.to_string())));
-            match read {
+            match self.read_or_start(start).await {
                 Ok(mark) => {
                     return Some(Box::new(SledTurn {
                         tree: self.tree.clone(),
+                        log: self.log.clone(),
                         mark,
                     }))
                 }
@@ -171,6 +183,7 @@ impl CursorStore for SledCursor {
 
 struct SledTurn {
     tree: sled::Tree,
+    log: EventLog,
     mark: Mark,
 }
 
@@ -181,10 +194,7 @@ impl Turn for SledTurn {
     }
 
     async fn save(&mut self, mark: Mark) -> Result<(), CursorError> {
-        let tree = self.tree.clone();
-        tokio::task::spawn_blocking(move || save_sled(&tree, mark))
-            .await
-            .map_err(|e| CursorError::Storage(e.to_string()))??;
+        save_sled(&self.log, &self.tree, mark).await?;
         self.mark = mark;
         Ok(())
     }
@@ -197,10 +207,12 @@ mod tests {
     #[tokio::test]
     async fn a_mark_is_started_at_the_given_seq_once_then_read_back_as_saved() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let store = std::sync::Arc::new(crate::log::SledStore::open(dir.path()).unwrap());
+        let db = store.db().clone();
+        let log = EventLog::start(store, crate::domain::NodeId(1)).unwrap();
         let status = WebhookStatus::new(Default::default());
         let stop = CancellationToken::new();
-        let cursor = SledCursor::open(&db).unwrap();
+        let cursor = SledCursor::open(&db, log.clone()).unwrap();
         let mut turn = cursor.take_turn(Seq(40), &status, &stop).await.unwrap();
         assert_eq!(turn.mark(), Mark::at(Seq(40)));
         let sent = Mark {
@@ -212,5 +224,6 @@ mod tests {
         // A later start at another end finds the mark where it was left.
         let turn = cursor.take_turn(Seq(90), &status, &stop).await.unwrap();
         assert_eq!(turn.mark(), sent);
+        log.close().await;
     }
 }
