@@ -320,7 +320,7 @@ pub async fn onlinestatus(
     let start = Instant::now();
     let end = start + duration;
     let mut tasks = JoinSet::new();
-    for c in 0..clients.max(1) {
+    for c in 0..clients {
         let (bodies, token) = (bodies.clone(), token.clone());
         let addr = addr.for_index(c);
         tasks.spawn(async move {

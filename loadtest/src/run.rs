@@ -55,7 +55,8 @@ pub struct LoadtestArgs {
     /// Held sessions closed and reopened per second during --duration (0: no churn).
     #[arg(long, default_value_t = 1000.0)]
     pub churn_rate: f64,
-    /// Concurrent clients POSTing /user/onlinestatus (100 uids each) in a loop.
+    /// Concurrent clients POSTing /user/onlinestatus (100 uids each) in a loop (0: none, for a
+    /// churn alone).
     #[arg(long, default_value_t = 8)]
     pub status_clients: usize,
     /// How long the churn and onlinestatus load run together.

@@ -13,6 +13,7 @@ mod doorbell;
 pub mod postgres_store;
 pub mod sled_rewrite;
 pub mod sled_store;
+mod sled_wal;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

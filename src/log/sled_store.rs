@@ -2,8 +2,12 @@
 //! order), tree `by_uid` keyed by `uid ++ 0x00 ++ seq` (a uid never holds a control byte, so the
 //! separator is unambiguous) for one user's history without a scan.
 //!
-//! Promises that a batch lands in both trees atomically (one sled transaction) and is durable
-//! after [`LogStore::flush`], and that sled's page cache is the size it is opened with (sled's
+//! Promises that a batch is durable after [`LogStore::flush`], which syncs it in the log's
+//! write-ahead file on the calling thread ([`super::sled_wal`]), and lands in both trees whole:
+//! the trees take it by plain inserts, and opening the log puts every batch of the file into
+//! them again (a log dropped whole is flushed and left without the file). An index row may
+//! outlive its event only after a batch taken back and a crash in the same moment: readers of
+//! the index check each event's uids. And that sled's page cache is the size it is opened with (sled's
 //! own default, 1 GiB, is never used). A new log is not compressed: sled's zstd took the bytes
 //! on disk from about 300 to 150 per event, but its first open after a write session replayed
 //! 2,000,000 events in 37.6 s against 1.8 s uncompressed (`docs/performance.md`, "Bytes per
@@ -12,8 +16,9 @@
 
 use std::path::Path;
 
-use sled::Transactional;
+use parking_lot::Mutex;
 
+use super::sled_wal::{self, Wal};
 use super::{EncodedRecord, LogError, LogStore};
 use crate::config::DEFAULT_LOG_CACHE_MB;
 use crate::domain::Seq;
@@ -25,6 +30,9 @@ pub struct SledStore {
     pub(super) db: sled::Db,
     pub(super) events: sled::Tree,
     pub(super) by_uid: sled::Tree,
+    /// Where the writer's batches are made durable ([`super::sled_wal`]); sled holds them in
+    /// memory and writes them out at each checkpoint.
+    wal: Mutex<Wal>,
 }
 
 impl SledStore {
@@ -48,7 +56,10 @@ impl SledStore {
             // zstd's fastest level: sled compresses whole pages on the writer's flush, and at
             // its default (5) durable writes per second fell (docs/performance.md, "Bytes per
             // event"); the level is not stored, so any log reads under any level.
-            .compression_factor(COMPRESSION_LEVEL);
+            .compression_factor(COMPRESSION_LEVEL)
+            // The write-ahead file makes batches durable, and its checkpoints flush sled: a
+            // timed flush would only wake sled's IO threads more often.
+            .flush_every_ms(None);
         let db = config.open().map_err(|e| {
             if held_by_another_process(&e) {
                 LogError::InUse {
@@ -62,7 +73,47 @@ impl SledStore {
         })?;
         let events = db.open_tree("events").map_err(LogError::storage)?;
         let by_uid = db.open_tree("by_uid").map_err(LogError::storage)?;
-        Ok(SledStore { db, events, by_uid })
+        let generation = Self::recover(dir, &db, &events, &by_uid)?;
+        let wal = Mutex::new(Wal::start(dir, generation, db.clone())?);
+        Ok(SledStore {
+            db,
+            events,
+            by_uid,
+            wal,
+        })
+    }
+
+    /// Puts into sled every batch the write-ahead files hold (made durable there, perhaps not
+    /// yet by sled, or only in part: the trees are written without a transaction), flushes
+    /// sled and removes the files. Returns the generation the next file starts.
+    fn recover(
+        dir: &Path,
+        db: &sled::Db,
+        events: &sled::Tree,
+        by_uid: &sled::Tree,
+    ) -> Result<u64, LogError> {
+        let last = last_seq_of(events)?;
+        let batches = sled_wal::replayable(dir, last)?;
+        let mut replayed = 0usize;
+        for r in batches.into_iter().flatten() {
+            events
+                .insert(r.seq.to_key(), r.bytes)
+                .map_err(LogError::storage)?;
+            for uid in &r.uids {
+                by_uid
+                    .insert(Self::uid_key(uid, r.seq), &[][..])
+                    .map_err(LogError::storage)?;
+            }
+            replayed += usize::from(r.seq > last);
+        }
+        if replayed > 0 {
+            tracing::info!(
+                events = replayed,
+                "the log took its last events from its write-ahead files"
+            );
+        }
+        db.flush().map_err(LogError::storage)?;
+        sled_wal::remove_all(dir)
     }
 
     /// The database the log's trees live in: the webhook keeps its cursor in a tree of its own
@@ -71,15 +122,25 @@ impl SledStore {
         &self.db
     }
 
-    /// Applies a batch to each tree in one transaction: both or neither.
-    fn apply_to_both(&self, events: &sled::Batch, index: &sled::Batch) -> Result<(), LogError> {
-        (&self.events, &self.by_uid)
-            .transaction(|(ev, ix)| {
-                ev.apply_batch(events)?;
-                ix.apply_batch(index)?;
-                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| LogError::storage(format_args!("{e:?}")))
+    /// One event into both trees: the event first, then its index rows, so that an index row
+    /// never names an event sled does not hold. Plain inserts, not a sled batch or transaction:
+    /// each of those rolls sled's IO buffer and so writes it out through sled's IO threads; a
+    /// batch's atomicity comes from the write-ahead file instead (replayed whole at open).
+    fn insert<'a>(
+        &self,
+        seq: Seq,
+        bytes: &[u8],
+        uids: impl Iterator<Item = &'a str>,
+    ) -> Result<(), LogError> {
+        self.events
+            .insert(seq.to_key(), bytes)
+            .map_err(LogError::storage)?;
+        for uid in uids {
+            self.by_uid
+                .insert(Self::uid_key(uid, seq), &[][..])
+                .map_err(LogError::storage)?;
+        }
+        Ok(())
     }
 
     fn uid_key(uid: &str, seq: Seq) -> Vec<u8> {
@@ -88,6 +149,33 @@ impl SledStore {
         k.push(0);
         k.extend_from_slice(&seq.to_key());
         k
+    }
+}
+
+impl Drop for SledStore {
+    /// A log closed whole is a plain sled log again: sled flushed, the write-ahead files gone
+    /// (what an older build, or sled itself, reads). Left as they are when the flush fails: the
+    /// next open replays them.
+    fn drop(&mut self) {
+        let wal = self.wal.get_mut();
+        wal.stop_checkpoints();
+        match self.db.flush() {
+            Ok(_) => {
+                if let Err(e) = sled_wal::remove_all(wal.dir()) {
+                    tracing::warn!(error = %e, "the log's write-ahead files stay until the next start");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the log's last flush failed; the next start replays its write-ahead files")
+            }
+        }
+    }
+}
+
+fn last_seq_of(events: &sled::Tree) -> Result<Seq, LogError> {
+    match events.last().map_err(LogError::storage)? {
+        Some((k, _)) => Seq::from_key(&k).ok_or_else(|| LogError::storage("malformed seq key")),
+        None => Ok(Seq(0)),
     }
 }
 
@@ -119,38 +207,37 @@ fn held_by_another_process(e: &sled::Error) -> bool {
 
 impl LogStore for SledStore {
     fn last_seq(&self) -> Result<Seq, LogError> {
-        match self.events.last().map_err(LogError::storage)? {
-            Some((k, _)) => Seq::from_key(&k).ok_or_else(|| LogError::storage("malformed seq key")),
-            None => Ok(Seq(0)),
-        }
+        last_seq_of(&self.events)
     }
 
+    /// Into sled's memory and the write-ahead file, not yet durable. A failure of the file's
+    /// write fails the [`LogStore::flush`] that follows, which takes the batch back.
     fn write(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
-        let mut events = sled::Batch::default();
-        let mut index = sled::Batch::default();
         for r in batch {
-            events.insert(&r.seq.to_key(), r.bytes.as_slice());
-            for uid in &r.uids {
-                index.insert(Self::uid_key(uid.as_str(), r.seq), &[][..]);
-            }
+            self.insert(r.seq, &r.bytes, r.uids.iter().map(|u| u.as_str()))?;
         }
-        self.apply_to_both(&events, &index)
+        self.wal.lock().write(batch);
+        Ok(())
     }
 
     fn discard(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
-        let mut events = sled::Batch::default();
-        let mut index = sled::Batch::default();
         for r in batch {
-            events.remove(&r.seq.to_key());
             for uid in &r.uids {
-                index.remove(Self::uid_key(uid.as_str(), r.seq));
+                self.by_uid
+                    .remove(Self::uid_key(uid.as_str(), r.seq))
+                    .map_err(LogError::storage)?;
             }
+            self.events
+                .remove(r.seq.to_key())
+                .map_err(LogError::storage)?;
         }
-        self.apply_to_both(&events, &index)
+        self.wal.lock().take_back()
     }
 
+    /// Syncs the write-ahead file on the calling thread (the writer's): no hand-off to sled's
+    /// IO threads.
     fn flush(&self) -> Result<(), LogError> {
-        self.db.flush().map(|_| ()).map_err(LogError::storage)
+        self.wal.lock().sync()
     }
 
     fn boundary(&self) -> Result<Option<Vec<u8>>, LogError> {
