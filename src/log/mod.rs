@@ -191,6 +191,17 @@ pub trait LogStore: Send + Sync + 'static {
     fn flush(&self) -> Result<(), LogError> {
         Err(numbers_its_own_batches())
     }
+    /// Makes durable the writes beside the log of this round ([`EventLog::write_beside`]);
+    /// `appends_flushed` says whether the round's appends were just flushed. By default a flush
+    /// covers everything the store holds, so a round whose appends were flushed needs no second
+    /// one; a store whose flush covers only its events says otherwise.
+    fn flush_beside(&self, appends_flushed: bool) -> Result<(), LogError> {
+        if appends_flushed {
+            Ok(())
+        } else {
+            self.flush()
+        }
+    }
     /// Removes a batch that was written but could not be made durable, so that it is neither
     /// read nor made durable by a later flush (its seqs will be given to other events).
     fn discard(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {

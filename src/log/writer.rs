@@ -14,9 +14,10 @@
 //! all hold answers a conflict to the appenders guarded on those uids only, and the rest of it
 //! is appended again at once; `durable()` never runs ahead of the disk, and reads show durable
 //! events only (never a batch still being flushed). A write beside the log in the same store
-//! (the webhook's cursor, [`EventLog::write_beside`]) runs on the writer's thread and rides on
-//! the next batch's flush, or gets one of its own when no append waits: it never costs a
-//! second flush while appends keep the writer busy. Must never: run a flush or a commit on the
+//! (the webhook's cursor, [`EventLog::write_beside`]) runs on the writer's thread, before the
+//! next batch's flush, and is made durable by [`LogStore::flush_beside`]: for free when the
+//! store's flush covers it, with a flush of its own otherwise (sled: its events are made
+//! durable by the write-ahead file, which holds events only). Must never: run a flush or a commit on the
 //! async runtime's threads, or flush a store it has refused appends on.
 
 use std::sync::Arc;
@@ -359,9 +360,9 @@ fn run_writer(
     }
 }
 
-/// Answers one round's writes beside the log: durable with the round's appends when their
-/// flush succeeded (`flushed`), else with a flush of their own, never on a poisoned store (it
-/// would make durable a batch its appenders were told failed).
+/// Answers one round's writes beside the log once the store made them durable (with the
+/// round's appends, if their flush succeeded and covers them: `flushed`), never on a poisoned
+/// store (it would make durable a batch its appenders were told failed).
 fn answer_beside(
     store: &dyn LogStore,
     written: Vec<(Result<(), LogError>, oneshot::Sender<Result<(), LogError>>)>,
@@ -373,8 +374,8 @@ fn answer_beside(
     }
     let durable = match poisoned {
         Some(why) => Err(LogError::Storage(why.clone())),
-        None if flushed || written.iter().all(|(w, _)| w.is_err()) => Ok(()),
-        None => store.flush(),
+        None if written.iter().all(|(w, _)| w.is_err()) => Ok(()),
+        None => store.flush_beside(flushed),
     };
     for (write, ack) in written {
         let _ = ack.send(write.and_then(|()| durable.clone()));

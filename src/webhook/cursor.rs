@@ -7,10 +7,10 @@
 //! a damaged view is set aside and rebuilt, which would lose a cursor kept there, and the log
 //! is never rebuilt. Promises: a mark is durable when [`Turn::save`] returns; a batch's range
 //! is saved before the receiver can see it, so a crash resends exactly that batch (same
-//! range, same bytes) and never skips one. On a node alone the save rides on the log's own
-//! group commit ([`EventLog::write_beside`]): under churn the log's writer flushes anyway, and
-//! a save of its own cost a second flush of the same database per batch. Must never: store a
-//! delivered seq the receiver did not answer 2xx for, or flush the log's database itself.
+//! range, same bytes) and never skips one. On a node alone the save runs on the log's writer
+//! ([`EventLog::write_beside`]), which flushes the mark with sled's own flush (the log's
+//! write-ahead file holds events only). Must never: store a delivered seq the receiver did not
+//! answer 2xx for, or flush the log's database itself.
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
@@ -138,7 +138,7 @@ impl SledCursor {
     }
 }
 
-/// Inserts `mark` on the log's writer, durable on return with the writer's next flush.
+/// Inserts `mark` on the log's writer, durable on return ([`crate::log::LogStore::flush_beside`]).
 async fn save_sled(log: &EventLog, tree: &sled::Tree, mark: Mark) -> Result<(), CursorError> {
     let tree = tree.clone();
     log.write_beside(Box::new(move || {

@@ -46,6 +46,10 @@ impl LogStore for Flaky {
         }
         self.inner.flush()
     }
+    fn flush_beside(&self, appends_flushed: bool) -> Result<(), LogError> {
+        self.check()?;
+        self.inner.flush_beside(appends_flushed)
+    }
     fn discard(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
         self.check()?;
         self.inner.discard(batch)
