@@ -8,7 +8,8 @@
 #   e.g. OUT=/tmp/cpu loadtest/cpu-window.sh ./target/release/wkuser after-hook hook --users 10000 --duration 20s
 # The window starts when the tool says "the ceiling in the slices between" (the churn begins)
 # and ends when it says "with churn at" (the churn is over): CPU seconds of each process, of
-# the server's threads by name, and of the whole machine (all of its CPUs, busy jiffies).
+# the server's threads by name, and of the whole machine (all of its CPUs, busy jiffies); and
+# with perf, the server's disk syncs and context switches in the window ($OUT/<label>.syncs).
 # PROFILE=1 also records the server's stacks in the window (perf record, $OUT/<label>.perf.data):
 # its own cost then weighs on the CPU figures, so profile and count in separate runs.
 set -euo pipefail
@@ -45,11 +46,16 @@ wait_for() { until grep -q "$1" "$report"; do kill -0 $loader 2> /dev/null || re
 if wait_for "server:   the ceiling in the slices between"; then
     s0=$(ticks $server) l0=$(ticks $loader) m0=$(busy) t0=$(date +%s.%N)
     threads > "$data/threads-0"
+    # The server's disk syncs (sled's flushes) and context switches in the window.
+    perf stat -e syscalls:sys_enter_sync_file_range,syscalls:sys_enter_fsync,context-switches \
+        -p $server -o "$out/$label.syncs" > /dev/null 2>&1 &
+    counter=$!
     if [ -n "${PROFILE:-}" ]; then
         perf record -q -F 250 --call-graph dwarf,16384 -p $server -o "$out/$label.perf.data" > /dev/null 2>&1 &
         profiler=$!
     fi
     wait_for "server:   with churn at" || true
+    kill -INT $counter; wait $counter || true
     if [ -n "${PROFILE:-}" ]; then kill -INT $profiler; wait $profiler || true; fi
     s1=$(ticks $server) l1=$(ticks $loader) m1=$(busy) t1=$(date +%s.%N)
     threads > "$data/threads-1"

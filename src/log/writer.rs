@@ -42,7 +42,7 @@ enum Request {
     },
     Beside {
         write: BesideWrite,
-        ack: oneshot::Sender<Result<(), LogError>>,
+        ack: BesideAck,
     },
     Stop,
 }
@@ -50,6 +50,9 @@ enum Request {
 /// A write into the log's own store beside its events (the webhook's cursor, in a tree of the
 /// same sled database), run on the writer's thread by [`EventLog::write_beside`].
 pub type BesideWrite = Box<dyn FnOnce() -> Result<(), LogError> + Send>;
+
+/// Who waits for a write beside the log to be durable.
+type BesideAck = oneshot::Sender<Result<(), LogError>>;
 
 /// A cloneable handle to the log: append through the writer, read from the store.
 #[derive(Clone)]
@@ -365,7 +368,7 @@ fn run_writer(
 /// store (it would make durable a batch its appenders were told failed).
 fn answer_beside(
     store: &dyn LogStore,
-    written: Vec<(Result<(), LogError>, oneshot::Sender<Result<(), LogError>>)>,
+    written: Vec<(Result<(), LogError>, BesideAck)>,
     flushed: bool,
     poisoned: Option<&Arc<str>>,
 ) {
