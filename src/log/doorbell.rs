@@ -1,9 +1,8 @@
 //! The shared log's doorbell: how a node learns at once that another node appended.
 //!
 //! Owns the listening side of the `wk_log` channel, on a connection of its own (sqlx's
-//! `PgListener`, which reconnects by itself). Each batch rings it inside the transaction that
-//! numbers it (`pg_notify` in `wk_log_number`), under the id of the batch's own writer, whichever
-//! node's transaction numbered it; so a ring arrives when the batch has committed, in commit
+//! `PgListener`, which reconnects by itself). Each append rings it inside its transaction
+//! (`pg_notify` in `wk_log_append`), so a ring arrives when the batch has committed, in commit
 //! order. Promises: the value sent is the highest seq announced by another writer, or
 //! [`RING_UNKNOWN`] when rings may have been missed (a connection lost and made again); its
 //! own writer's rings are ignored. Must never: be relied on alone (a follower still polls), or
@@ -16,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::domain::Seq;
 
-/// The channel of the append's rings (`wk_log_number`): `<writer id> <last seq>`, one per batch.
+/// The channel of the append's rings (`wk_log_append`): `<writer id> <last seq>`.
 const DOORBELL: &str = "wk_log";
 
 /// Rung when the doorbell cannot say what was announced (it may have missed rings): read.

@@ -2,29 +2,22 @@
 //! `log_events`, `log_uids` and `log_batches` of `migrations/postgres/0003_log.sql`).
 //!
 //! Owns the numbering of every node's batches, and the doorbell that tells a node another one
-//! appended. Every numbering holds the append lock ([`APPEND_LOCK`], a transaction-level
-//! advisory lock) from its read of the last seq to its commit, and several nodes' batches share
-//! one numbering, and so one commit and one WAL flush (`migrations/postgres/0008_log_combine.sql`):
-//! an append is the statement [`APPEND`] in its own implicit transaction, which finds the batch
-//! recorded (a retry), or, the lock free, numbers the batches other writers staged and wait
-//! for, then this one, and commits; or, the lock taken, stages the batch in an UNLOGGED table (a
-//! commit without a WAL flush) and answers so. The store then sends [`APPEND_STAGED`], which
-//! waits for the lock as the batch's waiter and finds the batch numbered by the holder before
-//! it, or numbers it and every other waiting batch itself. Neither statement holds the lock
-//! across a round trip to this node. Promises: seqs are dense and become visible in seq order,
-//! so a tailer reading `seq > last` never passes an event that commits later (the trap of a
-//! `bigserial` key, whose values are taken before their transactions commit, in any order); a
-//! batch whose answer was lost is looked up under the lock by its id before it is inserted
-//! again, so it is recorded once; a staged batch is numbered only while its writer waits for it
-//! (a node killed after staging never has its batch recorded later); an append that fails
+//! appended. A batch is one statement, `wk_log_append` (`migrations/postgres/0006_log_append.sql`),
+//! in its own implicit transaction: it takes the append lock ([`APPEND_LOCK`], a
+//! transaction-level advisory lock), looks the batch up by its id, checks the guards, reads the
+//! log's last seq, numbers the batch after it, inserts it (its events, their uid index rows and
+//! the batch's id), rings the doorbell, and commits as the statement ends; the lock goes with
+//! the commit, and is never held across a round trip to this node. Promises: seqs are dense and
+//! become visible in seq order, so a tailer reading `seq > last` never passes an event that
+//! commits later (the trap of a `bigserial` key, whose values are taken before their
+//! transactions commit, in any order); a batch whose answer was lost is looked up under the
+//! lock by its id before it is inserted again, so it is recorded once; an append that fails
 //! leaves nothing behind, and one whose outcome stays unknown says so
 //! ([`AppendError::InDoubt`]); a batch whose guards break records nothing and names every uid
-//! whose guard broke, its guards checked against everything numbered before it, the batches
-//! of the same transaction included. Must never: read the last seq with a snapshot taken
-//! before the lock was granted (it could miss the previous holder's batch: the functions'
-//! statements each take a new one, under READ COMMITTED, which they require), append inside a
-//! transaction block (the lock would outlive the statement), or run a query on the async
-//! runtime's worker threads.
+//! whose guard broke. Must never: read the last seq with a snapshot taken before the lock was
+//! granted (it could miss the previous holder's batch: the function's statements each take a
+//! new one, under READ COMMITTED, which it requires), append inside a transaction block (the
+//! lock would outlive the statement), or run a query on the async runtime's worker threads.
 //!
 //! The trait is synchronous, so the store owns a small runtime of its own whose one worker
 //! drives the pools' connections (and the doorbell's listener); the caller's thread (the log's writer, or a blocking task)
@@ -90,18 +83,12 @@ const INSERT_BATCH: &str = "WITH events AS ( \
      ) \
      INSERT INTO log_batches (batch_id, first_seq, last_seq) VALUES ($5::uuid, $6, $7)";
 
-/// An append's first statement (`wk_log_append_or_stage` of `migrations/postgres`), in the
-/// implicit transaction of this one statement: the batch found recorded; or, the append lock
-/// free, the waiting writers' staged batches and this one numbered and inserted, durable as the
-/// statement commits (its answer is read up to the server's `ReadyForQuery`, which follows the
-/// commit); or, the lock taken, the batch staged (a commit without a WAL flush), and
-/// [`APPEND_STAGED`] to follow.
-const APPEND: &str = "SELECT first_seq, conflict_uids, staged \
-     FROM wk_log_append_or_stage($1::uuid, $2, $3, $4, $5, $6, $7)";
-
-/// An append's second statement, for a batch that was staged: waits for the append lock as the
-/// batch's waiter, and answers what the holder before it, or this statement itself, made of it.
-const APPEND_STAGED: &str = "SELECT first_seq, conflict_uids FROM wk_log_append_staged($1::uuid)";
+/// One append, whole, in the database (`wk_log_append` of `migrations/postgres`): the lock,
+/// the lookup by batch id, the guards, the numbering and the inserts, in the implicit
+/// transaction of this one statement. Sent outside any transaction block, it commits when it
+/// ends; its answer is read up to the server's `ReadyForQuery`, which follows the commit.
+const APPEND: &str =
+    "SELECT first_seq, conflict_uids FROM wk_log_append($1::uuid, $2, $3, $4, $5, $6, $7)";
 
 pub struct PostgresStore {
     /// Taken out at drop, to be shut down without blocking (a store may be dropped on the async
@@ -295,9 +282,9 @@ impl PostgresStore {
         wait_on(&self.handle, future)
     }
 
-    /// One try: [`APPEND`], which finds the batch recorded, or numbers it (with the other
-    /// writers' waiting batches) under the lock it found free, or stages it; then, for a staged
-    /// batch, [`APPEND_STAGED`] on the same connection. Returns the batch's first seq.
+    /// One try: one statement, [`APPEND`], which under the lock finds the batch recorded, or
+    /// checks its guards, numbers it after the last seq and inserts it. Returns the batch's
+    /// first seq.
     async fn try_append(
         pool: &PgPool,
         writer_id: i64,
@@ -328,26 +315,15 @@ impl PostgresStore {
             .bind(writer_id)
             .fetch_one(&mut *conn)
             .await
-            .map_err(answer_error)?;
-        let staged: bool = row.get(2);
-        let row = if staged {
-            // Another writer numbers the batch while this statement waits for it: an error
-            // that ends the wait (a lock timeout) may come as that writer commits. Only the
-            // function's own word that the batch is gone says that nothing was recorded.
-            sqlx::query(APPEND_STAGED)
-                .bind(batch_id.to_string())
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(|e| {
-                    if is_gone(&e) {
-                        TryError::NotRecorded(e)
-                    } else {
-                        TryError::Unknown(e)
-                    }
-                })?
-        } else {
-            row
-        };
+            .map_err(|e| {
+                if statement_surely_failed(&e) {
+                    TryError::NotRecorded(e)
+                } else {
+                    // No answer, or one that does not say the statement failed: it may have
+                    // committed.
+                    TryError::Unknown(e)
+                }
+            })?;
         let first: Option<i64> = row.get(0);
         let conflicts: Option<Vec<String>> = row.get(1);
         match (first, conflicts) {
@@ -359,7 +335,7 @@ impl PostgresStore {
                     .map_err(|e| TryError::NotRecorded(sqlx::Error::Decode(Box::new(e))))?,
             )),
             (None, _) => Err(TryError::NotRecorded(sqlx::Error::Protocol(
-                "the append answered neither a seq nor a conflict".into(),
+                "wk_log_append answered neither a seq nor a conflict".into(),
             ))),
         }
     }
@@ -407,22 +383,6 @@ impl PostgresStore {
             pause *= 2;
         }
     }
-}
-
-/// How the error of [`APPEND`] is taken: see [`statement_surely_failed`].
-fn answer_error(e: sqlx::Error) -> TryError {
-    if statement_surely_failed(&e) {
-        TryError::NotRecorded(e)
-    } else {
-        // No answer, or one that does not say the statement failed: it may have committed.
-        TryError::Unknown(e)
-    }
-}
-
-/// Whether an error to [`APPEND_STAGED`] says the staged batch is gone (`WKGON` of
-/// `wk_log_append_staged`): nothing of it is in the log, nor will be.
-fn is_gone(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("WKGON"))
 }
 
 /// Whether an error to [`APPEND`] says its statement failed, and so its implicit transaction
@@ -606,16 +566,9 @@ mod tests {
     use super::APPEND_LOCK;
 
     #[test]
-    fn the_append_functions_take_the_append_lock() {
-        let functions = include_str!("../../migrations/postgres/0008_log_combine.sql");
-        for lock in [
-            format!("pg_try_advisory_xact_lock({APPEND_LOCK})"),
-            format!("pg_advisory_xact_lock({APPEND_LOCK})"),
-        ] {
-            assert!(
-                functions.contains(&lock),
-                "{lock} not in the append's functions"
-            );
-        }
+    fn the_append_function_takes_the_append_lock() {
+        let function = include_str!("../../migrations/postgres/0006_log_append.sql");
+        let lock = format!("pg_advisory_xact_lock({APPEND_LOCK})");
+        assert!(function.contains(&lock), "{lock} not in wk_log_append");
     }
 }

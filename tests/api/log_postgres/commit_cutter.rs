@@ -1,5 +1,5 @@
 //! A TCP relay between a store and PostgreSQL that, once armed, loses one commit: the next
-//! append (a call of `wk_log_append...`, a statement that commits as it ends) either never
+//! append (the call of `wk_log_append`, a statement that commits as it ends) either never
 //! reaches the database, or reaches it and its answer never comes back. Either way the client's
 //! connection breaks at the commit, and only the database knows whether the batch was recorded.
 //!
@@ -19,8 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-/// What the statements of an append call: `wk_log_append_or_stage`, then, for a batch that was
-/// staged, `wk_log_append_staged`.
+/// What the statement of an append calls.
 const APPEND_CALL: &[u8] = b"wk_log_append";
 
 /// Where the armed relay cuts.
@@ -35,16 +34,9 @@ pub enum Cut {
 
 pub struct CommitCutter {
     addr: SocketAddr,
-    armed: Arc<Mutex<Option<Armed>>>,
+    armed: Arc<Mutex<Option<Cut>>>,
     cuts: Arc<AtomicUsize>,
     accept: JoinHandle<()>,
-}
-
-/// The cut to make, once `skip` more appends have passed.
-#[derive(Debug, Clone, Copy)]
-struct Armed {
-    cut: Cut,
-    skip: usize,
 }
 
 impl CommitCutter {
@@ -85,13 +77,7 @@ impl CommitCutter {
 
     /// Cuts the next append that passes.
     pub fn arm(&self, cut: Cut) {
-        self.arm_after(cut, 0);
-    }
-
-    /// Lets `skip` appends pass, then cuts the next one (an append that was staged sends two
-    /// statements: `skip` 1 cuts its second).
-    pub fn arm_after(&self, cut: Cut, skip: usize) {
-        *self.armed.lock() = Some(Armed { cut, skip });
+        *self.armed.lock() = Some(cut);
     }
 
     /// How many appends were cut.
@@ -127,7 +113,7 @@ pub async fn upstream_of(url: &str) -> SocketAddr {
 async fn relay(
     mut client: TcpStream,
     mut server: TcpStream,
-    armed: Arc<Mutex<Option<Armed>>>,
+    armed: Arc<Mutex<Option<Cut>>>,
     cuts: Arc<AtomicUsize>,
 ) {
     let (mut client_in, mut client_out) = client.split();
@@ -143,7 +129,7 @@ async fn relay(
                 frontend.pending.extend_from_slice(&from_client[..n]);
                 // Whole messages only, each looked at before it is passed on.
                 while let Some(message) = frontend.next_message() {
-                    let cut = if frontend.is_append(&message) { take_cut(&armed) } else { None };
+                    let cut = if frontend.is_append(&message) { armed.lock().take() } else { None };
                     if let Some(cut) = cut {
                         cuts.fetch_add(1, Ordering::SeqCst);
                         match cut {
@@ -167,18 +153,6 @@ async fn relay(
                 }
             }
         }
-    }
-}
-
-/// The cut to make at this append, if the relay is armed and has skipped what it was to skip.
-fn take_cut(armed: &Mutex<Option<Armed>>) -> Option<Cut> {
-    let mut armed = armed.lock();
-    match armed.as_mut() {
-        Some(a) if a.skip > 0 => {
-            a.skip -= 1;
-            None
-        }
-        _ => armed.take().map(|a| a.cut),
     }
 }
 

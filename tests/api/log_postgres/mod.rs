@@ -2,14 +2,12 @@
 //! append to: the same answers as sled for the same appends and reads ([`conformance`]); several
 //! nodes appending at once while a tailer follows `seq > last` without ever skipping a seq, and
 //! the same tailer catching the skip of a naive `bigserial` table ([`tailing`]); a batch whose
-//! commit answer was lost recorded once ([`lost_commit`]); batches that found the append lock
-//! taken staged and numbered together, never once their writer died ([`combining`]).
+//! commit answer was lost recorded once ([`lost_commit`]).
 //!
 //! Each test has a database of its own on the machine's PostgreSQL ([`TestDatabase`]). The
 //! stores are driven through [`EventLog`], the way a node appends; their sync reads run on
 //! blocking tasks, the way a node must call them.
 
-mod combining;
 mod commit_cutter;
 mod conformance;
 mod lost_commit;
