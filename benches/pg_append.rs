@@ -18,9 +18,9 @@
 //!   rows is the most a batch of the log can hold with 64 writers each waiting for its answer.
 //!
 //! Each round also says how many events the log's batches held, and how many batches each of
-//! its commits held (a node's batch that found the append lock taken waits, staged, for the
-//! next holder to number it with its own: `migrations/postgres/0008_log_combine.sql`), counted
-//! from the transaction ids (`xmin`) of the round's rows of `log_batches`.
+//! its commits held, counted from the transaction ids (`xmin`) of the round's rows of
+//! `log_batches`: 1.00 while every batch commits alone, more for a numbering that commits
+//! several nodes' batches at once (tried in 2d58ec9: see docs/performance.md).
 //!
 //! The events are the same kind for both sides: `Connected` and `TokenUpdated` of 10,000
 //! users, about 300 bytes encoded. The database is a fresh one on the machine's PostgreSQL
