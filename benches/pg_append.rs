@@ -17,6 +17,11 @@
 //!   `log_uids`. No lock, no batch id, no guard: the cost of putting the rows in durably. 64
 //!   rows is the most a batch of the log can hold with 64 writers each waiting for its answer.
 //!
+//! Each round also says how many events the log's batches held, and how many batches each of
+//! its commits held, counted from the transaction ids (`xmin`) of the round's rows of
+//! `log_batches`: 1.00 while every batch commits alone, more for a numbering that commits
+//! several nodes' batches at once (tried in 2d58ec9: see docs/performance.md).
+//!
 //! The events are the same kind for both sides: `Connected` and `TokenUpdated` of 10,000
 //! users, about 300 bytes encoded. The database is a fresh one on the machine's PostgreSQL
 //! (`WK_BENCH_POSTGRES`, default `postgres://postgres@127.0.0.1:5432`), dropped at the end.
@@ -248,11 +253,25 @@ async fn through_logs(nodes: &[Node], slice: Duration) -> f64 {
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn count(pool: &PgPool, table: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+/// The log's last seq.
+async fn last_seq(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM log_events")
         .fetch_one(pool)
         .await
-        .expect("a count")
+        .expect("the log's end")
+}
+
+/// The log's batches after `seq`, the transactions that committed them, and their events: a
+/// transaction may number several nodes' batches at once.
+async fn batches_after(pool: &PgPool, seq: i64) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*), count(DISTINCT xmin::text), coalesce(sum(last_seq - first_seq + 1), 0)::int8 \
+         FROM log_batches WHERE first_seq > $1",
+    )
+    .bind(seq)
+    .fetch_one(pool)
+    .await
+    .expect("the batches")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -343,8 +362,7 @@ fn run(rt: &tokio::runtime::Runtime, url: &str, full: bool) {
     let mut figures = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for round in 1..=rounds {
         let mut measured = [0.0; 4];
-        let batches_before = rt.block_on(count(&pool, "log_batches"));
-        let events_before = rt.block_on(count(&pool, "log_events"));
+        let seq_before = rt.block_on(last_seq(&pool));
         let order: [usize; 4] = if round % 2 == 1 {
             [0, 1, 2, 3]
         } else {
@@ -360,19 +378,19 @@ fn run(rt: &tokio::runtime::Runtime, url: &str, full: bool) {
                 }
             });
         }
-        let batches = rt.block_on(count(&pool, "log_batches")) - batches_before;
-        let events = rt.block_on(count(&pool, "log_events")) - events_before;
+        let (batches, commits, events) = rt.block_on(batches_after(&pool, seq_before));
         println!(
             "round {round}: plain, 1 connection {:>7.0}/s | log, 1 node {:>7.0}/s ({:.2}x) | \
              plain, 3 connections {:>7.0}/s | log, 3 nodes {:>7.0}/s ({:.2}x) | \
-             log batches of {:.1} events on average",
+             log batches of {:.1} events, {:.2} batches per commit, on average",
             measured[0],
             measured[1],
             measured[1] / measured[0],
             measured[2],
             measured[3],
             measured[3] / measured[2],
-            events as f64 / batches.max(1) as f64
+            events as f64 / batches.max(1) as f64,
+            batches as f64 / commits.max(1) as f64
         );
         ratios[0].push(measured[1] / measured[0]);
         ratios[1].push(measured[3] / measured[2]);
