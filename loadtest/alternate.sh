@@ -9,6 +9,10 @@
 # (BEFORE_SERVE, AFTER_SERVE) and load tool (BEFORE_TOOL, AFTER_TOOL), e.g. the webhook:
 #   AFTER_SERVE="--webhook-url http://127.0.0.1:5703/hook" AFTER_TOOL="--webhook-sink 127.0.0.1:5703" \
 #   loadtest/alternate.sh ./target/release/wkuser ./target/release/wkuser 3 --users 5000
+# A third arm after those two in each round, with THIRD=BINARY (and THIRD_SERVE, THIRD_TOOL),
+# e.g. a build before, the build after, and the build after with the webhook on:
+#   THIRD=./target/release/wkuser THIRD_SERVE="--webhook-url http://127.0.0.1:5703/hook" \
+#   THIRD_TOOL="--webhook-sink 127.0.0.1:5703" loadtest/alternate.sh OLD ./target/release/wkuser 3
 set -euo pipefail
 before=$1 after=$2 rounds=${3:-3}
 shift $(( $# < 3 ? $# : 3 ))
@@ -17,10 +21,12 @@ out=${OUT:-$(mktemp -d /tmp/alternate-XXXX)}
 api=127.0.0.1:5701 ws=127.0.0.1:5702
 ulimit -n 20000
 for round in $(seq 1 "$rounds"); do
-    for label in before after; do
+    for label in before after ${THIRD:+third}; do
         binary=$before serve_flags=${BEFORE_SERVE:-} tool_flags=${BEFORE_TOOL:-}
         if [ "$label" = after ]; then
             binary=$after serve_flags=${AFTER_SERVE:-} tool_flags=${AFTER_TOOL:-}
+        elif [ "$label" = third ]; then
+            binary=$THIRD serve_flags=${THIRD_SERVE:-} tool_flags=${THIRD_TOOL:-}
         fi
         data=$(mktemp -d /tmp/alternate-data-XXXX)
         # shellcheck disable=SC2086 # the extra flags are words on purpose
