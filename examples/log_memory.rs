@@ -137,6 +137,21 @@ fn rss_bytes() -> f64 {
         .map_or(0.0, |kb| kb * 1024.0)
 }
 
+/// Reports RSS and live bytes at `n` events, and their growth per event since the first report
+/// at or past `every` events (`mark`: that report's events, RSS and live bytes).
+fn report_growth(what: &str, n: u64, every: u64, mark: &mut Option<(u64, f64, f64)>) {
+    let (rss, live) = report(what);
+    match *mark {
+        Some((m, rss0, live0)) => println!(
+            "  since {m} events: {:.1} B of RSS and {:.1} B live per event",
+            (rss - rss0) / (n - m) as f64,
+            (live - live0) / (n - m) as f64
+        ),
+        None if n >= every => *mark = Some((n, rss, live)),
+        None => {}
+    }
+}
+
 fn report(what: &str) -> (f64, f64) {
     let (rss, live) = (rss_bytes(), LIVE.load(Ordering::Relaxed) as f64);
     println!(
@@ -227,19 +242,11 @@ async fn write(dir: &std::path::Path, total: u64, o: &Options) {
             read_to = read.last().map_or(read_to, |r| r.seq);
         }
         if n % o.every < o.batch as u64 {
-            let (rss, live) = report(&format!(
+            let what = format!(
                 "{n} events ({:.0}/s)",
                 n as f64 / started.elapsed().as_secs_f64()
-            ));
-            match mark {
-                Some((m, rss0, live0)) => println!(
-                    "  since {m} events: {:.1} B of RSS and {:.1} B live per event",
-                    (rss - rss0) / (n - m) as f64,
-                    (live - live0) / (n - m) as f64
-                ),
-                None if n >= o.every => mark = Some((n, rss, live)),
-                None => {}
-            }
+            );
+            report_growth(&what, n, o.every, &mut mark);
         }
     }
     if o.leave_open {
@@ -306,16 +313,7 @@ fn packed(dir: &std::path::Path, total: u64, k: u64, o: &Options) {
             .unwrap();
         db.flush().unwrap();
         if n % o.every < o.batch as u64 {
-            let (rss, live) = report(&format!("{n} events, {k} to a key"));
-            match mark {
-                Some((m, rss0, live0)) => println!(
-                    "  since {m} events: {:.1} B of RSS and {:.1} B live per event",
-                    (rss - rss0) / (n - m) as f64,
-                    (live - live0) / (n - m) as f64
-                ),
-                None if n >= o.every => mark = Some((n, rss, live)),
-                None => {}
-            }
+            report_growth(&format!("{n} events, {k} to a key"), n, o.every, &mut mark);
         }
     }
     if o.leave_open {
