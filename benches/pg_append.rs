@@ -22,6 +22,12 @@
 //! `log_batches`: 1.00 while every batch commits alone, more for a numbering that commits
 //! several nodes' batches at once (tried in 2d58ec9: see docs/performance.md).
 //!
+//! Each round also says the CPU each case cost per event, in this process (the writers, the
+//! nodes' writer threads, stores and followers) and in PostgreSQL's processes (every process of
+//! the machine named `postgres`: the bench's backends, and whatever else the server did
+//! meanwhile), read from `/proc` before and after each slice: on a machine whose cores are
+//! shared, a rate says how much CPU the case got, its CPU per event what the case needs.
+//!
 //! The events are the same kind for both sides: `Connected` and `TokenUpdated` of 10,000
 //! users, about 300 bytes encoded. The database is a fresh one on the machine's PostgreSQL
 //! (`WK_BENCH_POSTGRES`, default `postgres://postgres@127.0.0.1:5432`), dropped at the end.
@@ -219,10 +225,9 @@ fn node(url: &str, node: u64) -> Node {
     Node { log, follower }
 }
 
-/// [`WRITERS`] tasks over `nodes` (writer `w` on node `w % n`), each appending one event at a
-/// time, for `slice`; events/s. Each node first catches up with what the other cases
-/// appended, outside the clock (a node's tail would have read it as it came).
-async fn through_logs(nodes: &[Node], slice: Duration) -> f64 {
+/// Each node catches up with what the other cases appended, outside the clocks (a node's tail
+/// would have read it as it came).
+async fn catch_up(nodes: &[Node]) {
     for node in nodes {
         let follower = node.follower.clone();
         tokio::task::spawn_blocking(move || follower.catch_up())
@@ -230,6 +235,11 @@ async fn through_logs(nodes: &[Node], slice: Duration) -> f64 {
             .expect("a catch-up")
             .expect("the log reads");
     }
+}
+
+/// [`WRITERS`] tasks over `nodes` (writer `w` on node `w % n`), each appending one event at a
+/// time, for `slice`; events/s.
+async fn through_logs(nodes: &[Node], slice: Duration) -> f64 {
     let logs: Vec<EventLog> = nodes.iter().map(|n| n.log.clone()).collect();
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -272,6 +282,42 @@ async fn batches_after(pool: &PgPool, seq: i64) -> (i64, i64, i64) {
     .fetch_one(pool)
     .await
     .expect("the batches")
+}
+
+/// CPU seconds used so far by this process and by the machine's `postgres` processes.
+#[derive(Clone, Copy)]
+struct CpuClock {
+    bench: f64,
+    postgres: f64,
+}
+
+impl CpuClock {
+    fn now() -> Self {
+        let ticks = procfs::ticks_per_second() as f64;
+        let seconds = |stat: procfs::process::Stat| (stat.utime + stat.stime) as f64 / ticks;
+        let bench = procfs::process::Process::myself()
+            .and_then(|p| p.stat())
+            .map(seconds)
+            .unwrap_or(0.0);
+        let postgres = procfs::process::all_processes()
+            .map(|all| {
+                all.filter_map(|p| p.ok()?.stat().ok())
+                    .filter(|stat| stat.comm == "postgres")
+                    .map(seconds)
+                    .sum()
+            })
+            .unwrap_or(0.0);
+        CpuClock { bench, postgres }
+    }
+
+    /// Microseconds per event of each side since `before`, for `events` events.
+    fn per_event_since(self, before: CpuClock, events: f64) -> (f64, f64) {
+        let per = |now: f64, then: f64| (now - then) * 1e6 / events.max(1.0);
+        (
+            per(self.bench, before.bench),
+            per(self.postgres, before.postgres),
+        )
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -362,6 +408,7 @@ fn run(rt: &tokio::runtime::Runtime, url: &str, full: bool) {
     let mut figures = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for round in 1..=rounds {
         let mut measured = [0.0; 4];
+        let mut cpu = [(0.0, 0.0); 4];
         let seq_before = rt.block_on(last_seq(&pool));
         let order: [usize; 4] = if round % 2 == 1 {
             [0, 1, 2, 3]
@@ -369,6 +416,13 @@ fn run(rt: &tokio::runtime::Runtime, url: &str, full: bool) {
             [1, 0, 3, 2]
         };
         for case in order {
+            match case {
+                1 => rt.block_on(catch_up(&one)),
+                3 => rt.block_on(catch_up(&three)),
+                _ => {}
+            }
+            let before = CpuClock::now();
+            let started = Instant::now();
             measured[case] = rt.block_on(async {
                 match case {
                     0 => plain(&pool, &rows, 1, slice).await,
@@ -377,6 +431,8 @@ fn run(rt: &tokio::runtime::Runtime, url: &str, full: bool) {
                     _ => through_logs(&three, slice).await,
                 }
             });
+            let events = measured[case] * started.elapsed().as_secs_f64();
+            cpu[case] = CpuClock::now().per_event_since(before, events);
         }
         let (batches, commits, events) = rt.block_on(batches_after(&pool, seq_before));
         println!(
@@ -391,6 +447,16 @@ fn run(rt: &tokio::runtime::Runtime, url: &str, full: bool) {
             measured[3] / measured[2],
             events as f64 / batches.max(1) as f64,
             batches as f64 / commits.max(1) as f64
+        );
+        let names = ["plain, 1", "log, 1", "plain, 3", "log, 3"];
+        let cpu_line: Vec<String> = names
+            .iter()
+            .zip(cpu)
+            .map(|(name, (bench, postgres))| format!("{name} {bench:.1} + {postgres:.1}"))
+            .collect();
+        println!(
+            "round {round} CPU µs per event (this process + postgres): {}",
+            cpu_line.join(" | ")
         );
         ratios[0].push(measured[1] / measured[0]);
         ratios[1].push(measured[3] / measured[2]);
