@@ -30,7 +30,7 @@ extern "C" {
 }
 
 /// When one thread last collected, and whether it is time again.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Pacer {
     last: Option<Instant>,
 }
@@ -50,16 +50,17 @@ impl Pacer {
 }
 
 thread_local! {
-    static PACER: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// This worker's pacer.
+    static PACER: Cell<Pacer> = const { Cell::new(Pacer { last: None }) };
 }
 
 /// For the runtime's `on_thread_park`: collects this worker's heap when it is due.
 pub fn on_worker_park() {
     let now = Instant::now();
-    let due = PACER.with(|last| {
-        let mut pacer = Pacer { last: last.get() };
+    let due = PACER.with(|cell| {
+        let mut pacer = cell.get();
         let due = pacer.due(now);
-        last.set(pacer.last);
+        cell.set(pacer);
         due
     });
     if due {

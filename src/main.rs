@@ -2,8 +2,8 @@
 //! `migrate-to-postgres` and `archive` are for operators. (The load tool is a binary of its own: `wkuser-loadtest`, in `loadtest/`.)
 //!
 //! Owns process concerns only: parsing the command line, the log subscriber (`RUST_LOG`), the
-//! signals that stop the server, exit codes. The operator commands' arguments and output are in
-//! `cli/`; everything else is in the library.
+//! signals that stop the server, exit codes, the allocator (`allocator`). The operator
+//! commands' arguments and output are in `cli/`; everything else is in the library.
 
 mod allocator;
 mod cli;
