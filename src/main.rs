@@ -2,9 +2,10 @@
 //! `migrate-to-postgres` and `archive` are for operators. (The load tool is a binary of its own: `wkuser-loadtest`, in `loadtest/`.)
 //!
 //! Owns process concerns only: parsing the command line, the log subscriber (`RUST_LOG`), the
-//! signals that stop the server, exit codes. The operator commands' arguments and output are in
-//! `cli/`; everything else is in the library.
+//! signals that stop the server, exit codes, the allocator (`allocator`). The operator
+//! commands' arguments and output are in `cli/`; everything else is in the library.
 
+mod allocator;
 mod cli;
 
 use std::ffi::OsString;
@@ -14,10 +15,6 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use wkuser::app::Server;
 use wkuser::config::Config;
-
-/// Per-thread free lists for every size the request path allocates (see `Cargo.toml`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -67,7 +64,13 @@ enum Cmd {
 fn main() -> std::process::ExitCode {
     let args = parse_command_line();
     init_logging(args.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The multi-thread runtime with everything on, as `Runtime::new` builds it, plus the
+    // allocator's hook for a worker going idle.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(allocator::on_worker_park)
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("wkuser: cannot start the async runtime: {e}");
