@@ -222,11 +222,20 @@ async fn is_plain_http(tcp: &TcpStream) -> std::io::Result<bool> {
     let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Ok(false);
     };
-    let asks_upgrade = head[..end].split(|&b| b == b'\n').any(|line| {
-        let line = String::from_utf8_lossy(line).to_ascii_lowercase();
-        line.starts_with("upgrade:") && line.contains("websocket")
-    });
-    Ok(!asks_upgrade)
+    Ok(!asks_websocket_upgrade(&head[..end]))
+}
+
+/// Whether a request head has a header line `Upgrade: ...websocket...`, in any ASCII case.
+/// Compared as bytes: every connect passes here, and a string per header line was most of
+/// what the check allocated.
+fn asks_websocket_upgrade(head: &[u8]) -> bool {
+    head.split(|&b| b == b'\n').any(|line| {
+        line.get(..8)
+            .is_some_and(|name| name.eq_ignore_ascii_case(b"upgrade:"))
+            && line
+                .windows(9)
+                .any(|w| w.eq_ignore_ascii_case(b"websocket"))
+    })
 }
 
 /// 426 with the contract's error envelope, then the connection ends.
@@ -282,4 +291,34 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asks_websocket_upgrade;
+
+    #[test]
+    fn an_upgrade_header_is_found_in_any_case() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\nUPGRADE: WebSocket\r\nConnection: Upgrade";
+        assert!(asks_websocket_upgrade(head));
+        assert!(asks_websocket_upgrade(
+            b"GET / HTTP/1.1\r\nupgrade:websocket"
+        ));
+    }
+
+    #[test]
+    fn a_head_without_a_websocket_upgrade_is_plain_http() {
+        assert!(!asks_websocket_upgrade(
+            b"GET / HTTP/1.1\r\nHost: websocket\r\n"
+        ));
+        assert!(!asks_websocket_upgrade(
+            b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n"
+        ));
+        assert!(!asks_websocket_upgrade(
+            b"GET / HTTP/1.1\r\nX-Upgrade: websocket\r\n"
+        ));
+        assert!(!asks_websocket_upgrade(
+            b"GET / HTTP/1.1\r\nUpgr\xffde: websocket\r\n"
+        ));
+    }
 }
