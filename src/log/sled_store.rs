@@ -14,6 +14,9 @@
 //! event"); a log created compressed keeps the setting it was created with. Must never: be opened by two processes (sled locks
 //! the directory), or with another compression setting than its own (sled refuses it).
 
+pub mod blocks;
+pub mod uid_runs;
+
 use std::path::Path;
 
 use parking_lot::Mutex;
