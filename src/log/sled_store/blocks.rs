@@ -179,7 +179,7 @@ impl OpenBlock {
             self.bytes[0] = ((seq.0 - 1) % SEQS_PER_BLOCK) as u8;
         } else if self.next_seq() != Some(seq) {
             let first = Seq(self.number * SEQS_PER_BLOCK + 1 + u64::from(self.bytes[0]));
-            if seq < first || self.next_seq().is_none_or(|next| seq > next) {
+            if seq < first || self.next_seq().is_some_and(|next| seq > next) {
                 return Err(LogError::storage(format_args!(
                     "seq {seq} would leave a gap in event block {}",
                     self.number
