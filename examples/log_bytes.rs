@@ -1,4 +1,4 @@
-//! Where a log's bytes on disk go: the encoded values, the keys and the `(uid, seq)` index,
+//! Where a log's bytes on disk go: the encoded values, the blocks' keys and headers and the uid runs,
 //! against what sled's files take (`docs/performance.md`, "Bytes per event").
 //!
 //! `cargo run --release --example log_bytes -- DATA_DIR` on a stopped server's data directory
@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use wkuser::domain::{RecordedEvent, Seq};
+use wkuser::domain::RecordedEvent;
+use wkuser::log::sled_store::blocks::Block;
+use wkuser::log::sled_store::{BLOCKS_TREE, RUNS_TREE};
 use wkuser::log::SledStore;
 
 /// Bytes of the files under `dir`: as long as they are, and as allocated on disk (what `du`
@@ -57,24 +59,28 @@ fn main() {
 
     let mut by_type: BTreeMap<String, Tally> = BTreeMap::new();
     let (mut values, mut json, mut binary) = (Tally::default(), Tally::default(), Tally::default());
-    let events = db.open_tree("events").unwrap();
-    for item in events.iter() {
+    // The packed layout (src/log/sled_store): events 16 to a key, each uid's seqs 16 to a key.
+    let (mut blocks, mut runs) = (Tally::default(), Tally::default());
+    for item in db.open_tree(BLOCKS_TREE).unwrap().iter() {
         let (key, value) = item.unwrap();
-        let seq = Seq::from_key(&key).expect("an 8-byte key");
-        let rec = RecordedEvent::decode(seq, &value).unwrap_or_else(|e| panic!("{seq}: {e}"));
-        let tally = by_type.entry(rec.event.kind().to_owned()).or_default();
-        tally.add(value.len());
-        values.add(value.len());
-        if value.first() == Some(&b'{') {
-            json.add(value.len());
-        } else {
-            binary.add(value.len());
+        blocks.add(key.len() + value.len());
+        let number = u64::from_be_bytes(key.as_ref().try_into().expect("an 8-byte key"));
+        let block = Block::decode(number, &value).unwrap_or_else(|e| panic!("{e}"));
+        for (seq, bytes) in block.iter() {
+            let rec = RecordedEvent::decode(seq, bytes).unwrap_or_else(|e| panic!("{seq}: {e}"));
+            let tally = by_type.entry(rec.event.kind().to_owned()).or_default();
+            tally.add(bytes.len());
+            values.add(bytes.len());
+            if bytes.first() == Some(&b'{') {
+                json.add(bytes.len());
+            } else {
+                binary.add(bytes.len());
+            }
         }
     }
-    let mut index = Tally::default();
-    for item in db.open_tree("by_uid").unwrap().iter() {
+    for item in db.open_tree(RUNS_TREE).unwrap().iter() {
         let (key, value) = item.unwrap();
-        index.add(key.len() + value.len());
+        runs.add(key.len() + value.len());
     }
     let n = values.count.max(1) as f64;
     println!("log {}", log_dir.display());
@@ -99,18 +105,20 @@ fn main() {
         binary.mean()
     );
     println!(
-        "event keys             {:>12} B  {:>7.1} B/event",
-        values.count * 8,
-        8.0
+        "blocks' keys, headers  {:>12} B  {:>7.1} B/event  ({} blocks of {:.1} B)",
+        blocks.bytes - values.bytes,
+        (blocks.bytes - values.bytes) as f64 / n,
+        blocks.count,
+        blocks.mean()
     );
     println!(
-        "by_uid entries         {:>12} B  {:>7.1} B/event  ({} entries of {:.1} B)",
-        index.bytes,
-        index.bytes as f64 / n,
-        index.count,
-        index.mean()
+        "uid runs               {:>12} B  {:>7.1} B/event  ({} runs of {:.1} B)",
+        runs.bytes,
+        runs.bytes as f64 / n,
+        runs.count,
+        runs.mean()
     );
-    let payload = values.bytes + values.count * 8 + index.bytes;
+    let payload = blocks.bytes + runs.bytes;
     println!(
         "sled's own (du - kv)   {:>12} B  {:>7.1} B/event  (du is {:.2}x the keys and values)",
         on_disk.saturating_sub(payload),

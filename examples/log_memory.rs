@@ -15,8 +15,8 @@
 //! figures, once opened and after reading every event once.
 //!
 //! `packed` writes the same events to a sled database of the log's settings with one key per
-//! `K` events in each tree (`K` 1: the log's own layout), to show what the number of keys per
-//! event costs, apart from their bytes.
+//! `K` events in each tree (`K` 1: the log's layout before it was packed, `K` 16 about the
+//! packed one), to show what the number of keys per event costs, apart from their bytes.
 //!
 //! ```sh
 //! cargo run --release --example log_memory -- write /tmp/logmem 2000000 [--users 11000]
@@ -266,8 +266,9 @@ async fn write(dir: &std::path::Path, total: u64, o: &Options) {
 /// The same events in a sled database of the log's settings, `k` events to a key: each tree
 /// gets one key per `k` events (the events' 72 B on average each, as the binary envelope
 /// stores them; `k` seqs of one uid to an index key), one transaction and flush per `--batch`
-/// events as the writer does. With `k` 1 it is the log's own layout; a larger `k` shows what
-/// fewer keys per event would hold (sled's leaves split at 17 keys, whatever their size).
+/// events as the writer does. With `k` 1 it is the log's layout before it was packed; a larger
+/// `k` shows what fewer keys per event would hold (sled's leaves split at 17 keys, whatever
+/// their size). Its trees are its own, not the log's (`src/log/sled_store`).
 fn packed(dir: &std::path::Path, total: u64, k: u64, o: &Options) {
     use sled::Transactional;
     report("before opening the log");

@@ -1,8 +1,10 @@
 //! Rewriting a stopped sled log without its archived range, and swapping the rewrite in.
 //!
 //! sled does not give disk space back when keys are removed, so an archive that only removed
-//! them would not shrink the log. Instead the events after the boundary, their index rows and
-//! every other tree (the webhook's cursor among them) are copied into a fresh sled directory
+//! them would not shrink the log. Instead the events after the boundary (the block that holds
+//! the boundary cut to start after it, the blocks after it as they are), their seqs in each
+//! uid's runs and every other tree (the webhook's cursor among them) are copied into a fresh
+//! sled directory, packed as the store writes (`super::sled_store`),
 //! beside the log, `log.next`, together with the new boundary record; then the directories are
 //! swapped: `log` -> `log.old`, `log.next` -> `log`, the data directory synced, `log.old`
 //! removed.
@@ -16,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::sled_store::SledStore;
+use super::sled_store::{blocks, uid_runs, SledStore, BLOCKS_TREE, RUNS_TREE};
 use super::LogError;
 use crate::domain::Seq;
 
@@ -88,21 +90,11 @@ impl SledStore {
             std::fs::remove_dir_all(&next).map_err(|e| io_error(&next, e))?;
         }
         let target = SledStore::open(&next)?;
-        copy(
-            self.events.range(boundary.next().to_key()..),
-            &target.events,
-        )?;
-        let after = |key: &[u8]| {
-            key.len() >= 8 && Seq::from_key(&key[key.len() - 8..]).is_some_and(|s| s > boundary)
-        };
-        copy(
-            self.by_uid.iter().filter(|item| match item {
-                Ok((k, _)) => after(k),
-                Err(_) => true,
-            }),
-            &target.by_uid,
-        )?;
-        let rewritten: [&[u8]; 3] = [b"events", b"by_uid", ARCHIVE_TREE];
+        copy_blocks_after(&self.blocks, boundary, &target.blocks)?;
+        copy_runs_after(&self.runs, boundary, &target.runs)?;
+        // The packed trees are copied above; `meta` (the layout marker) the new log has
+        // written itself.
+        let rewritten: [&[u8]; 4] = [BLOCKS_TREE, RUNS_TREE, b"meta", ARCHIVE_TREE];
         for name in self.db.tree_names() {
             if rewritten.contains(&&*name) {
                 continue;
@@ -121,6 +113,57 @@ impl SledStore {
         target.db.flush().map_err(LogError::storage)?;
         Ok(())
     }
+}
+
+/// The blocks after `boundary`: the one that holds `boundary + 1` cut to start there.
+fn copy_blocks_after(from: &sled::Tree, boundary: Seq, to: &sled::Tree) -> Result<(), LogError> {
+    let start = blocks::number_of(boundary.next());
+    let mut items = from.range(blocks::key_of(start)..);
+    if let Some(item) = items.next() {
+        let (k, v) = item.map_err(LogError::storage)?;
+        let number = blocks::number_from_key(&k)?;
+        let block = blocks::Block::decode(number, &v)?;
+        let kept: Vec<(Seq, &[u8])> = block.iter().filter(|(s, _)| *s > boundary).collect();
+        if let Some((first, _)) = kept.first() {
+            let value = blocks::encode(*first, kept.iter().map(|(_, b)| *b));
+            to.insert(k, value).map_err(LogError::storage)?;
+        }
+    }
+    copy(items, to)
+}
+
+/// Each uid's seqs after `boundary`: a run that holds some seqs at or before it is cut to
+/// start after it (its key then names its new first seq), one that holds only those is left
+/// out.
+fn copy_runs_after(from: &sled::Tree, boundary: Seq, to: &sled::Tree) -> Result<(), LogError> {
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for item in from.iter() {
+        let (k, v) = item.map_err(LogError::storage)?;
+        let (uid, first) = uid_runs::split_key(&k)?;
+        if first > boundary {
+            batch.insert(k, v);
+        } else {
+            let kept: Vec<Seq> = uid_runs::decode(first, &v)?
+                .into_iter()
+                .filter(|s| *s > boundary)
+                .collect();
+            let Some(&new_first) = kept.first() else {
+                continue;
+            };
+            let mut key = uid.to_vec();
+            key.push(0);
+            key.extend_from_slice(&new_first.to_key());
+            batch.insert(key, uid_runs::encode(&kept));
+        }
+        n += 1;
+        if n == COPY_BATCH {
+            to.apply_batch(std::mem::take(&mut batch))
+                .map_err(LogError::storage)?;
+            n = 0;
+        }
+    }
+    to.apply_batch(batch).map_err(LogError::storage)
 }
 
 fn copy(

@@ -1,6 +1,7 @@
 //! A data directory of a build before the binary event encoding, started by this one: its log
 //! holds JSON envelopes, which are read as they are (users, tokens, sessions, system uids,
-//! history), while every new event is stored binary; the operator tools show both, and the
+//! history; its log is of the layout of a sled key per event too, and is converted at start),
+//! while every new event is stored binary; the operator tools show both, and the
 //! mixed log verifies, restarts and moves into PostgreSQL with both kinds of bytes intact.
 
 use std::path::Path;
@@ -12,7 +13,7 @@ use uuid::Uuid;
 use wkuser::domain::encoding::binary;
 use wkuser::domain::event::*;
 use wkuser::domain::*;
-use wkuser::log::{EncodedRecord, LogStore, SledStore};
+use wkuser::log::{LogStore, SledStore};
 
 use crate::cli::{stderr, stdout, wkuser};
 use crate::helpers::*;
@@ -92,22 +93,15 @@ fn old_data_dir() -> (TempDir, Vec<Vec<u8>>) {
         stored.push(rec.encode_as_json());
         records.push(rec);
     }
-    // Created as the build before created it: without sled's compression.
-    let log = dir.path().join("log");
-    drop(sled::Config::new().path(&log).open().unwrap());
-    let store = SledStore::open(&log).unwrap();
+    // Written as the build before wrote it: without sled's compression, a sled key per
+    // event (the layout before the packed one, converted when this build opens it).
     let first = RecordedEvent::decode(Seq(1), &stored[0]).unwrap();
-    let batch: Vec<EncodedRecord> = std::iter::once(&first)
+    let rows: Vec<(Seq, Vec<u8>, Vec<Uid>)> = std::iter::once(&first)
         .chain(&records)
         .zip(&stored)
-        .map(|(rec, bytes)| EncodedRecord {
-            seq: rec.seq,
-            bytes: bytes.clone(),
-            uids: rec.event.uids().to_vec(),
-        })
+        .map(|(rec, bytes)| (rec.seq, bytes.clone(), rec.event.uids().to_vec()))
         .collect();
-    store.write(&batch).unwrap();
-    store.flush().unwrap();
+    crate::log_layout::write_old_layout(&dir.path().join("log"), &rows);
     (dir, stored)
 }
 

@@ -27,6 +27,7 @@ mod lastseen;
 mod limits;
 mod limits_api;
 mod log_format;
+mod log_layout;
 mod log_postgres;
 mod log_upgrade;
 mod metrics;
