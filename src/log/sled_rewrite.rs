@@ -90,6 +90,8 @@ impl SledStore {
             std::fs::remove_dir_all(&next).map_err(|e| io_error(&next, e))?;
         }
         let target = SledStore::open(&next)?;
+        // The copies read sled's trees alone.
+        self.spill()?;
         copy_blocks_after(&self.blocks, boundary, &target.blocks)?;
         copy_runs_after(&self.runs, boundary, &target.runs)?;
         // The packed trees are copied above; `meta` (the layout marker) the new log has

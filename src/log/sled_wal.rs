@@ -7,9 +7,10 @@
 //! time goes"). Here the writer's thread makes each batch durable itself: it appends the batch
 //! as one record to a file of its own (`wal.<generation>` in the log's directory) and syncs
 //! that range with `sync_file_range`, the very call sled makes durable with; sled gets the same
-//! batch in memory and writes it out later. When a file passes [`CHECKPOINT_BYTES`] the writer
-//! starts the next one, and a checkpoint thread flushes sled (which then holds everything the
-//! older files hold) and removes them.
+//! batch (or, for the block being filled and each uid's last run, the store's memory: see
+//! [`super::sled_store`]) and writes it out later. When a file passes [`CHECKPOINT_BYTES`] the
+//! writer puts what the store holds back into sled and starts the next file, and a checkpoint
+//! thread flushes sled (which then holds everything the older files hold) and removes them.
 //!
 //! Owns the files and their format: a record is the payload's length (u32), its CRC-32 (u32)
 //! and the payload: the number of events (u32), then each event's seq (u64), its bytes (u32
@@ -214,6 +215,8 @@ pub(super) struct Wal {
     failed: Option<LogError>,
     /// A take-back cut the file: the next sync is a full `fdatasync`.
     cut: bool,
+    /// The size past which the file rolls over ([`CHECKPOINT_BYTES`]; smaller in tests).
+    pub(super) roll_at: u64,
     checkpoint: Option<mpsc::Sender<u64>>,
     checkpointing: Arc<AtomicBool>,
     checkpointer: Option<thread::JoinHandle<()>>,
@@ -249,6 +252,7 @@ impl Wal {
             last_start: 0,
             failed: None,
             cut: false,
+            roll_at: CHECKPOINT_BYTES,
             checkpoint: Some(tx),
             checkpointing,
             checkpointer: Some(checkpointer),
@@ -271,8 +275,7 @@ impl Wal {
         }
     }
 
-    /// Makes every record written durable; then, past [`CHECKPOINT_BYTES`], moves to a new file
-    /// and has the older ones checkpointed.
+    /// Makes every record written durable.
     pub(super) fn sync(&mut self) -> Result<(), LogError> {
         if let Some(e) = self.failed.take() {
             self.failed = Some(e.clone());
@@ -289,13 +292,22 @@ impl Wal {
                 .map_err(|e| io_error(&path(), e))?;
         }
         self.synced = self.len;
-        if self.len >= CHECKPOINT_BYTES && !self.checkpointing.load(Ordering::Acquire) {
-            if let Err(e) = self.next_file() {
-                // The batch is durable all the same: the file grows until a move succeeds.
-                tracing::warn!(error = %e, "cannot start the log's next write-ahead file");
-            }
-        }
         Ok(())
+    }
+
+    /// Whether the file is past [`CHECKPOINT_BYTES`] and no checkpoint is running: the store
+    /// then puts into sled what it holds back in memory and calls [`Wal::roll`].
+    pub(super) fn roll_due(&self) -> bool {
+        self.len >= self.roll_at && !self.checkpointing.load(Ordering::Acquire)
+    }
+
+    /// Moves to a new file and has the older ones checkpointed: the caller has put into sled
+    /// everything the older files hold, so that the checkpoint's flush covers it.
+    pub(super) fn roll(&mut self) {
+        if let Err(e) = self.next_file() {
+            // The batches are durable all the same: the file grows until a move succeeds.
+            tracing::warn!(error = %e, "cannot start the log's next write-ahead file");
+        }
     }
 
     /// Cuts the last record written off the file (its batch failed to become durable).

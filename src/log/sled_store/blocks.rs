@@ -9,7 +9,8 @@
 //! present (a u8), then each event, in seq order, as its length (a LEB128 varint, postcard's
 //! encoding of a u32) and its bytes. Seqs are dense, so an event's place gives its seq.
 //! Promises: a block decodes only if its header and its events agree to the last byte; the
-//! block being filled ([`OpenBlock`]) is written whole on each write, a full one never again.
+//! block being filled ([`OpenBlock`]) is held in memory and written whole when full (or at a
+//! write-ahead roll, see [`super::pending`]), a full one never again.
 //! Must never: hold a seq outside its block's range, or leave a gap inside a block.
 
 use crate::domain::Seq;
@@ -155,6 +156,11 @@ impl OpenBlock {
 
     pub fn is_empty(&self) -> bool {
         self.bytes[1] == 0
+    }
+
+    /// Whether it holds its last seq (nothing more goes in).
+    pub fn is_full(&self) -> bool {
+        self.next_seq().is_none()
     }
 
     /// The stored value (meaningless while empty: an empty block is removed, not stored).

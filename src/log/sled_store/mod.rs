@@ -8,10 +8,13 @@
 //!
 //! Promises that a batch is durable after [`LogStore::flush`], which syncs it in the log's
 //! write-ahead file on the calling thread ([`super::sled_wal`]), and lands in both trees whole:
-//! the trees take it by plain inserts (the block being filled, then each uid's last run, written
-//! again), and opening the log puts every batch of the file into them again through the same
-//! path, which cuts back what it finds at or after a replayed seq (a log dropped whole is
-//! flushed and left without the file). An index run may name a seq whose event is gone, or
+//! the block being filled and each uid's last run are held back in memory ([`pending`]) and
+//! reach sled by plain inserts when full, when the write-ahead file rolls over (before its
+//! checkpoint's flush), before a take-back or an archive, and at close; opening the log puts
+//! every batch of the files into them again through the same path, which cuts back what it
+//! finds at or after a replayed seq (a log dropped whole is flushed and left without the
+//! files). Readers see sled and the held-back state as one: a snapshot of the held-back state
+//! first, then sled bounded by it (see `read_after`, `read_uid`). An index run may name a seq whose event is gone, or
 //! another event, only after a batch taken back and a crash in the same moment: readers of the
 //! index check each event's uids. And that sled's page cache is the size it is opened with
 //! (sled's own default, 1 GiB, is never used). A new log is not compressed: sled's zstd took
@@ -22,6 +25,7 @@
 //! setting than its own (sled refuses it); rewrite a full block; write a key per event.
 
 pub mod blocks;
+mod pending;
 pub mod uid_runs;
 mod upgrade;
 
@@ -37,6 +41,7 @@ use super::{EncodedRecord, LogError, LogStore};
 use crate::config::DEFAULT_LOG_CACHE_MB;
 use crate::domain::Seq;
 use blocks::{Block, OpenBlock};
+use pending::Pending;
 
 /// The zstd level sled compresses the pages of a log created compressed with.
 const COMPRESSION_LEVEL: i32 = 1;
@@ -50,9 +55,9 @@ pub struct SledStore {
     pub(in crate::log) db: sled::Db,
     pub(in crate::log) blocks: sled::Tree,
     pub(in crate::log) runs: sled::Tree,
-    /// The last block, as sled holds it (`None` while the log is empty): the writer appends
-    /// to it without reading it back.
-    open: Mutex<Option<OpenBlock>>,
+    /// The block being filled and each uid's last run touched since the write-ahead file last
+    /// rolled over, held back from sled ([`pending`]). Taken before `wal`.
+    pending: Mutex<Pending>,
     /// Where the writer's batches are made durable ([`super::sled_wal`]); sled holds them in
     /// memory and writes them out at each checkpoint.
     wal: Mutex<Wal>,
@@ -128,35 +133,37 @@ impl SledStore {
         let blocks_tree = db.open_tree(BLOCKS_TREE).map_err(LogError::storage)?;
         let runs = db.open_tree(RUNS_TREE).map_err(LogError::storage)?;
         upgrade::to_packed(&db, &blocks_tree, &runs)?;
-        let generation = Self::recover(dir, &db, &blocks_tree, &runs)?;
-        let open = Mutex::new(last_block(&blocks_tree)?);
+        let (generation, pending) = Self::recover(dir, &db, &blocks_tree, &runs)?;
         let wal = Mutex::new(Wal::start(dir, generation, db.clone())?);
         Ok(SledStore {
             db,
             blocks: blocks_tree,
             runs,
-            open,
+            pending: Mutex::new(pending),
             wal,
         })
     }
 
     /// Puts into sled every batch the write-ahead files hold (made durable there, perhaps not
-    /// yet by sled, or only in part: the trees are written without a transaction), flushes
-    /// sled and removes the files. Returns the generation the next file starts.
+    /// yet by sled, or only in part: the trees are written without a transaction), puts what
+    /// the append held back into sled too, flushes sled and removes the files. Returns the
+    /// generation the next file starts, and the held-back state (nothing held back).
     fn recover(
         dir: &Path,
         db: &sled::Db,
         blocks_tree: &sled::Tree,
         runs: &sled::Tree,
-    ) -> Result<u64, LogError> {
+    ) -> Result<(u64, Pending), LogError> {
         let last = last_seq_of(blocks_tree)?;
         let batches = sled_wal::replayable(dir, last)?;
         let mut replayed = 0usize;
-        let mut open = last_block(blocks_tree)?;
+        let mut pending = Pending::stored(last_block(blocks_tree)?);
         for batch in &batches {
-            append(blocks_tree, runs, &mut open, batch)?;
+            pending.append(blocks_tree, runs, batch)?;
             replayed += batch.iter().filter(|r| r.seq > last).count();
         }
+        // The files go below: sled must hold all they do first.
+        pending.spill(blocks_tree, runs)?;
         if replayed > 0 {
             tracing::info!(
                 events = replayed,
@@ -164,7 +171,13 @@ impl SledStore {
             );
         }
         db.flush().map_err(LogError::storage)?;
-        sled_wal::remove_all(dir)
+        Ok((sled_wal::remove_all(dir)?, pending))
+    }
+
+    /// Puts into sled what the store holds back from it (for a reader of sled's trees alone:
+    /// the archive's rewrite).
+    pub(in crate::log) fn spill(&self) -> Result<(), LogError> {
+        self.pending.lock().spill(&self.blocks, &self.runs)
     }
 
     /// The database the log's trees live in: the webhook keeps its cursor in a tree of its own
@@ -191,43 +204,6 @@ fn block_at(blocks_tree: &sled::Tree, number: u64) -> Result<OpenBlock, LogError
         Some(v) => OpenBlock::stored(number, &v),
         None => Ok(OpenBlock::new(number)),
     }
-}
-
-/// A batch into both trees: its events into the blocks first, then its seqs into the runs, so
-/// that a run never names an event sled does not hold. Plain inserts, not a sled batch or
-/// transaction: each of those rolls sled's IO buffer and so writes it out through sled's IO
-/// threads; a batch's atomicity comes from the write-ahead file instead (replayed whole at
-/// open). `open` is the last block, and stays it.
-fn append<R: Appended>(
-    blocks_tree: &sled::Tree,
-    runs: &sled::Tree,
-    open: &mut Option<OpenBlock>,
-    batch: &[R],
-) -> Result<(), LogError> {
-    let mut touched = false;
-    for r in batch {
-        let number = blocks::number_of(r.seq());
-        if open.as_ref().is_none_or(|b| b.number() != number) {
-            if let (true, Some(done)) = (touched, open.as_ref()) {
-                blocks_tree
-                    .insert(blocks::key_of(done.number()), done.value())
-                    .map_err(LogError::storage)?;
-            }
-            *open = Some(block_at(blocks_tree, number)?);
-        }
-        open.as_mut().expect("set above").push(r.seq(), r.bytes())?;
-        touched = true;
-    }
-    if let (true, Some(done)) = (touched, open.as_ref()) {
-        blocks_tree
-            .insert(blocks::key_of(done.number()), done.value())
-            .map_err(LogError::storage)?;
-    }
-    let (groups, seqs) = by_uid(batch);
-    for (uid, range) in groups {
-        uid_runs::append(runs, uid, &seqs[range])?;
-    }
-    Ok(())
 }
 
 /// The batch's seqs by uid: each uid once, with the range of its seqs (ascending, each once:
@@ -257,6 +233,10 @@ impl Drop for SledStore {
     fn drop(&mut self) {
         let wal = self.wal.get_mut();
         wal.stop_checkpoints();
+        if let Err(e) = self.pending.get_mut().spill(&self.blocks, &self.runs) {
+            tracing::warn!(error = %e, "the log's held-back writes did not reach sled; the next start replays its write-ahead files");
+            return;
+        }
         match self.db.flush() {
             Ok(_) => {
                 if let Err(e) = sled_wal::remove_all(wal.dir()) {
@@ -305,16 +285,24 @@ fn held_by_another_process(e: &sled::Error) -> bool {
 
 impl LogStore for SledStore {
     fn last_seq(&self) -> Result<Seq, LogError> {
-        last_seq_of(&self.blocks)
+        match self.pending.lock().last_seq() {
+            Some(last) => last,
+            None => last_seq_of(&self.blocks),
+        }
     }
 
     /// Into sled's memory and the write-ahead file, not yet durable. A failure of the file's
     /// write fails the [`LogStore::flush`] that follows, which takes the batch back.
     fn write(&self, batch: &[EncodedRecord]) -> Result<(), LogError> {
-        let mut open = self.open.lock();
-        if let Err(e) = append(&self.blocks, &self.runs, &mut open, batch) {
-            // What sled holds of the batch is unknown: read the last block again next time.
-            *open = last_block(&self.blocks).unwrap_or(None);
+        let mut pending = self.pending.lock();
+        if let Err(e) = pending.append(&self.blocks, &self.runs, batch) {
+            // What is held of the batch is unknown: all of it into sled, and the last block
+            // read again from there. Kept as it is if sled refuses it: the files stay too.
+            if pending.spill(&self.blocks, &self.runs).is_ok() {
+                if let Ok(open) = last_block(&self.blocks) {
+                    *pending = Pending::stored(open);
+                }
+            }
             return Err(e);
         }
         self.wal.lock().write(batch);
@@ -328,7 +316,9 @@ impl LogStore for SledStore {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             return self.wal.lock().take_back();
         };
-        let mut open = self.open.lock();
+        let mut pending = self.pending.lock();
+        // A rare path: it works on sled alone.
+        pending.spill(&self.blocks, &self.runs)?;
         let (groups, seqs) = by_uid(batch);
         for (uid, range) in groups {
             uid_runs::remove(&self.runs, uid, &seqs[range])?;
@@ -350,14 +340,28 @@ impl LogStore for SledStore {
                 .insert(blocks::key_of(from), cut.value())
                 .map_err(LogError::storage)?;
         }
-        *open = last_block(&self.blocks)?;
+        *pending = Pending::stored(last_block(&self.blocks)?);
         self.wal.lock().take_back()
     }
 
     /// Syncs the write-ahead file on the calling thread (the writer's): no hand-off to sled's
     /// IO threads.
     fn flush(&self) -> Result<(), LogError> {
-        self.wal.lock().sync()
+        let mut pending = self.pending.lock();
+        let mut wal = self.wal.lock();
+        wal.sync()?;
+        if wal.roll_due() {
+            // The checkpoint behind the roll flushes sled and removes the file: sled must
+            // hold everything the file does first. Not rolled if sled refuses it: the file
+            // grows, the batches in it durable all the same.
+            match pending.spill(&self.blocks, &self.runs) {
+                Ok(()) => wal.roll(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the log's held-back writes did not reach sled; its write-ahead file grows")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A write beside the log (the webhook's cursor) goes to sled alone, not to the write-ahead
@@ -377,16 +381,17 @@ impl LogStore for SledStore {
         Ok(value.map(|v| v.to_vec()))
     }
 
-    /// From the block that holds `after + 1` on.
+    /// From the block that holds `after + 1` on: sled's blocks before the one being filled (as
+    /// a snapshot taken first holds it; they are whole in sled and never change), then that
+    /// one from the snapshot. Everything up to the snapshot, whatever moves to sled meanwhile.
     fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<(Seq, Vec<u8>)>, LogError> {
+        let snapshot = self.pending.lock().snapshot(None);
+        let Some(open) = snapshot.open else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::with_capacity(limit.min(4096));
-        let start = blocks::key_of(blocks::number_of(after.next()));
-        for item in self.blocks.range(start..) {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item.map_err(LogError::storage)?;
-            let block = Block::decode(blocks::number_from_key(&k)?, &v)?;
+        let take = |out: &mut Vec<(Seq, Vec<u8>)>, number: u64, value: &[u8]| {
+            let block = Block::decode(number, value)?;
             out.extend(
                 block
                     .iter()
@@ -394,31 +399,65 @@ impl LogStore for SledStore {
                     .take(limit - out.len())
                     .map(|(seq, bytes)| (seq, bytes.to_vec())),
             );
+            Ok::<(), LogError>(())
+        };
+        let start = blocks::number_of(after.next());
+        if start < open.number() {
+            let range = blocks::key_of(start)..blocks::key_of(open.number());
+            for item in self.blocks.range(range) {
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                let (k, v) = item.map_err(LogError::storage)?;
+                take(&mut out, blocks::number_from_key(&k)?, &v)?;
+            }
+        }
+        if out.len() < limit && !open.is_empty() {
+            take(&mut out, open.number(), open.value())?;
         }
         Ok(out)
     }
 
     /// The uid's seqs from its runs, each event from its block (a block read once for the
-    /// seqs in it that follow each other).
+    /// seqs in it that follow each other). As a snapshot taken first holds it: sled's runs
+    /// before the held-back one (final), then that one; no seq past the snapshot's last (sled
+    /// may hold newer ones by the time it is read); the block being filled from the snapshot,
+    /// the blocks before it from sled (whole there).
     fn read_uid(
         &self,
         uid: &str,
         after: Seq,
         limit: usize,
     ) -> Result<Vec<(Seq, Vec<u8>)>, LogError> {
-        let seqs = uid_runs::seqs_after(&self.runs, uid, after, limit)?;
+        let snapshot = self.pending.lock().snapshot(Some(uid));
+        let last = snapshot.last_seq()?;
+        let below = snapshot.run.as_ref().map(|run| run[0]);
+        let mut seqs = uid_runs::seqs_after(&self.runs, uid, after, limit, below)?;
+        if let Some(run) = &snapshot.run {
+            let room = limit.saturating_sub(seqs.len());
+            seqs.extend(run.iter().copied().filter(|s| *s > after).take(room));
+        }
+        seqs.retain(|s| *s <= last);
+        let held = snapshot.open.as_ref().filter(|b| !b.is_empty());
         let mut out = Vec::with_capacity(seqs.len());
         for same_block in seqs.chunk_by(|a, b| blocks::number_of(*a) == blocks::number_of(*b)) {
             let number = blocks::number_of(same_block[0]);
             let missing = |seq: Seq| {
                 LogError::storage(format_args!("the uid index names missing event {seq}"))
             };
-            let value = self
-                .blocks
-                .get(blocks::key_of(number))
-                .map_err(LogError::storage)?
-                .ok_or_else(|| missing(same_block[0]))?;
-            let block = Block::decode(number, &value)?;
+            let stored;
+            let value: &[u8] = match held.filter(|b| b.number() == number) {
+                Some(b) => b.value(),
+                None => {
+                    stored = self
+                        .blocks
+                        .get(blocks::key_of(number))
+                        .map_err(LogError::storage)?
+                        .ok_or_else(|| missing(same_block[0]))?;
+                    &stored
+                }
+            };
+            let block = Block::decode(number, value)?;
             for &seq in same_block {
                 let bytes = block.get(seq).ok_or_else(|| missing(seq))?;
                 out.push((seq, bytes.to_vec()));

@@ -7,7 +7,8 @@
 //! the first as its distance from the one before (a LEB128 varint, postcard's encoding of a
 //! u64). Promises: a uid's runs hold ascending seqs, each once; appending a seq the runs hold
 //! already, or below one they hold, first drops every seq from it on (a write-ahead file
-//! replayed over what sled kept). Must never: leave an empty run stored, or one past
+//! replayed over what sled kept). The store holds each uid's last run back from sled while it
+//! fills ([`super::pending`]); this module reads and writes sled's runs. Must never: leave an empty run stored, or one past
 //! [`SEQS_PER_RUN`] seqs.
 
 use crate::domain::Seq;
@@ -100,24 +101,30 @@ fn last_run(tree: &sled::Tree, prefix: &[u8]) -> Result<Option<(Seq, Vec<Seq>)>,
     }
 }
 
-/// Appends `seqs` (ascending, each once) to `uid`'s runs: the last run takes what it has room
-/// for and is written again, the rest go to new runs. One read, and one write per run touched.
+/// The seqs of `uid`'s last run below `from`, after removing from sled every run that starts
+/// at or after it (only a replay, or seqs appended again after a failed write, finds one): the
+/// run the next seqs go on, empty if the uid has none.
+pub fn last_before(tree: &sled::Tree, uid: &str, from: Seq) -> Result<Vec<Seq>, LogError> {
+    let prefix = prefix(uid);
+    while let Some((first, mut held)) = last_run(tree, &prefix)? {
+        if first >= from {
+            tree.remove(key(uid, first)).map_err(LogError::storage)?;
+            continue;
+        }
+        held.retain(|s| *s < from);
+        return Ok(held);
+    }
+    Ok(Vec::new())
+}
+
+/// Appends `seqs` (ascending, each once) to `uid`'s runs in sled, writing each run touched (the
+/// store holds its last run back instead: [`super::pending`]).
+#[cfg(test)]
 pub fn append(tree: &sled::Tree, uid: &str, seqs: &[Seq]) -> Result<(), LogError> {
     let Some(&from) = seqs.first() else {
         return Ok(());
     };
-    let prefix = prefix(uid);
-    let mut run = Vec::new();
-    while let Some((first, held)) = last_run(tree, &prefix)? {
-        if first >= from {
-            // Only a replay or a take-back that sled did not keep gets here.
-            tree.remove(key(uid, first)).map_err(LogError::storage)?;
-            continue;
-        }
-        run = held;
-        run.retain(|s| *s < from);
-        break;
-    }
+    let mut run = last_before(tree, uid, from)?;
     if run.len() == SEQS_PER_RUN {
         run.clear();
     }
@@ -156,12 +163,13 @@ pub fn remove(tree: &sled::Tree, uid: &str, seqs: &[Seq]) -> Result<(), LogError
 }
 
 /// Up to `limit` seqs of `uid` after `after`, in order: from the run that may hold `after + 1`
-/// (the last one starting at or before it) on.
+/// (the last one starting at or before it) on, up to the run that starts at `below` (if any).
 pub fn seqs_after(
     tree: &sled::Tree,
     uid: &str,
     after: Seq,
     limit: usize,
+    below: Option<Seq>,
 ) -> Result<Vec<Seq>, LogError> {
     let prefix = prefix(uid);
     let start = match tree
@@ -181,6 +189,9 @@ pub fn seqs_after(
             break;
         }
         let (_, first) = split_key(&k)?;
+        if below.is_some_and(|b| first >= b) {
+            break;
+        }
         out.extend(
             decode(first, &v)?
                 .into_iter()
@@ -218,13 +229,19 @@ mod tests {
             3,
             "40 seqs in runs of 16"
         );
-        assert_eq!(seqs_after(&t, "ann", Seq(0), 100).unwrap(), seqs(&all));
         assert_eq!(
-            seqs_after(&t, "ann", Seq(50), 3).unwrap(),
+            seqs_after(&t, "ann", Seq(0), 100, None).unwrap(),
+            seqs(&all)
+        );
+        assert_eq!(
+            seqs_after(&t, "ann", Seq(50), 3, None).unwrap(),
             seqs(&[51, 54, 57])
         );
-        assert_eq!(seqs_after(&t, "an", Seq(0), 9).unwrap(), seqs(&[1, 2]));
-        assert!(seqs_after(&t, "bob", Seq(0), 9).unwrap().is_empty());
+        assert_eq!(
+            seqs_after(&t, "an", Seq(0), 9, None).unwrap(),
+            seqs(&[1, 2])
+        );
+        assert!(seqs_after(&t, "bob", Seq(0), 9, None).unwrap().is_empty());
     }
 
     #[test]
@@ -268,7 +285,7 @@ mod tests {
                 append(&t, "u", batch).unwrap();
             }
             let want: Vec<Seq> = model.iter().copied().filter(|s| s.0 > after).take(limit).collect();
-            prop_assert_eq!(seqs_after(&t, "u", Seq(after), limit).unwrap(), want);
+            prop_assert_eq!(seqs_after(&t, "u", Seq(after), limit, None).unwrap(), want);
             for item in t.iter() {
                 let (k, v) = item.unwrap();
                 let (_, first) = split_key(&k).unwrap();
