@@ -119,7 +119,7 @@ impl SledStore {
             // The write-ahead file makes batches durable, and its checkpoints flush sled: a
             // timed flush would only wake sled's IO threads more often.
             .flush_every_ms(None);
-        let db = config.open().map_err(|e| {
+        let db = open_waiting_for_release(&config).map_err(|e| {
             if held_by_another_process(&e) {
                 LogError::InUse {
                     what: "event log",
@@ -267,6 +267,26 @@ fn compresses(dir: &Path) -> bool {
             .lines()
             .any(|line| line.trim() == "use_compression: true"),
         Err(_) => false,
+    }
+}
+
+/// How long an open waits for a lock held by a log of this process that is being dropped.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled, trying again for up to [`RELEASE_WAIT`] while its directory's lock is held.
+/// sled shares the locked file among its handles and its IO pool's tasks, so the lock outlives
+/// the last `Db` dropped by as long as a task still finishing a write holds it: a log closed
+/// and opened again in one process (a test, a conversion, an archive's rewrite) could be
+/// refused as in use by itself. A log another process holds is still refused, after the wait.
+fn open_waiting_for_release(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    let since = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(e) if held_by_another_process(&e) && since.elapsed() < RELEASE_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            outcome => return outcome,
+        }
     }
 }
 

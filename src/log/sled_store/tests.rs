@@ -184,7 +184,7 @@ fn a_batch_taken_back_mid_block_leaves_the_block_as_it_was() {
 /// Writes the layout before the packed one into `dir` with sled itself, as the build before
 /// wrote it: `events` (seq -> bytes) and `by_uid` (uid ++ 0 ++ seq -> empty).
 fn old_layout(dir: &Path, events: u64) -> Model {
-    let db = sled::Config::new().path(dir).open().unwrap();
+    let db = open_waiting_for_release(&sled::Config::new().path(dir)).unwrap();
     let (ev, ix) = (
         db.open_tree("events").unwrap(),
         db.open_tree("by_uid").unwrap(),
@@ -211,7 +211,7 @@ fn old_layout(dir: &Path, events: u64) -> Model {
 }
 
 fn tree_names(dir: &Path) -> Vec<String> {
-    let db = sled::Config::new().path(dir).open().unwrap();
+    let db = open_waiting_for_release(&sled::Config::new().path(dir)).unwrap();
     db.tree_names()
         .iter()
         .map(|n| String::from_utf8_lossy(n).into_owned())
@@ -242,7 +242,7 @@ fn a_conversion_cut_short_starts_again() {
     let model = old_layout(dir.path(), 500);
     {
         // Cut short: the packed trees half filled (and wrong), no marker.
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = open_waiting_for_release(&sled::Config::new().path(dir.path())).unwrap();
         let blocks_tree = db.open_tree(BLOCKS_TREE).unwrap();
         blocks_tree
             .insert(blocks::key_of(0), blocks::encode(Seq(1), [&b"stale"[..]]))
@@ -271,7 +271,7 @@ fn a_conversion_cut_short_starts_again() {
     let model = old_layout(dir.path(), 40);
     drop(SledStore::open(dir.path()).unwrap());
     {
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = open_waiting_for_release(&sled::Config::new().path(dir.path())).unwrap();
         db.open_tree("by_uid")
             .unwrap()
             .insert(b"zed\0\0\0\0\0\0\0\0\x01", &[][..])
@@ -289,7 +289,7 @@ fn a_layout_this_build_does_not_know_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(SledStore::open(dir.path()).unwrap());
     {
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let db = open_waiting_for_release(&sled::Config::new().path(dir.path())).unwrap();
         db.open_tree("meta")
             .unwrap()
             .insert("layout", &[3u8])
