@@ -138,13 +138,12 @@ fn copy_blocks_after(from: &sled::Tree, boundary: Seq, to: &sled::Tree) -> Resul
 /// start after it (its key then names its new first seq), one that holds only those is left
 /// out.
 fn copy_runs_after(from: &sled::Tree, boundary: Seq, to: &sled::Tree) -> Result<(), LogError> {
-    let mut batch = sled::Batch::default();
-    let mut n = 0;
+    let mut out = Batched::into(to);
     for item in from.iter() {
         let (k, v) = item.map_err(LogError::storage)?;
         let (uid, first) = uid_runs::split_key(&k)?;
         if first > boundary {
-            batch.insert(k, v);
+            out.insert(k, v)?;
         } else {
             let kept: Vec<Seq> = uid_runs::decode(first, &v)?
                 .into_iter()
@@ -156,35 +155,59 @@ fn copy_runs_after(from: &sled::Tree, boundary: Seq, to: &sled::Tree) -> Result<
             let mut key = uid.to_vec();
             key.push(0);
             key.extend_from_slice(&new_first.to_key());
-            batch.insert(key, uid_runs::encode(&kept));
-        }
-        n += 1;
-        if n == COPY_BATCH {
-            to.apply_batch(std::mem::take(&mut batch))
-                .map_err(LogError::storage)?;
-            n = 0;
+            out.insert(key, uid_runs::encode(&kept))?;
         }
     }
-    to.apply_batch(batch).map_err(LogError::storage)
+    out.finish()
 }
 
 fn copy(
     items: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
     to: &sled::Tree,
 ) -> Result<(), LogError> {
-    let mut batch = sled::Batch::default();
-    let mut n = 0;
+    let mut out = Batched::into(to);
     for item in items {
         let (k, v) = item.map_err(LogError::storage)?;
-        batch.insert(k, v);
-        n += 1;
-        if n == COPY_BATCH {
-            to.apply_batch(std::mem::take(&mut batch))
-                .map_err(LogError::storage)?;
-            n = 0;
+        out.insert(k, v)?;
+    }
+    out.finish()
+}
+
+/// Inserts into a tree in sled batches of [`COPY_BATCH`] entries.
+struct Batched<'a> {
+    to: &'a sled::Tree,
+    batch: sled::Batch,
+    n: usize,
+}
+
+impl<'a> Batched<'a> {
+    fn into(to: &'a sled::Tree) -> Self {
+        Batched {
+            to,
+            batch: sled::Batch::default(),
+            n: 0,
         }
     }
-    to.apply_batch(batch).map_err(LogError::storage)
+
+    fn insert(
+        &mut self,
+        k: impl Into<sled::IVec>,
+        v: impl Into<sled::IVec>,
+    ) -> Result<(), LogError> {
+        self.batch.insert(k, v);
+        self.n += 1;
+        if self.n == COPY_BATCH {
+            self.to
+                .apply_batch(std::mem::take(&mut self.batch))
+                .map_err(LogError::storage)?;
+            self.n = 0;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), LogError> {
+        self.to.apply_batch(self.batch).map_err(LogError::storage)
+    }
 }
 
 /// Puts the rewrite built by [`SledStore::rewrite_after`] in the log's place (the store must
