@@ -51,6 +51,12 @@ pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Asserts a command's exit code, showing what it printed when it is another.
+#[track_caller]
+pub(crate) fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "{}{}", stdout(o), stderr(o));
+}
+
 /// A stopped data directory with a little history: u1 has a token on flag 1 (iOS) and one
 /// closed session; u2 has a token.
 pub(crate) async fn history() -> TestApp {
@@ -75,7 +81,7 @@ pub(crate) fn dir(app: &TestApp) -> String {
 async fn verify_passes_on_a_faithful_view_and_fails_on_a_tampered_one() {
     let app = history().await;
     let ok = wkuser(&["verify", "--data-dir", &dir(&app)]).await;
-    assert_eq!(ok.status.code(), Some(0), "{}{}", stdout(&ok), stderr(&ok));
+    assert_exit(&ok, 0);
     assert!(
         stdout(&ok).contains("the view matches a rebuild of the log"),
         "{}",
@@ -84,13 +90,7 @@ async fn verify_passes_on_a_faithful_view_and_fails_on_a_tampered_one() {
 
     tamper(&app.data_dir.join("view.sqlite")).await;
     let bad = wkuser(&["verify", "--data-dir", &dir(&app)]).await;
-    assert_eq!(
-        bad.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&bad),
-        stderr(&bad)
-    );
+    assert_exit(&bad, 1);
     let said = stdout(&bad);
     assert!(
         said.contains("device_sessions: only in the first"),
@@ -111,13 +111,7 @@ async fn verify_refuses_a_data_dir_without_a_view_and_creates_none() {
         let _ = std::fs::remove_file(format!("{}{side}", view.display()));
     }
     let run = wkuser(&["verify", "--data-dir", &dir(&app)]).await;
-    assert_eq!(
-        run.status.code(),
-        Some(2),
-        "{}{}",
-        stdout(&run),
-        stderr(&run)
-    );
+    assert_exit(&run, 2);
     let said = format!(
         "no SQL view at {}: nothing to verify; start the server once to build it",
         view.display()

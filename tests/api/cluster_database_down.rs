@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::cli::{stderr, stdout, wkuser};
+use crate::cli::{assert_exit, stdout, wkuser};
 use crate::helpers::*;
 
 const NODES: usize = 3;
@@ -474,13 +474,7 @@ async fn outage_under_load(lease: &str) {
     }
 
     let verified = wkuser(&["verify", "--database-url", &url]).await;
-    assert_eq!(
-        verified.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&verified),
-        stderr(&verified)
-    );
+    assert_exit(&verified, 0);
     assert!(
         stdout(&verified).contains("the view matches a rebuild of the log"),
         "{}",

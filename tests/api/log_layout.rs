@@ -11,7 +11,7 @@ use uuid::Uuid;
 use wkuser::domain::event::*;
 use wkuser::domain::*;
 
-use crate::cli::{stderr, stdout, wkuser};
+use crate::cli::{assert_exit, stderr, stdout, wkuser};
 use crate::helpers::*;
 
 const USERS: u64 = 30;
@@ -188,13 +188,7 @@ async fn a_log_of_a_key_per_event_is_converted_at_start_and_everything_is_there(
         "the old events, a lifetime, u7's session"
     );
     let verified = wkuser(&["verify", "--data-dir", &dir_arg]).await;
-    assert_eq!(
-        verified.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&verified),
-        stderr(&verified)
-    );
+    assert_exit(&verified, 0);
 
     // A restart opens the packed log as it is: the sessions of the old log are in the view,
     // the tokens admit, the history grows.

@@ -15,7 +15,7 @@ use wkuser::domain::event::*;
 use wkuser::domain::*;
 use wkuser::log::{LogStore, SledStore};
 
-use crate::cli::{stderr, stdout, wkuser};
+use crate::cli::{assert_exit, stderr, stdout, wkuser};
 use crate::helpers::*;
 
 /// Session ids of the old log: u1's closed one, u2's left open by a crash.
@@ -222,13 +222,7 @@ async fn an_old_json_log_is_read_as_it_is_and_grows_in_binary() {
     let first_line = stdout(&all).lines().next().unwrap().to_owned();
     assert_eq!(first_line, NODE_STARTED_V1_SHOWN);
     let verified = wkuser(&["verify", "--data-dir", &dir_arg]).await;
-    assert_eq!(
-        verified.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&verified),
-        stderr(&verified)
-    );
+    assert_exit(&verified, 0);
 
     // A start over the mixed log finds everything again.
     app.restart().await;
@@ -296,13 +290,7 @@ async fn a_mixed_log_moves_into_postgresql_byte_for_byte_and_a_node_there_reads_
     }
     node.sigterm_and_wait().await;
     let verified = wkuser(&["verify", "--database-url", &db.url]).await;
-    assert_eq!(
-        verified.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&verified),
-        stderr(&verified)
-    );
+    assert_exit(&verified, 0);
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let (json, binary_rows): (i64, i64) = sqlx::query_as(

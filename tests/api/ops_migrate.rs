@@ -7,7 +7,7 @@ use std::process::Output;
 use futures_util::FutureExt;
 use wkuser::ops::migrate::{self, Stage};
 
-use crate::cli::{dir, history, stderr, stdout, wkuser};
+use crate::cli::{assert_exit, dir, history, stderr, stdout, wkuser};
 use crate::helpers::*;
 
 /// Moves `app`'s log one event per transaction and stops, as a kill would, once `batches`
@@ -85,13 +85,7 @@ async fn a_move_stopped_half_way_is_finished_by_running_it_again() {
     let moved = events_of(&wkuser(&["events", "--database-url", &db.url]).await);
     assert_eq!(moved, all);
     let verified = wkuser(&["verify", "--database-url", &db.url]).await;
-    assert_eq!(
-        verified.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&verified),
-        stderr(&verified)
-    );
+    assert_exit(&verified, 0);
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use futures_util::SinkExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::cli::{dir, history, stderr, stdout, wkuser, wkuser_with_env};
+use crate::cli::{assert_exit, dir, history, stderr, stdout, wkuser, wkuser_with_env};
 use crate::helpers::*;
 
 /// One line on stderr that says `needle`, a non-zero exit, and no panic.
@@ -61,13 +61,7 @@ async fn a_migrated_log_reads_the_same_verifies_and_admits_a_token_set_before_it
     assert!(!stdout(&by_env).is_empty());
 
     let verified = wkuser(&["verify", "--database-url", &db.url]).await;
-    assert_eq!(
-        verified.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&verified),
-        stderr(&verified)
-    );
+    assert_exit(&verified, 0);
     assert!(
         stdout(&verified).contains("the view matches a rebuild of the log"),
         "{}",
@@ -126,13 +120,7 @@ async fn a_migrated_log_reads_the_same_verifies_and_admits_a_token_set_before_it
     );
     // Verified while the node runs: no false difference.
     let live = wkuser(&["verify", "--database-url", &db.url]).await;
-    assert_eq!(
-        live.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&live),
-        stderr(&live)
-    );
+    assert_exit(&live, 0);
     node.sigterm_and_wait().await;
 
     // A second migration into the now busy database is refused, and changes nothing.
@@ -160,13 +148,7 @@ async fn a_migrated_log_reads_the_same_verifies_and_admits_a_token_set_before_it
         conn.close().await.unwrap();
     }
     let tampered = wkuser(&["verify", "--database-url", &db.url]).await;
-    assert_eq!(
-        tampered.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&tampered),
-        stderr(&tampered)
-    );
+    assert_exit(&tampered, 1);
     assert!(
         stdout(&tampered).contains("tampered"),
         "{}",
