@@ -3,7 +3,8 @@
 //!
 //! Owns the [`Follower`], the gate through which a node that shares its log publishes events:
 //! its own appends (the log writer hands them over as they commit) and the other nodes' (the
-//! [`tail`] reads them), strictly in seq order, each once. Promises: the subscribers of every
+//! [`tail`] reads them; those just before one of this node's batches come with the append's
+//! answer), strictly in seq order, each once. Promises: the subscribers of every
 //! node see the same events in the same order; a node's own batch is published only after
 //! every earlier event of the log, whichever node wrote it; [`Follower::catch_up`] brings
 //! memory to the log's end when the write path needs it (a decision in doubt, a broken
@@ -97,9 +98,23 @@ impl Follower {
 }
 
 impl CommitListener for Follower {
+    /// Asked before each of this node's appends: the append answers the other nodes' events
+    /// after it that precede the batch ([`CommitListener::preceding`]), so that the batch is
+    /// published without a read of its own.
+    fn published_up_to(&self) -> Option<Seq> {
+        Some(self.at())
+    }
+
+    /// The other nodes' events that precede this node's batch, as its append answered them:
+    /// published as the tail's reads are (those the tail published meanwhile are skipped).
+    fn preceding(&self, events: &[RecordedEvent]) {
+        self.publish_after(events);
+    }
+
     /// This node's batch, committed: the other nodes' events before it are published first.
-    /// Those are read without holding the turn to publish (the tail may publish them
-    /// meanwhile), and this batch waits for them.
+    /// Its append answered them, most often ([`CommitListener::preceding`]); any it did not are
+    /// read here, without holding the turn to publish (the tail may publish them meanwhile),
+    /// and this batch waits for them.
     fn committed(&self, events: &[RecordedEvent]) {
         let Some(first) = events.first().map(|e| e.seq) else {
             return;

@@ -2,7 +2,7 @@
 //!
 //! Owns the listening side of the `wk_log` channel, on a connection of its own (sqlx's
 //! `PgListener`, which reconnects by itself). Each append rings it inside its transaction
-//! (`pg_notify` in `wk_log_append`), so a ring arrives when the batch has committed, in commit
+//! (`pg_notify` in `wk_log_append_after`), so a ring arrives when the batch has committed, in commit
 //! order. Promises: the value sent is the highest seq announced by another writer, or
 //! [`RING_UNKNOWN`] when rings may have been missed (a connection lost and made again); its
 //! own writer's rings are ignored. Must never: be relied on alone (a follower still polls), or
@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::domain::Seq;
 
-/// The channel of the append's rings (`wk_log_append`): `<writer id> <last seq>`.
+/// The channel of the append's rings (`wk_log_append_after`): `<writer id> <last seq>`.
 const DOORBELL: &str = "wk_log";
 
 /// Rung when the doorbell cannot say what was announced (it may have missed rings): read.

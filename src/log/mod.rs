@@ -96,6 +96,20 @@ pub struct EncodedRecord {
 /// answered. Runs on the writer's thread: it must not block.
 pub trait CommitListener: Send + Sync + 'static {
     fn committed(&self, events: &[RecordedEvent]);
+
+    /// For a log other writers append to: the last seq this listener has published, asked
+    /// before each batch is appended, so that the append can answer the events between it and
+    /// the batch ([`LogStore::append_after`]). `None` (the default): it wants none.
+    fn published_up_to(&self) -> Option<Seq> {
+        None
+    }
+
+    /// Events of other writers that precede the batch about to be handed to
+    /// [`CommitListener::committed`] (consecutive, in seq order, as the append answered them:
+    /// maybe not all of the gap).
+    fn preceding(&self, events: &[RecordedEvent]) {
+        let _ = events;
+    }
 }
 
 /// Nobody listening.
@@ -179,6 +193,23 @@ pub trait LogStore: Send + Sync + 'static {
     ) -> Result<(), AppendError> {
         let _ = guards;
         self.append(batch_id, batch)
+    }
+
+    /// [`LogStore::append_guarded`], answering also the events of other writers that precede
+    /// the batch and follow `after` (the last seq its node has seen; `None`: none wanted), the
+    /// first ones of them in seq order, not necessarily all: the caller reads the rest. Saves a
+    /// node the read of those events before it publishes its batch. The default answers none:
+    /// a log's only writer has no such events.
+    fn append_after(
+        &self,
+        batch_id: Uuid,
+        batch: &mut [EncodedRecord],
+        guards: &[Guard],
+        after: Option<Seq>,
+    ) -> Result<Vec<(Seq, Vec<u8>)>, AppendError> {
+        let _ = after;
+        self.append_guarded(batch_id, batch, guards)
+            .map(|()| Vec::new())
     }
 
     /// Writes a batch atomically (all or none of it), not yet durable. One of the only writer's

@@ -2,12 +2,15 @@
 //! `log_events`, `log_uids` and `log_batches` of `migrations/postgres/0003_log.sql`).
 //!
 //! Owns the numbering of every node's batches, and the doorbell that tells a node another one
-//! appended. A batch is one statement, `wk_log_append` (`migrations/postgres/0006_log_append.sql`),
-//! in its own implicit transaction: it takes the append lock ([`APPEND_LOCK`], a
-//! transaction-level advisory lock), looks the batch up by its id, checks the guards, reads the
+//! appended. A batch is one statement, `wk_log_append_after`
+//! (`migrations/postgres/0008_log_append_after.sql`, the successor of `wk_log_append`), in its
+//! own implicit transaction: it takes the append lock ([`APPEND_LOCK`], a transaction-level
+//! advisory lock), looks the batch up by its id (on a retry), checks the guards, reads the
 //! log's last seq, numbers the batch after it, inserts it (its events, their uid index rows and
-//! the batch's id), rings the doorbell, and commits as the statement ends; the lock goes with
-//! the commit, and is never held across a round trip to this node. Promises: seqs are dense and
+//! the batch's id), rings the doorbell, reads the other nodes' events between what this node
+//! has seen and its batch (answered with the batch's seq, so that the node publishes its batch
+//! without reading them again), and commits as the statement ends; the lock goes with the
+//! commit, and is never held across a round trip to this node. Promises: seqs are dense and
 //! become visible in seq order, so a tailer reading `seq > last` never passes an event that
 //! commits later (the trap of a `bigserial` key, whose values are taken before their
 //! transactions commit, in any order); a batch whose answer was lost is looked up under the
@@ -83,12 +86,23 @@ const INSERT_BATCH: &str = "WITH events AS ( \
      ) \
      INSERT INTO log_batches (batch_id, first_seq, last_seq) VALUES ($5::uuid, $6, $7)";
 
-/// One append, whole, in the database (`wk_log_append` of `migrations/postgres`): the lock,
-/// the lookup by batch id, the guards, the numbering and the inserts, in the implicit
-/// transaction of this one statement. Sent outside any transaction block, it commits when it
-/// ends; its answer is read up to the server's `ReadyForQuery`, which follows the commit.
-const APPEND: &str =
-    "SELECT first_seq, conflict_uids FROM wk_log_append($1::uuid, $2, $3, $4, $5, $6, $7)";
+/// One append, whole, in the database (`wk_log_append_after` of `migrations/postgres`): the
+/// lock, the lookup by batch id (on a retry, `$8`), the guards, the numbering and the inserts,
+/// in the implicit transaction of this one statement, and then the read of the other writers'
+/// events between `$9` and the batch (at most `$10` of them). Sent outside any transaction
+/// block, it commits when it ends; its answer is read up to the server's `ReadyForQuery`, which
+/// follows the commit.
+const APPEND: &str = "SELECT first_seq, conflict_uids, gap_seqs, gap_bodies \
+     FROM wk_log_append_after($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// The most events before its batch an append answers: a node that was behind by more reads the
+/// rest itself, rather than hold the append lock while they are read. With several nodes busy
+/// the gap is a few batches of the others'.
+const GAP_LIMIT: i32 = 512;
+
+/// What a recorded append answers: its first seq, and the events of other writers that precede
+/// it and follow the seq its node asked after (the first [`GAP_LIMIT`] of them).
+type Recorded = (i64, Vec<(Seq, Vec<u8>)>);
 
 pub struct PostgresStore {
     /// Taken out at drop, to be shut down without blocking (a store may be dropped on the async
@@ -282,16 +296,19 @@ impl PostgresStore {
         wait_on(&self.handle, future)
     }
 
-    /// One try: one statement, [`APPEND`], which under the lock finds the batch recorded, or
-    /// checks its guards, numbers it after the last seq and inserts it. Returns the batch's
-    /// first seq.
+    /// One try: one statement, [`APPEND`], which under the lock finds the batch recorded (a
+    /// `retry` only: a first try cannot have been), or checks its guards, numbers it after the
+    /// last seq and inserts it. Returns the batch's first seq, and the events after `after`
+    /// that precede it.
     async fn try_append(
         pool: &PgPool,
         writer_id: i64,
         batch_id: Uuid,
         batch: &[EncodedRecord],
         guards: &[Guard],
-    ) -> Result<i64, TryError> {
+        retry: bool,
+        after: Option<i64>,
+    ) -> Result<Recorded, TryError> {
         let bodies: Vec<&[u8]> = batch.iter().map(|r| r.bytes.as_slice()).collect();
         let (mut uids, mut uid_events) = (Vec::new(), Vec::new());
         for (r, position) in batch.iter().zip(1i32..) {
@@ -313,6 +330,9 @@ impl PostgresStore {
             .bind(&guard_uids)
             .bind(&guard_after)
             .bind(writer_id)
+            .bind(retry)
+            .bind(after)
+            .bind(GAP_LIMIT)
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| {
@@ -327,7 +347,19 @@ impl PostgresStore {
         let first: Option<i64> = row.get(0);
         let conflicts: Option<Vec<String>> = row.get(1);
         match (first, conflicts) {
-            (Some(first), _) => Ok(first),
+            (Some(first), _) => {
+                let seqs: Option<Vec<i64>> = row.get(2);
+                let bodies: Option<Vec<Vec<u8>>> = row.get(3);
+                // The batch is recorded whatever the gap holds: a seq out of range (the table
+                // refuses them) ends the gap there, and the caller's own read reports it.
+                let gap = seqs
+                    .unwrap_or_default()
+                    .into_iter()
+                    .zip(bodies.unwrap_or_default())
+                    .map_while(|(seq, body)| Some((to_seq(seq).ok()?, body)))
+                    .collect();
+                Ok((first, gap))
+            }
             (None, Some(uids)) if !uids.is_empty() => Err(TryError::Conflict(
                 uids.iter()
                     .map(|uid| crate::domain::Uid::parse(uid))
@@ -335,7 +367,7 @@ impl PostgresStore {
                     .map_err(|e| TryError::NotRecorded(sqlx::Error::Decode(Box::new(e))))?,
             )),
             (None, _) => Err(TryError::NotRecorded(sqlx::Error::Protocol(
-                "wk_log_append answered neither a seq nor a conflict".into(),
+                "wk_log_append_after answered neither a seq nor a conflict".into(),
             ))),
         }
     }
@@ -349,17 +381,21 @@ impl PostgresStore {
         batch_id: Uuid,
         batch: &[EncodedRecord],
         guards: &[Guard],
-    ) -> Result<i64, AppendError> {
+        after: Option<i64>,
+    ) -> Result<Recorded, AppendError> {
         let mut in_doubt_since: Option<Instant> = None;
         let mut pause = FIRST_PAUSE;
         loop {
-            let why = match Self::try_append(pool, writer_id, batch_id, batch, guards).await {
-                Ok(first) => {
+            let retry = in_doubt_since.is_some();
+            let tried =
+                Self::try_append(pool, writer_id, batch_id, batch, guards, retry, after).await;
+            let why = match tried {
+                Ok((first, gap)) => {
                     if in_doubt_since.is_some() {
                         tracing::info!(batch = %batch_id, first_seq = first,
                             "a batch whose commit answer was lost is recorded once");
                     }
-                    return Ok(first);
+                    return Ok((first, gap));
                 }
                 Err(TryError::NotRecorded(e)) if in_doubt_since.is_none() => {
                     return Err(AppendError::Failed(db_error(e)));
@@ -487,21 +523,33 @@ impl LogStore for PostgresStore {
         batch: &mut [EncodedRecord],
         guards: &[Guard],
     ) -> Result<(), AppendError> {
+        self.append_after(batch_id, batch, guards, None).map(|_| ())
+    }
+
+    fn append_after(
+        &self,
+        batch_id: Uuid,
+        batch: &mut [EncodedRecord],
+        guards: &[Guard],
+        after: Option<Seq>,
+    ) -> Result<Vec<(Seq, Vec<u8>)>, AppendError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let first = self.wait(Self::append_batch(
+        let after = after.map(to_i64).transpose().map_err(AppendError::Failed)?;
+        let (first, gap) = self.wait(Self::append_batch(
             &self.appends,
             self.writer_id,
             batch_id,
             batch,
             guards,
+            after,
         ))?;
         let first = to_seq(first).map_err(AppendError::Failed)?;
         for (r, seq) in batch.iter_mut().zip(first.0..) {
             r.seq = Seq(seq);
         }
-        Ok(())
+        Ok(gap)
     }
 
     fn boundary(&self) -> Result<Option<Vec<u8>>, LogError> {
@@ -567,8 +615,11 @@ mod tests {
 
     #[test]
     fn the_append_function_takes_the_append_lock() {
-        let function = include_str!("../../migrations/postgres/0006_log_append.sql");
+        let function = include_str!("../../migrations/postgres/0008_log_append_after.sql");
         let lock = format!("pg_advisory_xact_lock({APPEND_LOCK})");
-        assert!(function.contains(&lock), "{lock} not in wk_log_append");
+        assert!(
+            function.contains(&lock),
+            "{lock} not in wk_log_append_after"
+        );
     }
 }

@@ -5,7 +5,8 @@
 //! takes every request waiting (up to [`MAX_BATCH`]), stamps the events, hands them to the
 //! store as one batch that the store numbers and makes durable at once ([`LogStore::append`]:
 //! one write and one flush, or one transaction), hands the batch to the commit listener (the
-//! subscribers), and only then acknowledges each caller. Promises: an acknowledged event is
+//! subscribers; in a shared log, first the other writers' events before it that the store
+//! answered with the append), and only then acknowledges each caller. Promises: an acknowledged event is
 //! durable; a failed batch is acknowledged as failed to every caller in it, consumes no seq and
 //! leaves nothing behind (a batch written but not flushed is taken back, and the taking back
 //! flushed when the disk allows; if the taking back fails, the writer refuses appends until
@@ -290,14 +291,18 @@ fn run_writer(
                 ack,
             });
         }
+        // The other writers' events before the batch, when the store answered them with it.
+        let mut preceding = Vec::new();
         let outcome = if batch.is_empty() {
             // Only writes beside the log this round.
             Ok(())
         } else if let Some(why) = &poisoned {
             Err(LogError::Storage(why.clone()))
         } else {
-            match append_all_it_can(&*store, &mut batch, &mut encoded) {
-                Ok(()) => {
+            let after = listener.published_up_to();
+            match append_all_it_can(&*store, &mut batch, &mut encoded, after) {
+                Ok(gap) => {
+                    preceding = decode_preceding(gap);
                     // The store may have numbered the batch from a log that other nodes append
                     // to: its seqs are the ones recorded.
                     let mut recorded_seqs = encoded.iter().map(|r| r.seq);
@@ -332,6 +337,9 @@ fn run_writer(
                 durable.send_replace(last);
                 // Here, not in each appender's task: an appender that stops waiting (a client
                 // gone) must not leave a durable event unapplied.
+                if !preceding.is_empty() {
+                    listener.preceding(&preceding);
+                }
                 for appender in &batch {
                     listener.committed(&appender.recorded);
                 }
@@ -361,6 +369,24 @@ fn run_writer(
             Request::Stop => {}
         }
     }
+}
+
+/// The events an append answered as preceding its batch, decoded. One that does not decode is
+/// left out with those after it: the listener then reads them from the log itself (and meets
+/// the same fault there, where it is reported as a read's).
+fn decode_preceding(gap: Vec<(Seq, Vec<u8>)>) -> Vec<RecordedEvent> {
+    let mut events = Vec::with_capacity(gap.len());
+    for (seq, bytes) in gap {
+        match RecordedEvent::decode(seq, &bytes) {
+            Ok(event) => events.push(event),
+            Err(e) => {
+                tracing::warn!(seq = %seq, error = %e,
+                    "an event before this node's batch does not decode; the follower reads it");
+                break;
+            }
+        }
+    }
+    events
 }
 
 /// Answers one round's writes beside the log once the store made them durable (with the
@@ -401,10 +427,11 @@ fn append_all_it_can(
     store: &dyn LogStore,
     batch: &mut Vec<Appender>,
     encoded: &mut Vec<EncodedRecord>,
-) -> Result<(), AppendError> {
+    after: Option<Seq>,
+) -> Result<Vec<(Seq, Vec<u8>)>, AppendError> {
     loop {
         let Some(first) = batch.iter().find_map(|a| a.recorded.first()) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         // The first event's id names the batch across the store's retries: it is unique in
         // the log, and the same in every retry because the events are stamped once, here. A
@@ -412,7 +439,7 @@ fn append_all_it_can(
         // first try recorded nothing.
         let batch_id = first.event_id;
         let guards: Vec<Guard> = batch.iter().filter_map(|a| a.guard.clone()).collect();
-        let uids = match store.append_guarded(batch_id, encoded, &guards) {
+        let uids = match store.append_after(batch_id, encoded, &guards, after) {
             Err(AppendError::Conflict(uids)) => uids,
             outcome => return outcome,
         };
