@@ -324,3 +324,19 @@ proptest! {
         agrees(&text).map_err(TestCaseError::fail)?;
     }
 }
+
+/// serde_json's private raw-value key, as the first key, makes a `Value` parse the string it
+/// holds as the whole object: a connect wrapped in a string. The contract knows no such key,
+/// and the typed reading takes it as any unknown one.
+#[test]
+fn a_connect_wrapped_in_serde_jsons_raw_value_key_is_no_connect() {
+    let wrapped = r#"{"$serde_json::private::RawValue":"{\"method\":\"connect\",\"id\":\"c\",\"params\":{\"uid\":\"u\",\"token\":\"t\"}}"}"#;
+    assert!(matches!(
+        parse_first_as_a_map(wrapped),
+        FirstFrame::Connect { .. }
+    ));
+    assert!(matches!(
+        parse_first(wrapped),
+        FirstFrame::Refused("first frame is not a connect")
+    ));
+}
