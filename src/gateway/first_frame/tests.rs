@@ -293,8 +293,18 @@ fn frame_text() -> impl Strategy<Value = String> {
         prop_oneof![
             3 => Just((r#""method""#.to_owned(), r#""connect""#.to_owned())),
             3 => Just((r#""id""#.to_owned(), r#""c""#.to_owned())),
-            3 => prop::collection::vec((key_text(), member_text()), 0..7)
-                .prop_map(|m| (r#""params""#.to_owned(), object(&m))),
+            // Half of them start as a good connect's params, which the members after may
+            // repeat, spoil or leave alone.
+            3 => (any::<bool>(), prop::collection::vec((key_text(), member_text()), 0..7))
+                .prop_map(|(good, more)| {
+                    let mut m = Vec::new();
+                    if good {
+                        m.push((r#""uid""#.to_owned(), r#""u1""#.to_owned()));
+                        m.push((r#""token""#.to_owned(), r#""t""#.to_owned()));
+                    }
+                    m.extend(more);
+                    (r#""params""#.to_owned(), object(&m))
+                }),
             2 => (key_text(), member_text()),
         ],
         0..7,
