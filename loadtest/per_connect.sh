@@ -10,7 +10,9 @@
 # Each event is one connect's `Connected` or one close's `Disconnected`: the events counted
 # are the growth of `last_seq` in `/stats` over the window. Needs `perf`; `strace` for STRACE=1
 # (which slows the server: its counts are per event, not its rates); with PERF_RECORD=FILE, a
-# 10 s profile of the server (`perf record -g`) after the count.
+# 10 s profile of the server (`perf record -g`) after the count; with ALLOC_EVENTS=EVENTS
+# (uprobes on the allocator's entry points, added first with `perf probe -x BINARY --add
+# GROUP:NAME=mi_malloc_aligned` and the like), their counts per event by thread kind, 10 s.
 set -euo pipefail
 binary=$1 rate=${2:-1000} seconds=${3:-20}
 tool=${LOADTEST:-./target/release/wkuser-loadtest}
@@ -60,6 +62,15 @@ echo "per event, by thread kind: voluntary switches, involuntary switches, CPU u
 awk -v e="$events" -v hz="$hz" 'NR == FNR {v[$1] = $2; i[$1] = $3; c[$1] = $4; next}
     {printf "  %-18s %6.2f %6.2f %7.1f\n", $1, ($2 - v[$1]) / e, ($3 - i[$1]) / e, ($4 - c[$1]) * 1e6 / hz / e}' \
     "$data/threads-before.txt" "$data/threads-after.txt" | sort -k4 -n -r
+if [ -n "${ALLOC_EVENTS:-}" ]; then
+    before=$(seq_of)
+    perf stat --per-thread -x, -e "$ALLOC_EVENTS" -p "$server" -o "$data/alloc.txt" -- sleep 10
+    after=$(seq_of)
+    events=$((after - before))
+    echo "allocations (uprobes, 10 s, $events events), per event by thread kind:"
+    awk -F, -v e="$events" '/^#/ || NF < 3 {next} {t=$1; sub(/-[0-9]+$/, "", t); n=$2; gsub(/ /, "", n); c[t] += n; tot += n}
+        END {for (k in c) if (c[k] > 0) printf "  %-18s %7.1f\n", k, c[k] / e; printf "  %-18s %7.1f\n", "all", tot / e}' "$data/alloc.txt" | sort -k2 -n -r
+fi
 if [ -n "${PERF_RECORD:-}" ]; then
     perf record -F 499 -g -p "$server" -o "$PERF_RECORD" -- sleep 10 2> /dev/null
     echo "profile: $PERF_RECORD (perf report -i $PERF_RECORD --sort comm)"

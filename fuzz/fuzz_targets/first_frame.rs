@@ -18,6 +18,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    // serde_json's private raw-value key makes a `Value` parse the string it holds as the
+    // object instead; the gateway's reader takes it as any unknown key (the one place the two
+    // part, by design), so this oracle says nothing of texts that hold it.
+    if text.contains("$serde_json::private::RawValue") {
+        return;
+    }
     let parsed = parse_first(text);
     let object = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Some(map),

@@ -25,7 +25,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::close::{close, linger_tcp, protocol_violation, FLUSH_LIMIT, LINGER};
-use super::frames::{self, FirstFrame};
+use super::first_frame::{parse_first, FirstFrame};
+use super::frames;
 use super::session::{Live, Ws};
 use super::{peer_text, Gateway, OpenGuard, PendingGuard};
 use crate::apply::live::CloseOrder;
@@ -122,7 +123,7 @@ async fn establish(
         }
         Ok(Err(None)) => return None,
     };
-    let (id, params) = match frames::parse_first(&text) {
+    let (id, params) = match parse_first(&text) {
         FirstFrame::Connect { id, params } => (id, params),
         FirstFrame::BadConnect { id, why } => {
             gw.metrics().connect(ConnectResult::AuthFail);

@@ -1,44 +1,14 @@
 //! JSON-RPC 2.0 frames as the EasySDK clients speak them (`protocol.md` 3.1 to 3.3).
 //!
-//! Owns the reading of inbound text frames into typed requests (the first frame into a
-//! [`FirstFrame`], the rest into an [`Inbound`]) and the writing of every outbound frame with
-//! its fields in the contract's order. Promises: a server notification never carries an `id`
+//! Owns the reading of the frames after connect into an [`Inbound`] (the first frame is
+//! [`super::first_frame`]'s) and the writing of every outbound frame with its fields in the
+//! contract's order. Promises: a server notification never carries an `id`
 //! key; a response echoes the request's id unchanged; no input makes it panic. Must never: put
 //! a token in an error or a log line.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-
-use crate::domain::{DeviceFlag, DeviceId, Token, TokenHash, Uid};
-
-/// What the connect frame asks for, parsed.
-#[derive(Debug)]
-pub struct ConnectParams {
-    pub uid: Uid,
-    /// The hash of the token the client presented: the token itself goes no further.
-    pub presented: TokenHash,
-    pub device_flag: DeviceFlag,
-    /// `None`: the client sent none (or an empty one); the server makes one.
-    pub device_id: Option<DeviceId>,
-    pub client_timestamp: Option<i64>,
-}
-
-/// The first frame of a connection.
-#[derive(Debug)]
-pub enum FirstFrame {
-    Connect {
-        id: String,
-        params: ConnectParams,
-    },
-    /// A connect request with an id but bad params: answered with the auth failure.
-    BadConnect {
-        id: String,
-        why: String,
-    },
-    /// Anything else: closed (1008) without a reply.
-    Refused(&'static str),
-}
 
 /// A frame after connect.
 #[derive(Debug, PartialEq)]
@@ -115,65 +85,6 @@ fn jsonrpc_ok(map: &Map<String, Value>) -> bool {
         None => true,
         Some(v) => v.as_str() == Some("2.0"),
     }
-}
-
-pub fn parse_first(text: &str) -> FirstFrame {
-    let Some(map) = object(text) else {
-        return FirstFrame::Refused("first frame is not a JSON object");
-    };
-    if !jsonrpc_ok(&map) {
-        return FirstFrame::Refused("jsonrpc is not \"2.0\"");
-    }
-    if map.get("method").and_then(Value::as_str) != Some("connect") {
-        return FirstFrame::Refused("first frame is not a connect");
-    }
-    let Some(id) = map.get("id").and_then(Value::as_str) else {
-        return FirstFrame::Refused("connect without a string id");
-    };
-    let id = id.to_owned();
-    match connect_params(map.get("params")) {
-        Ok(params) => FirstFrame::Connect { id, params },
-        Err(why) => FirstFrame::BadConnect { id, why },
-    }
-}
-
-fn connect_params(params: Option<&Value>) -> Result<ConnectParams, String> {
-    let Some(Value::Object(p)) = params else {
-        return Err("params missing or not an object".into());
-    };
-    let field = |name: &str| p.get(name).filter(|v| !v.is_null());
-    let uid = field("uid")
-        .and_then(Value::as_str)
-        .ok_or("uid missing or not a string")?;
-    let uid = Uid::parse(uid).map_err(|e| format!("invalid uid: it {e}"))?;
-    let token = field("token")
-        .and_then(Value::as_str)
-        .ok_or("token missing or not a string")?;
-    let presented = Token::parse(token)
-        .ok_or("token must be 1 to 4096 bytes")?
-        .hash();
-    let device_flag = match field("deviceFlag") {
-        None => DeviceFlag(0),
-        Some(v) => v
-            .as_i64()
-            .and_then(DeviceFlag::parse)
-            .ok_or("deviceFlag outside 0..=255")?,
-    };
-    let device_id = match field("deviceId") {
-        None => None,
-        Some(Value::String(s)) if s.is_empty() => None,
-        Some(Value::String(s)) => {
-            Some(DeviceId::parse(s).ok_or("deviceId longer than 255 bytes or not printable")?)
-        }
-        Some(_) => return Err("deviceId is not a string".into()),
-    };
-    Ok(ConnectParams {
-        uid,
-        presented,
-        device_flag,
-        device_id,
-        client_timestamp: field("clientTimestamp").and_then(Value::as_i64),
-    })
 }
 
 pub fn parse_inbound(text: &str) -> Inbound {
@@ -340,70 +251,6 @@ mod tests {
             error(&RequestId::NULL, CODE_PARSE_ERROR, "parse error"),
             r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}}"#
         );
-    }
-
-    #[test]
-    fn first_frame_as_the_easysdk_writes_it() {
-        let f = parse_first(
-            r#"{"method":"connect","params":{"uid":"u1","token":"t","deviceId":"web_1a2b3c4d_1700000000000","deviceFlag":1,"clientTimestamp":1700000000000},"id":"5f0e1f7c-7f2b-4c43-9d2c-4b8e0d1f2a3b"}"#,
-        );
-        let FirstFrame::Connect { id, params } = f else {
-            panic!("{f:?}")
-        };
-        assert_eq!(id, "5f0e1f7c-7f2b-4c43-9d2c-4b8e0d1f2a3b");
-        assert_eq!(params.uid.as_str(), "u1");
-        assert_eq!(params.device_flag, DeviceFlag(1));
-        assert_eq!(params.client_timestamp, Some(1_700_000_000_000));
-        let minimal =
-            parse_first(r#"{"method":"connect","id":"c","params":{"uid":"u","token":"t"}}"#);
-        let FirstFrame::Connect { params, .. } = minimal else {
-            panic!()
-        };
-        assert_eq!(params.device_flag, DeviceFlag(0));
-        assert!(params.device_id.is_none());
-    }
-
-    #[test]
-    fn bad_first_frames() {
-        for (text, refused) in [
-            ("not json", true),
-            ("[1]", true),
-            (r#"{"method":"ping","id":"1"}"#, true),
-            (r#"{"method":"connect"}"#, true),
-            (r#"{"method":"connect","id":7,"params":{}}"#, true),
-            (
-                r#"{"jsonrpc":"1.0","method":"connect","id":"1","params":{}}"#,
-                true,
-            ),
-            (r#"{"method":"connect","id":"1"}"#, false),
-            (
-                r#"{"method":"connect","id":"1","params":{"uid":"u"}}"#,
-                false,
-            ),
-            (
-                r#"{"method":"connect","id":"1","params":{"uid":5,"token":"t"}}"#,
-                false,
-            ),
-            (
-                r#"{"method":"connect","id":"1","params":{"uid":"a@b","token":"t"}}"#,
-                false,
-            ),
-            (
-                r#"{"method":"connect","id":"1","params":{"uid":"u","token":"t","deviceFlag":256}}"#,
-                false,
-            ),
-            (
-                r#"{"method":"connect","id":"1","params":{"uid":"u","token":""}}"#,
-                false,
-            ),
-        ] {
-            let f = parse_first(text);
-            match f {
-                FirstFrame::Refused(_) => assert!(refused, "{text}"),
-                FirstFrame::BadConnect { .. } => assert!(!refused, "{text}"),
-                FirstFrame::Connect { .. } => panic!("accepted {text}"),
-            }
-        }
     }
 
     #[test]

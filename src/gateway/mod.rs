@@ -9,6 +9,7 @@
 
 mod close;
 mod connect;
+mod first_frame;
 mod frames;
 mod session;
 
@@ -22,7 +23,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use frames::{parse_first, parse_inbound, FirstFrame, Inbound};
+pub use first_frame::{parse_first, FirstFrame};
+pub use frames::{parse_inbound, Inbound};
 
 use crate::apply::live::LiveSessions;
 use crate::domain::NodeId;

@@ -109,17 +109,24 @@ async fn write(tx: &mut Transaction<'_, Sqlite>, c: &RowChanges<'_>) -> Result<(
         q.push(" ON CONFLICT (session_id) DO NOTHING");
         q.build().persistent(true).execute(&mut **tx).await?;
     }
-    for (session_id, end) in &c.session_ends {
-        sqlx::query(
-            "UPDATE device_sessions SET disconnected_seq = ?2, disconnected_at = ?3, reason = ?4 \
-             WHERE session_id = ?1 AND disconnected_seq IS NULL",
-        )
-        .bind(session_id.to_string())
-        .bind(seq(end.seq))
-        .bind(end.at)
-        .bind(end.reason.as_str())
-        .execute(&mut **tx)
-        .await?;
+    // One statement for many ends, not one per end: each statement is a round trip to sqlx's
+    // SQLite thread, and a login storm's closes would otherwise pay a wake of that thread
+    // apiece. One end per session ([`RowChanges`] keeps only the first), so each row is matched
+    // by at most one row of `ends`; the join goes through the primary key.
+    for part in c.session_ends.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::new("WITH ends (session_id, seq, at, reason) AS (");
+        q.push_values(part, |mut b, (session_id, end)| {
+            b.push_bind(session_id.to_string())
+                .push_bind(seq(end.seq))
+                .push_bind(end.at)
+                .push_bind(end.reason.as_str());
+        });
+        q.push(
+            ") UPDATE device_sessions SET disconnected_seq = ends.seq, disconnected_at = ends.at, \
+             reason = ends.reason FROM ends WHERE device_sessions.session_id = ends.session_id \
+             AND device_sessions.disconnected_seq IS NULL",
+        );
+        q.build().persistent(true).execute(&mut **tx).await?;
     }
     let last_seen: Vec<_> = c.last_seen.iter().collect();
     for part in last_seen.chunks(ROWS_PER_STATEMENT) {
