@@ -15,7 +15,10 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-/// Per-thread free lists for every size the request path allocates (see `Cargo.toml`).
+/// Per-thread free lists for every size the request path allocates (see `Cargo.toml`). The
+/// `system-allocator` feature leaves the system's malloc in its place, for a heap profiler
+/// (heaptrack) that sees malloc's callers and not mimalloc's.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -23,6 +26,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// notices them, often enough that an idle worker's last burst is given back.
 const COLLECT_EVERY: Duration = Duration::from_secs(1);
 
+#[cfg(not(feature = "system-allocator"))]
 extern "C" {
     /// mimalloc's own (linked through the `mimalloc` crate): frees the calling thread's empty
     /// pages and lets the arenas return the memory they hold past its purge delay.
@@ -63,11 +67,15 @@ pub fn on_worker_park() {
         cell.set(pacer);
         due
     });
+    // Under the system allocator there is no mimalloc heap to collect.
+    #[cfg(not(feature = "system-allocator"))]
     if due {
         // SAFETY: mi_collect takes no pointer and touches only this thread's heap and the
         // arenas (which are thread-safe); it is sound on any thread at any time.
         unsafe { mi_collect(false) };
     }
+    #[cfg(feature = "system-allocator")]
+    let _ = due;
 }
 
 #[cfg(test)]
