@@ -8,16 +8,21 @@
 //! node see the same events in the same order; a node's own batch is published only after
 //! every earlier event of the log, whichever node wrote it; [`Follower::catch_up`] brings
 //! memory to the log's end when the write path needs it (a decision in doubt, a broken
-//! guard). Must never: publish an event twice, skip one, publish on an async worker thread
-//! (catching up reads the database), or read the database while holding the turn to publish
-//! (the writer's next batch would wait for another thread's read).
+//! guard); it says whether this node's writer has an append in flight, so that a tail rung
+//! meanwhile waits for that append's answer instead of reading the same events
+//! ([`Follower::own_append_ended`]). Must never: publish an event twice, skip one, publish on
+//! an async worker thread (catching up reads the database), or read the database while
+//! holding the turn to publish (the writer's next batch would wait for another thread's
+//! read).
 
 pub mod lease;
 pub mod tail;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
 use crate::apply::Subscribers;
 use crate::domain::{RecordedEvent, Seq};
@@ -32,6 +37,15 @@ pub struct Follower {
     /// The last seq published; held while publishing, so that the writer's batches and the
     /// tail's take turns.
     at: Mutex<Seq>,
+    /// This node's appends: whether one is in flight, and how many have ended.
+    appending: watch::Sender<Appending>,
+}
+
+/// Where this node's writer is, for a tail deciding whether to read now.
+#[derive(Clone, Copy, Default)]
+struct Appending {
+    in_flight: bool,
+    ended: u64,
 }
 
 impl Follower {
@@ -41,6 +55,7 @@ impl Follower {
             store,
             subscribers,
             at: Mutex::new(at),
+            appending: watch::Sender::new(Appending::default()),
         }
     }
 
@@ -53,6 +68,21 @@ impl Follower {
     /// [`LogStore::doorbell`]); `None` when the store has none.
     pub fn doorbell(&self) -> Option<tokio::sync::watch::Receiver<Seq>> {
         self.store.doorbell()
+    }
+
+    /// Returns at once when this node's writer has no append in flight; otherwise when that
+    /// append has ended (its answer published the other nodes' events before its batch), or
+    /// after `within` at most (an append that hangs must not hold the tail back longer).
+    pub async fn own_append_ended(&self, within: Duration) {
+        let mut appending = self.appending.subscribe();
+        let now = *appending.borrow_and_update();
+        if !now.in_flight {
+            return;
+        }
+        // By count rather than by the flag: an append that ends and the next that starts
+        // before this task wakes must not keep it waiting through the next one too.
+        let ended = appending.wait_for(|a| a.ended > now.ended);
+        let _ = tokio::time::timeout(within, ended).await;
     }
 
     /// Publishes every event of the log not published yet. Blocks on the database: call it
@@ -103,6 +133,17 @@ impl CommitListener for Follower {
     /// published without a read of its own.
     fn published_up_to(&self) -> Option<Seq> {
         Some(self.at())
+    }
+
+    fn append_started(&self) {
+        self.appending.send_modify(|a| a.in_flight = true);
+    }
+
+    fn append_ended(&self) {
+        self.appending.send_modify(|a| {
+            a.in_flight = false;
+            a.ended += 1;
+        });
     }
 
     /// The other nodes' events that precede this node's batch, as its append answered them:

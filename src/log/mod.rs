@@ -110,6 +110,12 @@ pub trait CommitListener: Send + Sync + 'static {
     fn preceding(&self, events: &[RecordedEvent]) {
         let _ = events;
     }
+
+    /// An append is about to be tried (before [`CommitListener::published_up_to`]).
+    fn append_started(&self) {}
+
+    /// The append last started has ended, committed (its events handed over already) or not.
+    fn append_ended(&self) {}
 }
 
 /// Nobody listening.

@@ -293,12 +293,15 @@ fn run_writer(
         }
         // The other writers' events before the batch, when the store answered them with it.
         let mut preceding = Vec::new();
+        let mut started = false;
         let outcome = if batch.is_empty() {
             // Only writes beside the log this round.
             Ok(())
         } else if let Some(why) = &poisoned {
             Err(LogError::Storage(why.clone()))
         } else {
+            listener.append_started();
+            started = true;
             let after = listener.published_up_to();
             match append_all_it_can(&*store, &mut batch, &mut encoded, after) {
                 Ok(gap) => {
@@ -353,6 +356,11 @@ fn run_writer(
                     let _ = appender.ack.send(Err(e.clone()));
                 }
             }
+        }
+        if started {
+            // After the batch was handed over: a tail waiting for this append finds its
+            // events, and the others' before them, published.
+            listener.append_ended();
         }
         answer_beside(&*store, written, flushed, poisoned.as_ref());
     }

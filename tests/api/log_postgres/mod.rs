@@ -3,7 +3,9 @@
 //! nodes appending at once while a tailer follows `seq > last` without ever skipping a seq, and
 //! the same tailer catching the skip of a naive `bigserial` table ([`tailing`]); a batch whose
 //! commit answer was lost recorded once ([`lost_commit`]); a node publishing the other nodes'
-//! events its append answered before its own batch, without reading them ([`preceding`]).
+//! events its append answered before its own batch, without reading them ([`preceding`]); a
+//! tail rung during its node's append leaving the rung events to that append's answer, and held
+//! back a poll at most by an append that hangs ([`tail_waits`]).
 //!
 //! Each test has a database of its own on the machine's PostgreSQL ([`TestDatabase`]). The
 //! stores are driven through [`EventLog`], the way a node appends; their sync reads run on
@@ -13,6 +15,7 @@ mod commit_cutter;
 mod conformance;
 mod lost_commit;
 mod preceding;
+mod tail_waits;
 mod tailing;
 
 use std::sync::Arc;
