@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compares two builds of the server under the same load tool, alternating them round by round
 # so that the machine's drift weighs on both alike. Each run gets a fresh data directory; each
-# report is written to $OUT/<label>-<round>.txt.
+# report is written to $OUT/<label>-<round>.txt. API and WS (127.0.0.1:5701, :5702) are where the
+# servers listen.
 #
 #   loadtest/alternate.sh BEFORE_BINARY AFTER_BINARY [ROUNDS] [LOADTEST_ARGS...]
 #   e.g. loadtest/alternate.sh /tmp/wkuser-old ./target/release/wkuser 3 --users 10000 --duration 20s
@@ -18,7 +19,7 @@ before=$1 after=$2 rounds=${3:-3}
 shift $(( $# < 3 ? $# : 3 ))
 tool=${LOADTEST:-./target/release/wkuser-loadtest}
 out=${OUT:-$(mktemp -d /tmp/alternate-XXXX)}
-api=127.0.0.1:5701 ws=127.0.0.1:5702
+api=${API:-127.0.0.1:5701} ws=${WS:-127.0.0.1:5702}
 ulimit -n 20000
 for round in $(seq 1 "$rounds"); do
     for label in before after ${THIRD:+third}; do

@@ -13,10 +13,11 @@
 # 10 s profile of the server (`perf record -g`) after the count; with ALLOC_EVENTS=EVENTS
 # (uprobes on the allocator's entry points, added first with `perf probe -x BINARY --add
 # GROUP:NAME=mi_malloc_aligned` and the like), their counts per event by thread kind, 10 s.
+# API and WS (127.0.0.1:5711, :5712) are where the server listens.
 set -euo pipefail
 binary=$1 rate=${2:-1000} seconds=${3:-20}
 tool=${LOADTEST:-./target/release/wkuser-loadtest}
-api=127.0.0.1:5711 ws=127.0.0.1:5712
+api=${API:-127.0.0.1:5711} ws=${WS:-127.0.0.1:5712}
 ulimit -n 20000
 data=$(mktemp -d /tmp/per-connect-XXXX)
 "$binary" serve --data-dir "$data/data" --api-addr $api --ws-addr $ws > "$data/server.log" 2>&1 &
