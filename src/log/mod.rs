@@ -11,6 +11,7 @@
 
 mod doorbell;
 pub mod postgres_store;
+mod sled_epoch;
 pub mod sled_rewrite;
 pub mod sled_store;
 mod sled_wal;

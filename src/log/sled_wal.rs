@@ -239,6 +239,8 @@ impl Wal {
                         // The files stay; the next checkpoint (or the next start) removes them.
                         tracing::warn!(error = %e, "the log's checkpoint failed");
                     }
+                    // The spill before the roll and the flush replaced much of sled's memory.
+                    super::sled_epoch::collect();
                     flag.store(false, Ordering::Release);
                 }
             })
