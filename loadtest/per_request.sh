@@ -82,14 +82,22 @@ server_rate=$(sed -n 's/.* server:   with churn at 0\/s for [0-9.]* s: onlinesta
 echo "onlinestatus/s over the phase: ceiling $ceiling_rate, server $server_rate"
 grep -E 'ceiling in the slices between' "$data/tool.log" || true
 cat "$data/counts"
+# Per answer: the perf stat window's counts per `writev`; the uprobes' own window's per
+# `Server::encode` (the probes slow the process, so their window has a rate of its own).
 awk '
-    $2 == "sys_enter_writev" {w[$1] = $3}
-    {v[$1 " " $2] = $3; if ($2 != "sys_enter_writev") k[$1 " " $2] = 1}
+    /own count/ {next}
+    $2 == "probe" {p[$1 " " $3] = $4; if ($3 ~ /encode/) e[$1] = $4; next}
+    $2 == "sys_enter_writev" {w[$1] = $3; next}
+    {v[$1 " " $2] = $3}
     END {
-        for (x in k) {
-            split(x, p, " ")
-            if (p[2] ~ /^(own|count)/ || w[p[1]] == 0) continue
-            scale = (p[2] ~ /task-clock/) ? 1000 : 1
-            printf "%s: %s per answer %.3f%s\n", p[1], p[2], v[x] * scale / w[p[1]], (scale == 1000) ? " us" : ""
+        for (x in v) {
+            split(x, q, " ")
+            if (w[q[1]] == 0) continue
+            scale = (q[2] ~ /task-clock/) ? 1000 : 1
+            printf "%s: %s per answer %.3f%s\n", q[1], q[2], v[x] * scale / w[q[1]], (scale == 1000) ? " us" : ""
+        }
+        for (x in p) {
+            split(x, q, " ")
+            if (e[q[1]] > 0 && q[2] !~ /encode/) printf "%s: %s (uprobe) per answer %.2f\n", q[1], q[2], p[x] / e[q[1]]
         }
     }' "$data/counts" | sort
