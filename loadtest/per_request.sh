@@ -16,11 +16,11 @@
 # `Server::encode`, once per answer), their counts for 4 s; with PERF_RECORD=PREFIX, a profile
 # of each (`perf record -g`, PREFIX-server.data and PREFIX-ceiling.data); with TRACE=1,
 # `perf trace -s` for 3 s into $OUT (it slows each side: its counts are per answer, not
-# rates). API and WS (127.0.0.1:5721, :5722) are where the server listens.
+# rates). API and WS (127.0.0.1:5713, :5714) are where the server listens.
 set -euo pipefail
 binary=$1 seconds=${2:-8}
 tool=${LOADTEST:-./target/release/wkuser-loadtest}
-api=${API:-127.0.0.1:5721} ws=${WS:-127.0.0.1:5722}
+api=${API:-127.0.0.1:5713} ws=${WS:-127.0.0.1:5714}
 ulimit -n 20000
 data=$(mktemp -d /tmp/per-request-XXXX)
 "$binary" serve --data-dir "$data/data" --api-addr $api --ws-addr $ws > "$data/server.log" 2>&1 &
