@@ -267,12 +267,20 @@ fn take_next(slots: &Slots, cursor: &mut usize) -> Option<(usize, Ws)> {
     None
 }
 
-/// Sends the EasySDK's ping on every held session every `every` until aborted.
+/// Sends the EasySDK's ping on every held session every `every` until aborted, one session
+/// after another at an even pace: each client's timer runs from its own connect, so the pings
+/// of many clients arrive spread over the interval, not all at once.
 pub async fn keep_alive(slots: Slots, every: Duration) {
     let mut n = 0u64;
+    let Some(count) = u32::try_from(slots.len()).ok().filter(|c| *c > 0) else {
+        return;
+    };
+    // Ticks missed to the timer's millisecond grain fire at once (the default): the pace is
+    // kept on average.
+    let mut pace = tokio::time::interval_at(tokio::time::Instant::now() + every, every / count);
     loop {
-        tokio::time::sleep(every).await;
         for slot in slots.iter() {
+            pace.tick().await;
             let Some(mut held) = slot.lock().take() else {
                 continue;
             };
