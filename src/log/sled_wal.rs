@@ -9,8 +9,9 @@
 //! that range with `sync_file_range`, the very call sled makes durable with; sled gets the same
 //! batch (or, for the block being filled and each uid's last run, the store's memory: see
 //! [`super::sled_store`]) and writes it out later. When a file passes [`CHECKPOINT_BYTES`] the
-//! writer puts what the store holds back into sled and starts the next file, and a checkpoint
-//! thread flushes sled (which then holds everything the older files hold) and removes them.
+//! writer starts the next file, and a checkpoint thread puts what the store held back into sled
+//! (the work the roll hands it), flushes sled (which then holds everything the older files hold)
+//! and removes them.
 //!
 //! Owns the files and their format: a record is the payload's length (u32), its CRC-32 (u32)
 //! and the payload: the number of events (u32), then each event's seq (u64), its bytes (u32
@@ -200,6 +201,10 @@ fn sync_dir(dir: &Path) -> Result<(), LogError> {
         .map_err(|e| io_error(dir, e))
 }
 
+/// What a roll hands the checkpoint thread to do before its flush: put into sled what the store
+/// held back of the files the checkpoint removes. On failure the files stay.
+pub(super) type BeforeCheckpoint = Box<dyn FnOnce() -> Result<(), LogError> + Send>;
+
 /// The file being appended to, and the checkpoint thread behind it.
 pub(super) struct Wal {
     dir: PathBuf,
@@ -217,7 +222,7 @@ pub(super) struct Wal {
     cut: bool,
     /// The size past which the file rolls over ([`CHECKPOINT_BYTES`]; smaller in tests).
     pub(super) roll_at: u64,
-    checkpoint: Option<mpsc::Sender<u64>>,
+    checkpoint: Option<mpsc::Sender<(u64, BeforeCheckpoint)>>,
     checkpointing: Arc<AtomicBool>,
     checkpointer: Option<thread::JoinHandle<()>>,
 }
@@ -227,16 +232,18 @@ impl Wal {
     /// that flushes `db` before it removes the files before the current one.
     pub(super) fn start(dir: &Path, generation: u64, db: sled::Db) -> Result<Self, LogError> {
         let file = create(dir, generation)?;
-        let (tx, rx) = mpsc::channel::<u64>();
+        let (tx, rx) = mpsc::channel::<(u64, BeforeCheckpoint)>();
         let checkpointing = Arc::new(AtomicBool::new(false));
         let flag = checkpointing.clone();
         let files = dir.to_path_buf();
         let checkpointer = thread::Builder::new()
             .name("wkuser-log-checkpoint".into())
             .spawn(move || {
-                while let Ok(before) = rx.recv() {
-                    if let Err(e) = checkpoint(&db, &files, before) {
-                        // The files stay; the next checkpoint (or the next start) removes them.
+                while let Ok((before, first)) = rx.recv() {
+                    let done = first().and_then(|()| checkpoint(&db, &files, before));
+                    if let Err(e) = done {
+                        // The files stay; the next checkpoint (or the next start) removes them,
+                        // once the next roll has stored what this one could not.
                         tracing::warn!(error = %e, "the log's checkpoint failed");
                     }
                     // The spill before the roll and the flush replaced much of sled's memory.
@@ -303,10 +310,11 @@ impl Wal {
         self.len >= self.roll_at && !self.checkpointing.load(Ordering::Acquire)
     }
 
-    /// Moves to a new file and has the older ones checkpointed: the caller has put into sled
-    /// everything the older files hold, so that the checkpoint's flush covers it.
-    pub(super) fn roll(&mut self) {
-        if let Err(e) = self.next_file() {
+    /// Moves to a new file and has the older ones checkpointed: `first` puts into sled, on the
+    /// checkpoint thread, whatever the older files hold that sled does not, so that the
+    /// checkpoint's flush covers it.
+    pub(super) fn roll(&mut self, first: BeforeCheckpoint) {
+        if let Err(e) = self.next_file(first) {
             // The batches are durable all the same: the file grows until a move succeeds.
             tracing::warn!(error = %e, "cannot start the log's next write-ahead file");
         }
@@ -324,7 +332,7 @@ impl Wal {
         Ok(())
     }
 
-    fn next_file(&mut self) -> Result<(), LogError> {
+    fn next_file(&mut self, first: BeforeCheckpoint) -> Result<(), LogError> {
         let file = create(&self.dir, self.generation + 1)?;
         // The new file's name is durable before any record in it counts.
         sync_dir(&self.dir)?;
@@ -334,7 +342,7 @@ impl Wal {
         (self.len, self.synced, self.last_start) = (0, 0, 0);
         if let Some(tx) = &self.checkpoint {
             self.checkpointing.store(true, Ordering::Release);
-            if tx.send(finished).is_err() {
+            if tx.send((finished, first)).is_err() {
                 self.checkpointing.store(false, Ordering::Release);
             }
         }

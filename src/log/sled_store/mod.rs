@@ -372,10 +372,11 @@ impl LogStore for SledStore {
         wal.sync()?;
         if wal.roll_due() {
             // The checkpoint behind the roll flushes sled and removes the file: sled must
-            // hold everything the file does first. Not rolled if sled refuses it: the file
-            // grows, the batches in it durable all the same.
-            match pending.spill(&self.blocks, &self.runs) {
-                Ok(()) => wal.roll(),
+            // hold everything the file does first, the held-back runs put there by the
+            // checkpoint thread before its flush. Not rolled if sled refuses the block: the
+            // file grows, the batches in it durable all the same.
+            match pending.hand_over(&self.blocks, &self.runs) {
+                Ok(runs) => wal.roll(Box::new(move || runs.run())),
                 Err(e) => {
                     tracing::warn!(error = %e, "the log's held-back writes did not reach sled; its write-ahead file grows")
                 }

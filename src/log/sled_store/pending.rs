@@ -6,18 +6,25 @@
 //! (docs/performance.md, "A packed log: one key per 16 events"). Held back, each key reaches
 //! sled about once: a block when it is full, a run when it is full or at the roll.
 //!
-//! Owns the held-back state and the append path over it. Promises: the write-ahead file holds
-//! every batch held back here until [`Pending::spill`] has put it into sled, and the store calls
-//! that before the file rolls over (whose checkpoint flushes sled before it removes the older
-//! files), before it takes a batch back, before an archive reads sled, and at close; every block
-//! before the one being filled is in sled whole and never written again; a uid's runs in sled
-//! before its held-back run's first seq are final. The memory it holds is bounded by the
-//! distinct uids of one write-ahead file (about 4 MiB of batches): the runs are dropped at each
-//! roll. Must never: let a reader see a run naming an event it cannot find (readers bound what
-//! they read of sled by a snapshot of this state: [`super::SledStore`]'s readers), or drop a
-//! held-back change without it reaching sled.
+//! Owns the held-back state and the append path over it. At a roll the runs are handed over
+//! whole ([`Pending::hand_over`]): the checkpoint thread puts them into sled before its flush,
+//! off the writer's thread (on it, thousands of inserts held every append for tens of ms:
+//! docs/performance.md, "The runs put into sled off the writer's thread"), and until the next
+//! roll readers and appends find them here as if still held back. Promises: the write-ahead file
+//! holds every batch held back here until it is in sled: [`Pending::spill`] (before a take-back,
+//! before an archive reads sled, at close) and a roll's hand-over put it there, and a roll waits
+//! for the previous hand-over to be stored (or stores it itself) before the next checkpoint's
+//! flush; every block before the one being filled is in sled whole and never written again; a
+//! uid's runs in sled before its held-back run's first seq are final. The memory it holds is
+//! bounded by the distinct uids of two write-ahead files (about 4 MiB of batches each). Must
+//! never: let a reader see a run naming an event it cannot find (readers bound what they read of
+//! sled by a snapshot of this state: [`super::SledStore`]'s readers), drop a held-back change
+//! without it reaching sled, or let a handed-over run reach sled after a newer copy of it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
 
 use super::blocks::{self, OpenBlock};
 use super::{uid_runs, Appended};
@@ -39,6 +46,92 @@ pub(super) struct Pending {
     /// Whether sled's copy of `open` is behind it.
     open_changed: bool,
     runs: HashMap<String, HeldRun>,
+    /// The runs of the last roll, until the next one.
+    handed_over: Option<HandedOver>,
+}
+
+/// The runs held back at a roll, which the checkpoint thread puts into sled; a uid's run is
+/// read from here, not sled, until the uid is touched again.
+struct HandedOver {
+    runs: Arc<HashMap<String, HeldRun>>,
+    stored: Arc<Outcome>,
+}
+
+/// Whether a hand-over's runs reached sled: not yet known, then yes or no.
+#[derive(Default)]
+struct Outcome {
+    state: Mutex<Option<bool>>,
+    known: Condvar,
+}
+
+impl Outcome {
+    fn set(&self, stored: bool) {
+        *self.state.lock() = Some(stored);
+        self.known.notify_all();
+    }
+
+    fn wait(&self) -> bool {
+        let mut state = self.state.lock();
+        loop {
+            if let Some(stored) = *state {
+                return stored;
+            }
+            self.known.wait(&mut state);
+        }
+    }
+}
+
+/// The work a roll hands to the checkpoint thread: the runs into sled, before its flush. Dropped
+/// without being run (the thread gone, the roll failed), it counts as not stored, and the next
+/// roll or spill stores the runs itself.
+pub(super) struct RunsToStore {
+    runs: Arc<HashMap<String, HeldRun>>,
+    stored: Arc<Outcome>,
+    runs_tree: sled::Tree,
+    /// The hand-over before, freed here rather than on the writer's thread.
+    retired: Option<HandedOver>,
+    done: bool,
+}
+
+impl RunsToStore {
+    pub fn run(mut self) -> Result<(), LogError> {
+        let result = store_runs(&self.runs_tree, &self.runs, None);
+        self.stored.set(result.is_ok());
+        self.done = true;
+        drop(self.retired.take());
+        result
+    }
+}
+
+impl Drop for RunsToStore {
+    fn drop(&mut self) {
+        if !self.done {
+            self.stored.set(false);
+        }
+    }
+}
+
+/// Every changed run into sled, but those of the uids in `newer` (held back since: sled has,
+/// or will have, a newer copy of the same key).
+fn store_runs(
+    runs_tree: &sled::Tree,
+    runs: &HashMap<String, HeldRun>,
+    newer: Option<&HashMap<String, HeldRun>>,
+) -> Result<(), LogError> {
+    for (uid, held) in runs {
+        if newer.is_some_and(|n| n.contains_key(uid)) {
+            continue;
+        }
+        if !held.stored && !held.seqs.is_empty() {
+            runs_tree
+                .insert(
+                    uid_runs::key(uid, held.seqs[0]),
+                    uid_runs::encode(&held.seqs),
+                )
+                .map_err(LogError::storage)?;
+        }
+    }
+    Ok(())
 }
 
 /// What a reader needs of the held-back state, copied under the store's lock: the block being
@@ -70,8 +163,18 @@ impl Pending {
     pub fn snapshot(&self, uid: Option<&str>) -> Snapshot {
         Snapshot {
             open: self.open.clone(),
-            run: uid.and_then(|u| self.runs.get(u)).map(|r| r.seqs.clone()),
+            run: uid
+                .and_then(|u| self.held_run(u))
+                .map(|r| r.seqs.clone())
+                .filter(|seqs| !seqs.is_empty()),
         }
+    }
+
+    /// The uid's run as held back since the last roll, or as handed over at it.
+    fn held_run(&self, uid: &str) -> Option<&HeldRun> {
+        self.runs
+            .get(uid)
+            .or_else(|| self.handed_over.as_ref().and_then(|h| h.runs.get(uid)))
     }
 
     /// The last seq, if the log holds any event.
@@ -122,25 +225,55 @@ impl Pending {
         let Some(&from) = seqs.first() else {
             return Ok(());
         };
-        if let Some(held) = self.runs.get(uid) {
-            if held.seqs[0] >= from {
-                // Only seqs appended again below what is held (never after a take-back, which
-                // spills first) get here: sled's copy of that run goes too.
-                runs_tree
-                    .remove(uid_runs::key(uid, held.seqs[0]))
-                    .map_err(LogError::storage)?;
-                self.runs.remove(uid);
-            }
+        let held_from = self.runs.get(uid).map(|held| held.seqs[0]);
+        if let Some(first) = held_from.filter(|first| *first >= from) {
+            // Only seqs appended again below what is held (never after a take-back, which
+            // spills first) get here: sled's copy of that run goes too, once a hand-over that
+            // may hold it is in sled.
+            self.settle(runs_tree)?;
+            runs_tree
+                .remove(uid_runs::key(uid, first))
+                .map_err(LogError::storage)?;
+            self.runs.remove(uid);
         }
-        let held = match self.runs.get_mut(uid) {
-            Some(held) => held,
-            None => {
-                let seqs = uid_runs::last_before(runs_tree, uid, from)?;
-                self.runs
-                    .entry(uid.to_owned())
-                    .or_insert(HeldRun { seqs, stored: true })
-            }
-        };
+        if !self.runs.contains_key(uid) {
+            // The run handed over at the last roll, when it ends before `from`: not stored as
+            // far as this run knows (a full one goes to sled below, the same bytes the
+            // checkpoint writes, so that sled has it before a newer run follows it).
+            let handed = self
+                .handed_over
+                .as_ref()
+                .and_then(|h| h.runs.get(uid))
+                .filter(|h| !h.seqs.is_empty())
+                .map(|h| h.seqs.clone());
+            let held = match handed {
+                Some(seqs) if seqs[0] < from => HeldRun {
+                    seqs,
+                    stored: false,
+                },
+                other => {
+                    if other.is_some() {
+                        // Seqs appended again at or below the handed-over run's first (never
+                        // after a take-back, which spills first): sled must hold it, as a run
+                        // held back would be, before it is read and changed there.
+                        self.settle(runs_tree)?;
+                    }
+                    HeldRun {
+                        seqs: uid_runs::last_before(runs_tree, uid, from)?,
+                        stored: true,
+                    }
+                }
+            };
+            self.runs.insert(uid.to_owned(), held);
+        }
+        // A run of the hand-over reaches sled on the checkpoint thread: a newer copy of it goes
+        // there after it, never before (it would be overwritten with the older).
+        let handed_over = self
+            .handed_over
+            .as_ref()
+            .filter(|h| h.runs.contains_key(uid))
+            .map(|h| h.stored.clone());
+        let held = self.runs.get_mut(uid).expect("inserted above");
         if held.seqs.last().is_some_and(|s| *s >= from) {
             held.seqs.retain(|s| *s < from);
             held.stored = false;
@@ -149,6 +282,9 @@ impl Pending {
         while !rest.is_empty() {
             if held.seqs.len() == uid_runs::SEQS_PER_RUN {
                 if !held.stored {
+                    if let Some(stored) = &handed_over {
+                        stored.wait();
+                    }
                     runs_tree
                         .insert(
                             uid_runs::key(uid, held.seqs[0]),
@@ -180,26 +316,58 @@ impl Pending {
         Ok(())
     }
 
-    /// Everything held back into sled (the block being filled, each changed run); the runs are
-    /// dropped from memory.
+    /// Everything held back into sled (the block being filled, each changed run, the last
+    /// hand-over once it is stored); the runs are dropped from memory.
     pub fn spill(
         &mut self,
         blocks_tree: &sled::Tree,
         runs_tree: &sled::Tree,
     ) -> Result<(), LogError> {
+        self.settle(runs_tree)?;
         self.store_open(blocks_tree)?;
-        for (uid, held) in self.runs.iter_mut() {
-            if !held.stored && !held.seqs.is_empty() {
-                runs_tree
-                    .insert(
-                        uid_runs::key(uid, held.seqs[0]),
-                        uid_runs::encode(&held.seqs),
-                    )
-                    .map_err(LogError::storage)?;
-                held.stored = true;
-            }
-        }
+        store_runs(runs_tree, &self.runs, None)?;
         self.runs.clear();
         Ok(())
+    }
+
+    /// At a roll: the block being filled into sled, and the runs held back handed over, for the
+    /// checkpoint thread to put into sled with [`RunsToStore::run`] before its flush. The
+    /// hand-over before is stored first (by the time a roll is due its checkpoint has run; if
+    /// it failed, here).
+    pub fn hand_over(
+        &mut self,
+        blocks_tree: &sled::Tree,
+        runs_tree: &sled::Tree,
+    ) -> Result<RunsToStore, LogError> {
+        self.store_open(blocks_tree)?;
+        let retired = self.settled(runs_tree)?;
+        let runs = Arc::new(std::mem::take(&mut self.runs));
+        let stored = Arc::new(Outcome::default());
+        self.handed_over = Some(HandedOver {
+            runs: runs.clone(),
+            stored: stored.clone(),
+        });
+        Ok(RunsToStore {
+            runs,
+            stored,
+            runs_tree: runs_tree.clone(),
+            retired,
+            done: false,
+        })
+    }
+
+    /// Waits until the last hand-over is in sled, storing it here if the checkpoint did not,
+    /// and lets it go.
+    fn settle(&mut self, runs_tree: &sled::Tree) -> Result<(), LogError> {
+        self.settled(runs_tree).map(drop)
+    }
+
+    fn settled(&mut self, runs_tree: &sled::Tree) -> Result<Option<HandedOver>, LogError> {
+        if let Some(h) = &self.handed_over {
+            if !h.stored.wait() {
+                store_runs(runs_tree, &h.runs, Some(&self.runs))?;
+            }
+        }
+        Ok(self.handed_over.take())
     }
 }

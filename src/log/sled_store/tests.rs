@@ -431,3 +431,83 @@ fn a_reader_beside_the_writer_sees_every_event_written_before() {
     writer.join().unwrap();
     assert_eq!(seen, Seq(LAST));
 }
+
+/// A uid's seqs as a reader of the store finds them: sled's runs before the held-back one, then
+/// that one (as [`SledStore::read_uid`] reads them).
+fn seqs_of(pending: &pending::Pending, runs: &sled::Tree, uid: &str) -> Vec<u64> {
+    let run = pending.snapshot(Some(uid)).run;
+    let below = run.as_ref().map(|r| r[0]);
+    let mut seqs = uid_runs::seqs_after(runs, uid, Seq(0), usize::MAX, below).unwrap();
+    seqs.extend(run.unwrap_or_default());
+    seqs.into_iter().map(|s| s.0).collect()
+}
+
+fn append(
+    pending: &mut pending::Pending,
+    store: &SledStore,
+    seqs: std::ops::RangeInclusive<u64>,
+    uid: &str,
+) {
+    let batch: Vec<EncodedRecord> = seqs.map(|s| record(s, vec![1; 8], &[uid])).collect();
+    pending.append(&store.blocks, &store.runs, &batch).unwrap();
+}
+
+/// The runs a roll hands over reach sled on the checkpoint thread, later: meanwhile a reader
+/// still finds every seq, and an append goes on from the handed-over run; a run filled since
+/// reaches sled only after the older copy the checkpoint writes (which would overwrite it); a
+/// hand-over that never ran is stored by the next spill, but for the runs held back since.
+#[test]
+fn runs_handed_over_at_a_roll_are_read_and_appended_to_before_they_reach_sled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let mut pending = pending::Pending::stored(None);
+    let full = uid_runs::SEQS_PER_RUN as u64;
+    let in_sled = |uid| -> Vec<u64> {
+        uid_runs::seqs_after(&store.runs, uid, Seq(0), 100, None)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.0)
+            .collect()
+    };
+    append(&mut pending, &store, 1..=3, "ann");
+    append(&mut pending, &store, 4..=5, "bob");
+    let job = pending.hand_over(&store.blocks, &store.runs).unwrap();
+    assert!(
+        store.runs.is_empty(),
+        "not stored until the checkpoint runs it"
+    );
+    assert_eq!(seqs_of(&pending, &store.runs, "ann"), [1, 2, 3]);
+    append(&mut pending, &store, 6..=6, "ann");
+    assert_eq!(seqs_of(&pending, &store.runs, "ann"), [1, 2, 3, 6]);
+
+    // bob's run fills up and the next starts while the checkpoint is still to come.
+    let checkpoint = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        job.run().unwrap();
+    });
+    let last = 6 + full;
+    append(&mut pending, &store, 7..=last, "bob");
+    checkpoint.join().unwrap();
+    let bob: Vec<u64> = (4..=5).chain(7..=last).collect();
+    assert_eq!(seqs_of(&pending, &store.runs, "bob"), bob);
+    assert_eq!(
+        in_sled("bob"),
+        bob[..full as usize],
+        "bob's full run, not the checkpoint's older copy"
+    );
+    pending.spill(&store.blocks, &store.runs).unwrap();
+    assert_eq!(in_sled("ann"), [1, 2, 3, 6]);
+    assert_eq!(in_sled("bob"), bob);
+
+    // A hand-over the checkpoint never ran (its thread gone): the next spill stores it, all
+    // but the runs changed since.
+    append(&mut pending, &store, last + 1..=last + 1, "cy");
+    append(&mut pending, &store, last + 2..=last + 2, "ann");
+    drop(pending.hand_over(&store.blocks, &store.runs).unwrap());
+    append(&mut pending, &store, last + 3..=last + 3, "ann");
+    assert!(in_sled("cy").is_empty());
+    assert_eq!(seqs_of(&pending, &store.runs, "cy"), [last + 1]);
+    pending.spill(&store.blocks, &store.runs).unwrap();
+    assert_eq!(in_sled("cy"), [last + 1]);
+    assert_eq!(in_sled("ann"), [1, 2, 3, 6, last + 2, last + 3]);
+}
