@@ -19,14 +19,15 @@ binary=$1 rate=${2:-1000} seconds=${3:-20}
 tool=${LOADTEST:-./target/release/wkuser-loadtest}
 api=${API:-127.0.0.1:5711} ws=${WS:-127.0.0.1:5712}
 ulimit -n 20000
-data=$(mktemp -d /tmp/per-connect-XXXX)
-"$binary" serve --data-dir "$data/data" --api-addr $api --ws-addr $ws > "$data/server.log" 2>&1 &
-server=$!
-trap 'kill -TERM $tool_pid 2>/dev/null || true; kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$data"' EXIT
-for _ in $(seq 1 50); do curl -sf "http://$api/readyz" > /dev/null && break; sleep 0.2; done
+work=$(mktemp -d /tmp/per-connect-XXXX)
+wkuser=$binary data=$work/data out=$work
+# shellcheck source=loadtest/server.sh
+. "$(dirname "$0")/server.sh"
+trap 'kill -TERM $tool_pid 2>/dev/null || true; stop; rm -rf "$work"' EXIT
+start server
 # A soak long enough to cover the window: ceiling, tokens and sessions first (about 15 s).
 "$tool" --api $api --ws $ws --users 10000 --status-clients 0 --churn-rate "$rate" \
-    --soak "$((seconds + 60))s" > "$data/tool.log" 2>&1 &
+    --soak "$((seconds + 60))s" > "$work/tool.log" 2>&1 &
 tool_pid=$!
 # Per thread kind (sled's IO threads as one): voluntary context switches (a thread waiting for
 # another: the hand-offs), involuntary ones (preempted: the machine's load) and CPU ticks.
@@ -46,14 +47,14 @@ for _ in $(seq 1 120); do
     if [ $((b - a)) -gt $((rate / 2)) ]; then break; fi
 done
 sleep 3
-threads_of > "$data/threads-before.txt"
+threads_of > "$work/threads-before.txt"
 before=$(seq_of)
-perf stat -e task-clock,context-switches,cpu-migrations -p "$server" -o "$data/perf.txt" -- sleep "$seconds"
+perf stat -e task-clock,context-switches,cpu-migrations -p "$server" -o "$work/perf.txt" -- sleep "$seconds"
 after=$(seq_of)
-threads_of > "$data/threads-after.txt"
+threads_of > "$work/threads-after.txt"
 events=$((after - before))
-clock_ms=$(awk '/task-clock/ {gsub(",", "", $1); print $1}' "$data/perf.txt")
-switches=$(awk '/context-switches/ {gsub(",", "", $1); print $1}' "$data/perf.txt")
+clock_ms=$(awk '/task-clock/ {gsub(",", "", $1); print $1}' "$work/perf.txt")
+switches=$(awk '/context-switches/ {gsub(",", "", $1); print $1}' "$work/perf.txt")
 echo "events in ${seconds}s: $events ($((events / seconds))/s)"
 awk -v c="$clock_ms" -v s="$switches" -v e="$events" 'BEGIN {
     printf "server CPU per event: %.1f us; context switches per event: %.2f\n", c * 1000 / e, s / e }'
@@ -62,15 +63,15 @@ hz=$(getconf CLK_TCK)
 echo "per event, by thread kind: voluntary switches, involuntary switches, CPU us"
 awk -v e="$events" -v hz="$hz" 'NR == FNR {v[$1] = $2; i[$1] = $3; c[$1] = $4; next}
     {printf "  %-18s %6.2f %6.2f %7.1f\n", $1, ($2 - v[$1]) / e, ($3 - i[$1]) / e, ($4 - c[$1]) * 1e6 / hz / e}' \
-    "$data/threads-before.txt" "$data/threads-after.txt" | sort -k4 -n -r
+    "$work/threads-before.txt" "$work/threads-after.txt" | sort -k4 -n -r
 if [ -n "${ALLOC_EVENTS:-}" ]; then
     before=$(seq_of)
-    perf stat --per-thread -x, -e "$ALLOC_EVENTS" -p "$server" -o "$data/alloc.txt" -- sleep 10
+    perf stat --per-thread -x, -e "$ALLOC_EVENTS" -p "$server" -o "$work/alloc.txt" -- sleep 10
     after=$(seq_of)
     events=$((after - before))
     echo "allocations (uprobes, 10 s, $events events), per event by thread kind:"
     awk -F, -v e="$events" '/^#/ || NF < 3 {next} {t=$1; sub(/-[0-9]+$/, "", t); n=$2; gsub(/ /, "", n); c[t] += n; tot += n}
-        END {for (k in c) if (c[k] > 0) printf "  %-18s %7.1f\n", k, c[k] / e; printf "  %-18s %7.1f\n", "all", tot / e}' "$data/alloc.txt" | sort -k2 -n -r
+        END {for (k in c) if (c[k] > 0) printf "  %-18s %7.1f\n", k, c[k] / e; printf "  %-18s %7.1f\n", "all", tot / e}' "$work/alloc.txt" | sort -k2 -n -r
 fi
 if [ -n "${PERF_RECORD:-}" ]; then
     perf record -F 499 -g -p "$server" -o "$PERF_RECORD" -- sleep 10 2> /dev/null
@@ -78,10 +79,10 @@ if [ -n "${PERF_RECORD:-}" ]; then
 fi
 if [ "${STRACE:-0}" = 1 ]; then
     before=$(seq_of)
-    timeout -s INT 5 strace -c -f -p "$server" -o "$data/strace.txt" || true
+    timeout -s INT 5 strace -c -f -p "$server" -o "$work/strace.txt" || true
     after=$(seq_of)
     events=$((after - before))
-    calls=$(awk '$NF == "total" {print $4}' "$data/strace.txt")
+    calls=$(awk '$NF == "total" {print $4}' "$work/strace.txt")
     echo "under strace, 5 s: $events events, $calls system calls: $(awk -v c="$calls" -v e="$events" 'BEGIN { printf "%.1f", c / e }') per event"
-    sort -k4 -n -r "$data/strace.txt" | head -12
+    sort -k4 -n -r "$work/strace.txt" | head -12
 fi

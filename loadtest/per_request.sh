@@ -22,23 +22,24 @@ binary=$1 seconds=${2:-8}
 tool=${LOADTEST:-./target/release/wkuser-loadtest}
 api=${API:-127.0.0.1:5713} ws=${WS:-127.0.0.1:5714}
 ulimit -n 20000
-data=$(mktemp -d /tmp/per-request-XXXX)
-"$binary" serve --data-dir "$data/data" --api-addr $api --ws-addr $ws > "$data/server.log" 2>&1 &
-server=$!
-trap 'kill -TERM $tool_pid 2>/dev/null || true; kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$data"' EXIT
-for _ in $(seq 1 50); do curl -sf "http://$api/readyz" > /dev/null && break; sleep 0.2; done
+work=$(mktemp -d /tmp/per-request-XXXX)
+wkuser=$binary data=$work/data out=$work
+# shellcheck source=loadtest/server.sh
+. "$(dirname "$0")/server.sh"
+trap 'kill -TERM $tool_pid 2>/dev/null || true; stop; rm -rf "$work"' EXIT
+start server
 # Long enough for every step below on each side.
 phase=$((seconds + 8))
 [ -n "${ALLOC_EVENTS:-}${CEILING_ALLOC_EVENTS:-}" ] && phase=$((phase + 6))
 [ -n "${PERF_RECORD:-}" ] && phase=$((phase + 12))
 [ "${TRACE:-0}" = 1 ] && phase=$((phase + 5))
 "$tool" --api $api --ws $ws --users 10000 --churn-rate 0 --duration "${phase}s" \
-    --measure-time "${phase}s" > "$data/tool.log" 2>&1 &
+    --measure-time "${phase}s" > "$work/tool.log" 2>&1 &
 tool_pid=$!
 wait_for() {
-    for _ in $(seq 1 600); do grep -q "$1" "$data/tool.log" && return 0; sleep 0.5; done
+    for _ in $(seq 1 600); do grep -q "$1" "$work/tool.log" && return 0; sleep 0.5; done
     echo "the tool never said: $1" >&2
-    cat "$data/tool.log" >&2
+    cat "$work/tool.log" >&2
     exit 1
 }
 requests_of() { curl -sf "http://$api/metrics" | awk '/^wkuser_http_requests_total\{.*onlinestatus.*status="200"/ {n += $NF} END {print n + 0}'; }
@@ -49,24 +50,24 @@ count() {
     local before after
     before=$(requests_of)
     # The answers are counted by their writes: one `writev` each, on either side.
-    perf stat -e task-clock -p "$tool_pid" -o "$data/$name.tool" -- sleep "$seconds" &
+    perf stat -e task-clock -p "$tool_pid" -o "$work/$name.tool" -- sleep "$seconds" &
     perf stat -x, -e task-clock,context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_writev \
-        -p "$pid" -o "$data/$name.perf" -- sleep "$seconds"
+        -p "$pid" -o "$work/$name.perf" -- sleep "$seconds"
     wait $!
     after=$(requests_of)
-    echo "$name: the server's own count of the requests in the window: $((after - before))" >> "$data/counts"
-    awk -F, -v n="$name" '/^#/ || NF < 3 {next} {e = $3; sub(/.*:/, "", e); print n, e, $1}' "$data/$name.perf" >> "$data/counts"
-    awk -v n="$name" '/task-clock/ {gsub(",", "", $1); print n, "tool-task-clock", $1}' "$data/$name.tool" >> "$data/counts"
+    echo "$name: the server's own count of the requests in the window: $((after - before))" >> "$work/counts"
+    awk -F, -v n="$name" '/^#/ || NF < 3 {next} {e = $3; sub(/.*:/, "", e); print n, e, $1}' "$work/$name.perf" >> "$work/counts"
+    awk -v n="$name" '/task-clock/ {gsub(",", "", $1); print n, "tool-task-clock", $1}' "$work/$name.tool" >> "$work/counts"
     if [ -n "$probes" ]; then
-        perf stat -x, -e "$probes" -p "$pid" -o "$data/$name.alloc" -- sleep 4
-        awk -F, -v n="$name" '/^#/ || NF < 3 {next} {e = $3; sub(/.*:/, "", e); print n, "probe", e, $1}' "$data/$name.alloc" >> "$data/counts"
+        perf stat -x, -e "$probes" -p "$pid" -o "$work/$name.alloc" -- sleep 4
+        awk -F, -v n="$name" '/^#/ || NF < 3 {next} {e = $3; sub(/.*:/, "", e); print n, "probe", e, $1}' "$work/$name.alloc" >> "$work/counts"
     fi
     if [ -n "${PERF_RECORD:-}" ]; then
         perf record -F 999 -g -p "$pid" -o "$PERF_RECORD-$name.data" -- sleep 10 2> /dev/null
     fi
     if [ "${TRACE:-0}" = 1 ]; then
-        perf trace -s -p "$pid" -o "$data/$name.trace" -- sleep 3 || true
-        cp "$data/$name.trace" "${OUT:-/tmp}/per-request-$name.trace" 2> /dev/null || true
+        perf trace -s -p "$pid" -o "$work/$name.trace" -- sleep 3 || true
+        cp "$work/$name.trace" "${OUT:-/tmp}/per-request-$name.trace" 2> /dev/null || true
     fi
 }
 wait_for "ceiling:   opened"
@@ -76,12 +77,12 @@ wait_for "server:   the ceiling in the slices between"
 count server "$server" "${ALLOC_EVENTS:-}"
 # The figures needed are in; the ceilings' second run is not.
 wait_for "server:   with churn at"
-[ -n "${OUT:-}" ] && cp "$data/tool.log" "$OUT/per-request-tool.log"
-ceiling_rate=$(sed -n 's/.* ceiling:   onlinestatus alone, [0-9]* clients, [0-9.]* s: \([0-9]*\)\/s.*/\1/p' "$data/tool.log" | head -1)
-server_rate=$(sed -n 's/.* server:   with churn at 0\/s for [0-9.]* s: onlinestatus \([0-9]*\)\/s.*/\1/p' "$data/tool.log" | head -1)
+[ -n "${OUT:-}" ] && cp "$work/tool.log" "$OUT/per-request-tool.log"
+ceiling_rate=$(sed -n 's/.* ceiling:   onlinestatus alone, [0-9]* clients, [0-9.]* s: \([0-9]*\)\/s.*/\1/p' "$work/tool.log" | head -1)
+server_rate=$(sed -n 's/.* server:   with churn at 0\/s for [0-9.]* s: onlinestatus \([0-9]*\)\/s.*/\1/p' "$work/tool.log" | head -1)
 echo "onlinestatus/s over the phase: ceiling $ceiling_rate, server $server_rate"
-grep -E 'ceiling in the slices between' "$data/tool.log" || true
-cat "$data/counts"
+grep -E 'ceiling in the slices between' "$work/tool.log" || true
+cat "$work/counts"
 # Per answer: the perf stat window's counts per `writev`; the uprobes' own window's per
 # `Server::encode` (the probes slow the process, so their window has a rate of its own).
 awk '
@@ -100,4 +101,4 @@ awk '
             split(x, q, " ")
             if (e[q[1]] > 0 && q[2] !~ /encode/) printf "%s: %s (uprobe) per answer %.2f\n", q[1], q[2], p[x] / e[q[1]]
         }
-    }' "$data/counts" | sort
+    }' "$work/counts" | sort
