@@ -10,7 +10,9 @@
 //! the batch's id), rings the doorbell, reads the other nodes' events between what this node
 //! has seen and its batch (answered with the batch's seq, so that the node publishes its batch
 //! without reading them again), and commits as the statement ends; the lock goes with the
-//! commit, and is never held across a round trip to this node. Promises: seqs are dense and
+//! commit, and is never held across a round trip to this node. That commit does not wait for
+//! the WAL flush: a second statement makes the batch durable before it is answered, and every
+//! read waits for the flush of what it saw ([`durable`]). Promises: seqs are dense and
 //! become visible in seq order, so a tailer reading `seq > last` never passes an event that
 //! commits later (the trap of a `bigserial` key, whose values are taken before their
 //! transactions commit, in any order); a batch whose answer was lost is looked up under the
@@ -37,11 +39,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+mod append_connection;
 mod archive;
+mod durable;
 mod import;
 
 use super::{doorbell, AppendError, EncodedRecord, Guard, LogError, LogStore};
 use crate::domain::Seq;
+use append_connection::AppendConnection;
 
 /// The advisory lock every append holds from the read of the last seq to its commit, in every
 /// node. Other writers of the shared log (a node declaring a dead peer's sessions lost) take it
@@ -89,10 +94,9 @@ pub struct PostgresStore {
     /// The readers' connections (the tail, catch-ups, reads of the API).
     pool: PgPool,
     /// The appends' one connection, apart from the readers': an append never waits for a
-    /// reader's connection, nor for the check a pool makes of a connection it hands out (a
-    /// round trip of its own). A connection that died is found by the append itself, whose
-    /// outcome is then looked up by its batch id (see [`TryError::Unknown`]).
-    appends: PgPool,
+    /// reader's connection, nor for a pool. A connection that died is found by the append
+    /// itself, whose outcome is then looked up by its batch id (see [`TryError::Unknown`]).
+    appends: AppendConnection,
     /// For the doorbell's own connection. Holds the password, if the URL has one: never shown.
     url: String,
     /// Names this store's appends in the doorbell, so that it does not wake for its own.
@@ -163,9 +167,13 @@ impl PostgresStore {
                     })
                 })
                 .connect_lazy_with(options.clone());
-            let appends = crate::postgres::pool_options(1)
-                .test_before_acquire(false)
-                .connect_lazy_with(options);
+            let appends = AppendConnection::new(options.options([durable::APPENDS_COMMIT]));
+            if matches!(schema, Schema::Migrate) {
+                // A role that may not write the flush's WAL record is told now, not at its
+                // first append.
+                let mut lease = appends.lease().await?;
+                sqlx::query(durable::FLUSH).execute(lease.conn()).await?;
+            }
             Ok::<_, sqlx::Error>((reads, appends))
         })
         .map_err(|e| LogError::storage(format_args!("cannot open the shared log: {e}")))?;
@@ -182,6 +190,27 @@ impl PostgresStore {
         })
     }
 
+    /// Runs a read whose last column is [`durable::MARK`], and answers its rows once the WAL on
+    /// disk holds everything they show.
+    fn read_durable<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, LogError> {
+        let pool = &self.pool;
+        self.wait(async move {
+            let rows = query.fetch_all(pool).await?;
+            let mark: Option<String> = match rows.first() {
+                Some(row) => row.try_get(row.len() - 1)?,
+                None => None,
+            };
+            if let Some(at) = mark {
+                durable::wait_until_flushed(pool, &at).await?;
+            }
+            Ok::<_, sqlx::Error>(rows)
+        })
+        .map_err(db_error)
+    }
+
     fn wait<F>(&self, future: F) -> F::Output
     where
         F: Future + Send,
@@ -192,10 +221,10 @@ impl PostgresStore {
 
     /// One try: one statement, [`APPEND`], which under the lock finds the batch recorded (a
     /// `retry` only: a first try cannot have been), or checks its guards, numbers it after the
-    /// last seq and inserts it. Returns the batch's first seq, and the events after `after`
-    /// that precede it.
+    /// last seq and inserts it, then [`durable::FLUSH`]. Returns the batch's first seq, and the
+    /// events after `after` that precede it, once they are all durable.
     async fn try_append(
-        pool: &PgPool,
+        appends: &AppendConnection,
         writer_id: i64,
         batch_id: Uuid,
         batch: &[EncodedRecord],
@@ -215,14 +244,43 @@ impl PostgresStore {
         let guard_after: Vec<i64> = guards.iter().map(|g| g.after.0 as i64).collect();
         // Taken apart from the statement: a connection that cannot be had means nothing was
         // sent.
-        let mut conn = pool.acquire().await.map_err(TryError::NotRecorded)?;
+        let mut lease = appends.lease().await.map_err(TryError::NotRecorded)?;
+        let tried = Self::send_append(
+            lease.conn(),
+            writer_id,
+            batch_id,
+            &bodies,
+            (&uids, &uid_events),
+            (&guard_uids, &guard_after),
+            retry,
+            after,
+        )
+        .await;
+        if matches!(tried, Err(TryError::NotRecorded(_) | TryError::Unknown(_))) {
+            lease.broken();
+        }
+        tried
+    }
+
+    /// [`APPEND`] then [`durable::FLUSH`] on `conn`, their answers read.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_append(
+        conn: &mut sqlx::PgConnection,
+        writer_id: i64,
+        batch_id: Uuid,
+        bodies: &[&[u8]],
+        (uids, uid_events): (&[&str], &[i32]),
+        (guard_uids, guard_after): (&[&str], &[i64]),
+        retry: bool,
+        after: Option<i64>,
+    ) -> Result<Recorded, TryError> {
         let row = sqlx::query(APPEND)
             .bind(batch_id.to_string())
-            .bind(&bodies)
-            .bind(&uids)
-            .bind(&uid_events)
-            .bind(&guard_uids)
-            .bind(&guard_after)
+            .bind(bodies)
+            .bind(uids)
+            .bind(uid_events)
+            .bind(guard_uids)
+            .bind(guard_after)
             .bind(writer_id)
             .bind(retry)
             .bind(after)
@@ -242,6 +300,11 @@ impl PostgresStore {
         let conflicts: Option<Vec<String>> = row.get(1);
         match (first, conflicts) {
             (Some(first), _) => {
+                // Committed, not yet durable: a flush that fails leaves the outcome unknown.
+                sqlx::query(durable::FLUSH)
+                    .execute(conn)
+                    .await
+                    .map_err(TryError::Unknown)?;
                 let seqs: Option<Vec<i64>> = row.get(2);
                 let bodies: Option<Vec<Vec<u8>>> = row.get(3);
                 // The batch is recorded whatever the gap holds: a seq out of range (the table
@@ -270,7 +333,7 @@ impl PostgresStore {
     /// [`RESOLVE_LIMIT`] has passed. A try that fails before its commit is sent recorded
     /// nothing, and is answered at once.
     async fn append_batch(
-        pool: &PgPool,
+        appends: &AppendConnection,
         writer_id: i64,
         batch_id: Uuid,
         batch: &[EncodedRecord],
@@ -282,7 +345,7 @@ impl PostgresStore {
         loop {
             let retry = in_doubt_since.is_some();
             let tried =
-                Self::try_append(pool, writer_id, batch_id, batch, guards, retry, after).await;
+                Self::try_append(appends, writer_id, batch_id, batch, guards, retry, after).await;
             let why = match tried {
                 Ok((first, gap)) => {
                     if in_doubt_since.is_some() {
@@ -398,12 +461,12 @@ impl LogStore for PostgresStore {
     }
 
     fn last_seq(&self) -> Result<Seq, LogError> {
-        let last: i64 = self
-            .wait(
-                sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM log_events")
-                    .fetch_one(&self.pool),
-            )
-            .map_err(db_error)?;
+        let query = format!(
+            "SELECT coalesce(max(seq), 0), {} FROM log_events",
+            durable::MARK
+        );
+        let rows = self.read_durable(sqlx::query(&query))?;
+        let last: i64 = rows.first().map_or(0, |row| row.get(0));
         to_seq(last)
     }
 
@@ -451,16 +514,15 @@ impl LogStore for PostgresStore {
     }
 
     fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<(Seq, Vec<u8>)>, LogError> {
-        let rows = self
-            .wait(
-                sqlx::query(
-                    "SELECT seq, body FROM log_events WHERE seq > $1 ORDER BY seq LIMIT $2",
-                )
+        let query = format!(
+            "SELECT seq, body, {} FROM log_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            durable::MARK
+        );
+        let rows = self.read_durable(
+            sqlx::query(&query)
                 .bind(to_i64(after)?)
-                .bind(limit_i64(limit))
-                .fetch_all(&self.pool),
-            )
-            .map_err(db_error)?;
+                .bind(limit_i64(limit)),
+        )?;
         rows_to_events(rows)
     }
 
@@ -470,18 +532,17 @@ impl LogStore for PostgresStore {
         after: Seq,
         limit: usize,
     ) -> Result<Vec<(Seq, Vec<u8>)>, LogError> {
-        let rows = self
-            .wait(
-                sqlx::query(
-                    "SELECT e.seq, e.body FROM log_uids u JOIN log_events e ON e.seq = u.seq \
-                     WHERE u.uid = $1 AND u.seq > $2 ORDER BY u.seq LIMIT $3",
-                )
+        let query = format!(
+            "SELECT e.seq, e.body, {} FROM log_uids u JOIN log_events e ON e.seq = u.seq \
+             WHERE u.uid = $1 AND u.seq > $2 ORDER BY u.seq LIMIT $3",
+            durable::MARK
+        );
+        let rows = self.read_durable(
+            sqlx::query(&query)
                 .bind(uid)
                 .bind(to_i64(after)?)
-                .bind(limit_i64(limit))
-                .fetch_all(&self.pool),
-            )
-            .map_err(db_error)?;
+                .bind(limit_i64(limit)),
+        )?;
         rows_to_events(rows)
     }
 }
@@ -490,7 +551,7 @@ impl Drop for PostgresStore {
     fn drop(&mut self) {
         // Closes the connections politely (bounded: a database out of reach must not hold the
         // drop), then lets the runtime go without waiting for it.
-        let (pool, appends) = (self.pool.clone(), self.appends.clone());
+        let (pool, appends) = (self.pool.clone(), &self.appends);
         let _ = self.wait(async move {
             tokio::time::timeout(Duration::from_secs(1), async {
                 tokio::join!(pool.close(), appends.close())

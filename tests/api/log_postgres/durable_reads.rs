@@ -1,0 +1,92 @@
+//! A read of the shared log answers another writer's events only once the WAL on disk holds
+//! them. An append commits without waiting for its WAL flush (so that the append lock goes at
+//! once) and flushes in a second statement; a read in between sees the batch, and must wait for
+//! that flush, or it could hand out an event a crash of PostgreSQL would take back.
+//!
+//! The test runs its own PostgreSQL, whose WAL writer (which flushes such commits by itself
+//! every `wal_writer_delay`) is slowed to 10 s: during the test only the writer's own flush makes
+//! its event durable.
+
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection};
+use wkuser::domain::Seq;
+
+use super::*;
+use crate::helpers::ThrowawayPostgres;
+
+/// What a node's append sends after its commit to make it durable.
+const FLUSH: &str = "SELECT set_config('synchronous_commit', 'on', true), \
+     pg_logical_emit_message(true, 'wk_log_flush', '')";
+
+async fn wal_flushed_up_to(connection: &mut PgConnection, at: &str) -> bool {
+    sqlx::query_scalar("SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn")
+        .bind(at)
+        .fetch_one(connection)
+        .await
+        .expect("the flush position reads")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_answers_an_event_committed_without_a_flush_only_once_the_wal_holds_it() {
+    let server = ThrowawayPostgres::start().await;
+    let url = server.url();
+    let mut admin = PgConnection::connect(&url).await.expect("a connection");
+    for statement in [
+        "ALTER SYSTEM SET wal_writer_delay = '10s'",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut admin)
+            .await
+            .expect("the WAL writer slowed");
+    }
+    let store = postgres_store(&url).await;
+
+    // Another writer commits an event without a flush. Its commit must still be only in memory
+    // when the read starts, or the test would show nothing: an event the WAL writer happened to
+    // flush at once (its page full) is left behind and another one committed.
+    let mut writer = PgConnection::connect(&url).await.expect("a connection");
+    sqlx::query("SET synchronous_commit = off")
+        .execute(&mut writer)
+        .await
+        .expect("the writer commits without waiting");
+    let mut unflushed = None;
+    for seq in 1..=5i64 {
+        sqlx::query("INSERT INTO log_events (seq, body) VALUES ($1, 'an event')")
+            .bind(seq)
+            .execute(&mut writer)
+            .await
+            .expect("the event commits");
+        let at: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+            .fetch_one(&mut writer)
+            .await
+            .expect("the WAL position reads");
+        if !wal_flushed_up_to(&mut admin, &at).await {
+            unflushed = Some((seq, at));
+            break;
+        }
+    }
+    let (seq, committed_at) = unflushed.expect("an event committed and not yet flushed");
+
+    // The writer flushes a little later, as a node does after its append.
+    let flushing = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::query(FLUSH)
+            .execute(&mut writer)
+            .await
+            .expect("the writer flushes");
+    });
+    let read = read_after(&store, Seq(seq as u64 - 1), 10).await;
+    let durable_when_read = wal_flushed_up_to(&mut admin, &committed_at).await;
+    assert_eq!(
+        read.iter().map(|(s, _)| s.0).collect::<Vec<_>>(),
+        [seq as u64],
+        "the read answers the event"
+    );
+    assert!(
+        durable_when_read,
+        "the read answered an event the WAL on disk did not hold yet"
+    );
+    flushing.await.expect("the flush ends");
+}
