@@ -2,7 +2,8 @@
 # Three `wkuser serve` nodes on one fresh PostgreSQL database, loaded by the tool spread over
 # all three; with two builds, alternated round by round so that the machine's drift (and other
 # work on it) weighs on both alike. Each run gets a database of its own, dropped afterwards;
-# each report goes to $OUT/<label>-<round>.txt, each node's log beside it.
+# each report goes to $OUT/<label>-<round>.txt, ending with what the run cost the database
+# (batches, events, transactions), each node's log beside it.
 #
 #   loadtest/cluster.sh BINARY [ROUNDS] [LOADTEST_ARGS...]                  one build
 #   loadtest/cluster.sh BEFORE AFTER [ROUNDS] [LOADTEST_ARGS...]           two builds, alternated
@@ -47,6 +48,10 @@ for round in $(seq 1 "$rounds"); do
             || echo "round $round $label: the tool failed (see $out/$label-$round.txt)"
         for pid in "${pids[@]}"; do kill -TERM "$pid"; done
         for pid in "${pids[@]}"; do wait "$pid" || true; done
+        # What the run cost the database: the log's batches and events, and its transactions.
+        psql "$pg/$db" -qAtc "SELECT 'database: ' || (SELECT count(*) FROM log_batches) || ' batches, ' \
+            || (SELECT count(*) FROM log_events) || ' events, ' || xact_commit || ' transactions' \
+            FROM pg_stat_database WHERE datname = current_database()" >> "$out/$label-$round.txt"
         psql "$pg/postgres" -qAtc "DROP DATABASE $db" > /dev/null
         rm -rf "${datas[@]}"
         echo "round $round $label ($binary): $out/$label-$round.txt"
