@@ -40,9 +40,13 @@ pub(super) const FLUSH: &str = "SELECT set_config('synchronous_commit', 'on', tr
 /// A column for every read of events: NULL when the WAL on disk already holds everything
 /// written when the read ran, else the WAL position to wait for (as text). The position is read
 /// during the statement, so after its snapshot was taken: it is past the commit record of every
-/// transaction the read sees. An uncorrelated subquery, it is computed once per statement.
-pub(super) const MARK: &str = "(SELECT CASE WHEN pg_current_wal_flush_lsn() >= m.at \
-     THEN NULL ELSE m.at::text END FROM (SELECT pg_current_wal_insert_lsn() AS at) AS m)";
+/// transaction the read sees. An uncorrelated subquery, it is computed once per statement. On
+/// a standby (an operator reading a replica) it is NULL without asking for WAL positions, which
+/// a server in recovery refuses: a standby is sent only WAL its primary has flushed. The inner
+/// subquery runs only when the CASE reaches it.
+pub(super) const MARK: &str = "(SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE \
+     (SELECT CASE WHEN pg_current_wal_flush_lsn() >= m.at THEN NULL ELSE m.at::text END \
+     FROM (SELECT pg_current_wal_insert_lsn() AS at) AS m) END)";
 
 /// How long a read waits for the WAL to be flushed before it fails. PostgreSQL's WAL writer
 /// flushes any commit within three `wal_writer_delay`s (0.6 s by default) even if no node sends
