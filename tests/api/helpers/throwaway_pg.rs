@@ -1,7 +1,8 @@
 //! A PostgreSQL server of a test's own, for the tests that must kill the database itself: the
 //! machine's server at 127.0.0.1:5432 is shared and must never be killed.
 //!
-//! Owns [`ThrowawayPostgres`]: a temp dir holding a data dir made by `initdb` (trust
+//! Owns [`ThrowawayPostgres`]: a temp dir holding a data dir made by `initdb` (or, for a
+//! standby, by `pg_basebackup` of another throwaway server) (trust
 //! authentication; `--no-sync`, since only the server's processes are ever killed, never the
 //! machine, and its sync took seconds per server on a busy disk), run with fsync on, the
 //! server's log and its unix sockets, and the postmaster, started
@@ -76,6 +77,24 @@ impl ThrowawayPostgres {
     /// A new server, accepting connections: `initdb` into a new temp dir, then the postmaster
     /// on a free port of 127.0.0.1.
     pub async fn start() -> ThrowawayPostgres {
+        let mut server = Self::in_new_dir();
+        server.initdb().await;
+        server.listen().await;
+        server
+    }
+
+    /// A hot standby of `primary`, accepting connections: a base backup of it into a new temp
+    /// dir (`pg_basebackup --write-recovery-conf`), started on a free port; it streams the
+    /// primary's WAL from then on.
+    pub async fn standby_of(primary: &ThrowawayPostgres) -> ThrowawayPostgres {
+        let mut server = Self::in_new_dir();
+        server.base_backup_of(primary).await;
+        server.listen().await;
+        server
+    }
+
+    /// A server not made yet: its temp dir, given to the server's user.
+    fn in_new_dir() -> ThrowawayPostgres {
         crate::watchdog::arm();
         reap_orphans_of_killed_servers();
         let bindir = server_binaries("pg_config").unwrap_or_else(|missing| panic!("{missing}"));
@@ -88,20 +107,25 @@ impl ThrowawayPostgres {
             std::os::unix::fs::chown(dir.path(), Some(user.uid), Some(user.gid))
                 .expect("the throwaway PostgreSQL's temp dir given to the postgres user");
         }
-        let mut server = ThrowawayPostgres {
+        ThrowawayPostgres {
             dir,
             bindir,
             run_as,
             port: 0,
             postmaster: None,
-        };
-        server.initdb().await;
+        }
+    }
+
+    /// Starts the postmaster on a free port of 127.0.0.1 and waits until it accepts
+    /// connections, on another port if the one chosen was taken meanwhile.
+    async fn listen(&mut self) {
+        let server = self;
         for attempt in 1..=PORT_ATTEMPTS {
             server.port = free_port();
             let log_before = server.log_len();
             server.postmaster = Some(server.spawn_postmaster());
             let Err(status) = server.wait_until_accepting().await else {
-                return server;
+                return;
             };
             server.postmaster = None;
             let port_taken = server
@@ -210,6 +234,34 @@ impl ThrowawayPostgres {
     /// temp dir (the postmaster's `-D`, the others' title through `cluster_name`).
     pub fn processes(&self) -> Vec<u32> {
         processes_naming(&self.name())
+    }
+
+    async fn base_backup_of(&self, primary: &ThrowawayPostgres) {
+        let mut backup = Command::new(self.bindir.join("pg_basebackup"));
+        backup
+            .arg("--pgdata")
+            .arg(self.data_dir())
+            .args(["--host=127.0.0.1", "--username=postgres"])
+            .arg(format!("--port={}", primary.port))
+            .args(["--write-recovery-conf", "--checkpoint=fast", "--no-sync"])
+            .current_dir(self.dir())
+            .stdin(Stdio::null());
+        self.run_as_server_user(&mut backup);
+        let out = backup.output().await.unwrap_or_else(|e| {
+            panic!(
+                "pg_basebackup in {} could not run: {e}",
+                self.dir().display()
+            )
+        });
+        assert!(
+            out.status.success(),
+            "pg_basebackup of the server on port {} into {} failed ({}):\n{}{}",
+            primary.port,
+            self.dir().display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     async fn initdb(&self) {

@@ -3,9 +3,10 @@
 //! once) and flushes in a second statement; a read in between sees the batch, and must wait for
 //! that flush, or it could hand out an event a crash of PostgreSQL would take back.
 //!
-//! The test runs its own PostgreSQL, whose WAL writer (which flushes such commits by itself
-//! every `wal_writer_delay`) is slowed to 10 s: during the test only the writer's own flush makes
-//! its event durable.
+//! The first test runs its own PostgreSQL, whose WAL writer (which flushes such commits by
+//! itself every `wal_writer_delay`) is slowed to 10 s: during the test only the writer's own
+//! flush makes its event durable. A standby refuses to say WAL positions, and has no flush to
+//! wait for: the second test reads one.
 
 use std::time::Duration;
 
@@ -89,4 +90,50 @@ async fn a_read_answers_an_event_committed_without_a_flush_only_once_the_wal_hol
         "the read answered an event the WAL on disk did not hold yet"
     );
     flushing.await.expect("the flush ends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_answers_the_reads_of_the_log_without_a_wait() {
+    let primary = ThrowawayPostgres::start().await;
+    let store = postgres_store(&primary.url()).await;
+    let log = start_log(store.clone(), 1).await;
+    log.append(vec![token("ann", 1), token("bob", 1)])
+        .await
+        .expect("the events are recorded");
+    log.close().await;
+
+    let standby = ThrowawayPostgres::standby_of(&primary).await;
+    let url = standby.url();
+    let replica = tokio::task::spawn_blocking(move || PostgresStore::connect_existing(&url))
+        .await
+        .expect("the opening task ends")
+        .expect("the standby's log opens for reading");
+    let replica = Arc::new(replica);
+    let in_recovery: bool = {
+        let mut check = PgConnection::connect(&standby.url())
+            .await
+            .expect("a connection");
+        sqlx::query_scalar("SELECT pg_is_in_recovery()")
+            .fetch_one(&mut check)
+            .await
+            .expect("the question answers")
+    };
+    assert!(in_recovery, "the standby runs as a standby");
+
+    let read = read_after(&replica, Seq(0), 10).await;
+    assert_eq!(read.iter().map(|(s, _)| s.0).collect::<Vec<_>>(), [1, 2]);
+    let reading = replica.clone();
+    let (last, bobs) = tokio::task::spawn_blocking(move || {
+        (reading.last_seq(), reading.read_uid("bob", Seq(0), 10))
+    })
+    .await
+    .expect("the reading task ends");
+    assert_eq!(last.expect("the last seq reads"), Seq(2));
+    assert_eq!(
+        bobs.expect("bob's events read")
+            .iter()
+            .map(|(s, _)| s.0)
+            .collect::<Vec<_>>(),
+        [2]
+    );
 }
