@@ -10,7 +10,10 @@
 //! whole ([`Pending::hand_over`]): the checkpoint thread puts them into sled before its flush,
 //! off the writer's thread (on it, thousands of inserts held every append for tens of ms:
 //! docs/performance.md, "The runs put into sled off the writer's thread"), and until the next
-//! roll readers and appends find them here as if still held back. Promises: the write-ahead file
+//! roll readers and appends find them here as if still held back. Each handed-over run carries
+//! a claim ([`Claim`]): an append that must put a newer copy of the run's key into sled claims
+//! it first, and the checkpoint thread skips a claimed run, so the writer waits for one insert at
+//! most, never for the whole hand-over (docs/performance.md, "The late close spikes"). Promises: the write-ahead file
 //! holds every batch held back here until it is in sled: [`Pending::spill`] (before a take-back,
 //! before an archive reads sled, at close) and a roll's hand-over put it there, and a roll waits
 //! for the previous hand-over to be stored (or stores it itself) before the next checkpoint's
@@ -22,6 +25,7 @@
 //! without it reaching sled, or let a handed-over run reach sled after a newer copy of it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
@@ -37,6 +41,18 @@ struct HeldRun {
     seqs: Vec<Seq>,
     /// Whether sled holds it as it is (read from sled, not appended to since).
     stored: bool,
+    /// Once handed over: who puts it into sled.
+    claim: Claim,
+}
+
+impl HeldRun {
+    fn new(seqs: Vec<Seq>, stored: bool) -> Self {
+        HeldRun {
+            seqs,
+            stored,
+            claim: Claim::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -57,17 +73,82 @@ struct HandedOver {
     stored: Arc<Outcome>,
 }
 
+/// Who puts a handed-over run into sled: the checkpoint thread (or, if it fails, the writer's
+/// next settle), unless the writer claimed the run first because it puts a newer copy of the
+/// same key there.
+struct Claim(AtomicU8);
+
+impl Claim {
+    const UNCLAIMED: u8 = 0;
+    const STORING: u8 = 1;
+    const STORED: u8 = 2;
+    /// The writer holds a newer copy: this one must never reach sled.
+    const SUPERSEDED: u8 = 3;
+
+    fn new() -> Self {
+        Claim(AtomicU8::new(Self::UNCLAIMED))
+    }
+
+    /// For the thread storing the hand-over: whether this run is still its to store.
+    fn take_for_storing(&self) -> bool {
+        self.0
+            .compare_exchange(
+                Self::UNCLAIMED,
+                Self::STORING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+}
+
 /// Whether a hand-over's runs reached sled: not yet known, then yes or no.
 #[derive(Default)]
 struct Outcome {
     state: Mutex<Option<bool>>,
     known: Condvar,
+    /// Woken each time a run's insert ends, for a writer waiting on that one run.
+    run_settled: Condvar,
 }
 
 impl Outcome {
     fn set(&self, stored: bool) {
         *self.state.lock() = Some(stored);
         self.known.notify_all();
+    }
+
+    /// A run's insert ended: stored, or (it failed) back to be stored by someone else.
+    fn settle_run(&self, claim: &Claim, stored: bool) {
+        let to = if stored {
+            Claim::STORED
+        } else {
+            Claim::UNCLAIMED
+        };
+        let _state = self.state.lock();
+        claim.0.store(to, Ordering::Release);
+        self.run_settled.notify_all();
+    }
+
+    /// For the writer, before it puts a newer copy of a handed-over run into sled: the
+    /// checkpoint thread will not store this one after it. Waits only while the thread is
+    /// inserting this very run.
+    fn supersede(&self, claim: &Claim) {
+        loop {
+            match claim.0.compare_exchange(
+                Claim::UNCLAIMED,
+                Claim::SUPERSEDED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) | Err(Claim::STORED) | Err(Claim::SUPERSEDED) => return,
+                Err(_storing) => {
+                    let mut state = self.state.lock();
+                    while claim.0.load(Ordering::Acquire) == Claim::STORING {
+                        self.run_settled.wait(&mut state);
+                    }
+                }
+            }
+        }
     }
 
     fn wait(&self) -> bool {
@@ -95,7 +176,7 @@ pub(super) struct RunsToStore {
 
 impl RunsToStore {
     pub fn run(mut self) -> Result<(), LogError> {
-        let result = store_runs(&self.runs_tree, &self.runs, None);
+        let result = store_handed(&self.runs_tree, &self.runs, &self.stored, None);
         self.stored.set(result.is_ok());
         self.done = true;
         drop(self.retired.take());
@@ -111,25 +192,41 @@ impl Drop for RunsToStore {
     }
 }
 
-/// Every changed run into sled, but those of the uids in `newer` (held back since: sled has,
-/// or will have, a newer copy of the same key).
-fn store_runs(
+/// Every changed run held back into sled.
+fn store_runs(runs_tree: &sled::Tree, runs: &HashMap<String, HeldRun>) -> Result<(), LogError> {
+    for (uid, held) in runs {
+        store_run(runs_tree, uid, held)?;
+    }
+    Ok(())
+}
+
+fn store_run(runs_tree: &sled::Tree, uid: &str, held: &HeldRun) -> Result<(), LogError> {
+    if !held.stored && !held.seqs.is_empty() {
+        runs_tree
+            .insert(
+                uid_runs::key(uid, held.seqs[0]),
+                uid_runs::encode(&held.seqs),
+            )
+            .map_err(LogError::storage)?;
+    }
+    Ok(())
+}
+
+/// Every changed run of a hand-over into sled, but those the writer claimed and those of the
+/// uids in `newer` (held back since: sled has, or will have, a newer copy of the same key).
+fn store_handed(
     runs_tree: &sled::Tree,
     runs: &HashMap<String, HeldRun>,
+    outcome: &Outcome,
     newer: Option<&HashMap<String, HeldRun>>,
 ) -> Result<(), LogError> {
     for (uid, held) in runs {
-        if newer.is_some_and(|n| n.contains_key(uid)) {
+        if newer.is_some_and(|n| n.contains_key(uid)) || !held.claim.take_for_storing() {
             continue;
         }
-        if !held.stored && !held.seqs.is_empty() {
-            runs_tree
-                .insert(
-                    uid_runs::key(uid, held.seqs[0]),
-                    uid_runs::encode(&held.seqs),
-                )
-                .map_err(LogError::storage)?;
-        }
+        let result = store_run(runs_tree, uid, held);
+        outcome.settle_run(&held.claim, result.is_ok());
+        result?;
     }
     Ok(())
 }
@@ -247,10 +344,7 @@ impl Pending {
                 .filter(|h| !h.seqs.is_empty())
                 .map(|h| h.seqs.clone());
             let held = match handed {
-                Some(seqs) if seqs[0] < from => HeldRun {
-                    seqs,
-                    stored: false,
-                },
+                Some(seqs) if seqs[0] < from => HeldRun::new(seqs, false),
                 other => {
                     if other.is_some() {
                         // Seqs appended again at or below the handed-over run's first (never
@@ -258,21 +352,17 @@ impl Pending {
                         // held back would be, before it is read and changed there.
                         self.settle(runs_tree)?;
                     }
-                    HeldRun {
-                        seqs: uid_runs::last_before(runs_tree, uid, from)?,
-                        stored: true,
-                    }
+                    HeldRun::new(uid_runs::last_before(runs_tree, uid, from)?, true)
                 }
             };
             self.runs.insert(uid.to_owned(), held);
         }
         // A run of the hand-over reaches sled on the checkpoint thread: a newer copy of it goes
-        // there after it, never before (it would be overwritten with the older).
+        // there only once it is claimed, so that the older never overwrites it.
         let handed_over = self
             .handed_over
             .as_ref()
-            .filter(|h| h.runs.contains_key(uid))
-            .map(|h| h.stored.clone());
+            .and_then(|h| Some((h.runs.get(uid)?, &*h.stored)));
         let held = self.runs.get_mut(uid).expect("inserted above");
         if held.seqs.last().is_some_and(|s| *s >= from) {
             held.seqs.retain(|s| *s < from);
@@ -282,8 +372,8 @@ impl Pending {
         while !rest.is_empty() {
             if held.seqs.len() == uid_runs::SEQS_PER_RUN {
                 if !held.stored {
-                    if let Some(stored) = &handed_over {
-                        stored.wait();
+                    if let Some((handed, outcome)) = handed_over {
+                        outcome.supersede(&handed.claim);
                     }
                     runs_tree
                         .insert(
@@ -325,7 +415,7 @@ impl Pending {
     ) -> Result<(), LogError> {
         self.settle(runs_tree)?;
         self.store_open(blocks_tree)?;
-        store_runs(runs_tree, &self.runs, None)?;
+        store_runs(runs_tree, &self.runs)?;
         self.runs.clear();
         Ok(())
     }
@@ -365,7 +455,7 @@ impl Pending {
     fn settled(&mut self, runs_tree: &sled::Tree) -> Result<Option<HandedOver>, LogError> {
         if let Some(h) = &self.handed_over {
             if !h.stored.wait() {
-                store_runs(runs_tree, &h.runs, Some(&self.runs))?;
+                store_handed(runs_tree, &h.runs, &h.stored, Some(&self.runs))?;
             }
         }
         Ok(self.handed_over.take())

@@ -456,8 +456,9 @@ fn append(
 
 /// The runs a roll hands over reach sled on the checkpoint thread, later: meanwhile a reader
 /// still finds every seq, and an append goes on from the handed-over run; a run filled since
-/// reaches sled only after the older copy the checkpoint writes (which would overwrite it); a
-/// hand-over that never ran is stored by the next spill, but for the runs held back since.
+/// goes to sled at once, without waiting for the checkpoint, and the checkpoint then leaves it
+/// alone (its older copy would overwrite it) but stores the others; a hand-over that never ran
+/// is stored by the next spill, but for the runs held back since.
 #[test]
 fn runs_handed_over_at_a_roll_are_read_and_appended_to_before_they_reach_sled() {
     let dir = tempfile::tempdir().unwrap();
@@ -473,32 +474,53 @@ fn runs_handed_over_at_a_roll_are_read_and_appended_to_before_they_reach_sled() 
     };
     append(&mut pending, &store, 1..=3, "ann");
     append(&mut pending, &store, 4..=5, "bob");
+    append(&mut pending, &store, 6..=6, "dee");
     let job = pending.hand_over(&store.blocks, &store.runs).unwrap();
     assert!(
         store.runs.is_empty(),
         "not stored until the checkpoint runs it"
     );
     assert_eq!(seqs_of(&pending, &store.runs, "ann"), [1, 2, 3]);
-    append(&mut pending, &store, 6..=6, "ann");
-    assert_eq!(seqs_of(&pending, &store.runs, "ann"), [1, 2, 3, 6]);
+    append(&mut pending, &store, 7..=7, "ann");
+    assert_eq!(seqs_of(&pending, &store.runs, "ann"), [1, 2, 3, 7]);
 
-    // bob's run fills up and the next starts while the checkpoint is still to come.
-    let checkpoint = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        job.run().unwrap();
+    // bob's run fills up and the next starts while the checkpoint has not run: the append
+    // finishes without it (the checkpoint runs only after, to unblock an append that waits).
+    let last = 7 + full;
+    let (appended, append_ended) = std::sync::mpsc::channel();
+    let job = std::thread::scope(|scope| {
+        let pending = &mut pending;
+        let store = &store;
+        scope.spawn(move || {
+            append(pending, store, 8..=last, "bob");
+            appended.send(()).unwrap();
+        });
+        let ended = append_ended.recv_timeout(std::time::Duration::from_secs(10));
+        let job = if ended.is_err() {
+            job.run().unwrap();
+            None
+        } else {
+            Some(job)
+        };
+        assert!(ended.is_ok(), "the append waited for the checkpoint");
+        job.unwrap()
     });
-    let last = 6 + full;
-    append(&mut pending, &store, 7..=last, "bob");
-    checkpoint.join().unwrap();
-    let bob: Vec<u64> = (4..=5).chain(7..=last).collect();
+    let bob: Vec<u64> = (4..=5).chain(8..=last).collect();
+    assert_eq!(
+        in_sled("bob"),
+        bob[..full as usize],
+        "bob's full run, at once"
+    );
+    job.run().unwrap();
     assert_eq!(seqs_of(&pending, &store.runs, "bob"), bob);
     assert_eq!(
         in_sled("bob"),
         bob[..full as usize],
         "bob's full run, not the checkpoint's older copy"
     );
+    assert_eq!(in_sled("dee"), [6], "the checkpoint stores the others");
     pending.spill(&store.blocks, &store.runs).unwrap();
-    assert_eq!(in_sled("ann"), [1, 2, 3, 6]);
+    assert_eq!(in_sled("ann"), [1, 2, 3, 7]);
     assert_eq!(in_sled("bob"), bob);
 
     // A hand-over the checkpoint never ran (its thread gone): the next spill stores it, all
@@ -511,5 +533,5 @@ fn runs_handed_over_at_a_roll_are_read_and_appended_to_before_they_reach_sled() 
     assert_eq!(seqs_of(&pending, &store.runs, "cy"), [last + 1]);
     pending.spill(&store.blocks, &store.runs).unwrap();
     assert_eq!(in_sled("cy"), [last + 1]);
-    assert_eq!(in_sled("ann"), [1, 2, 3, 6, last + 2, last + 3]);
+    assert_eq!(in_sled("ann"), [1, 2, 3, 7, last + 2, last + 3]);
 }
