@@ -2,11 +2,13 @@
 //! directory, WAL mode.
 //!
 //! Owns opening the file (read-write and migrated, or read-only and never changed), its pools
-//! and its schema check; the reads live in [`reads`], the writing of a batch in [`write`].
+//! and its schema check; the reads live in [`reads`], the writing of a batch in [`write`], the
+//! WAL's checkpoints of a read-write view in [`checkpoints`].
 //! Promises what [`ViewStore`] promises; every query is a runtime `sqlx::query` with binds, so
 //! the build needs no database. Must never: be written by anything but the projector (and a
 //! replay into a fresh file).
 
+mod checkpoints;
 mod reads;
 mod session_seqs;
 mod snapshot;
@@ -31,6 +33,8 @@ use crate::domain::*;
 
 pub struct SqliteView {
     pool: SqlitePool,
+    /// A read-write view's checkpointing thread, until [`ViewStore::close`].
+    checkpoints: parking_lot::Mutex<Option<checkpoints::Checkpoints>>,
 }
 
 /// The view's schema, one migration per version; sqlx records the applied ones in the view's
@@ -41,6 +45,10 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Connections of a read-write view: the projector's writes and the API's reads at once.
 const CONNECTIONS: u32 = 4;
+
+/// WAL pages past which a commit checkpoints the view itself: only if [`checkpoints`] falls
+/// this far behind (about 40 MB of WAL).
+const FALLBACK_AUTOCHECKPOINT: u32 = 10_000;
 
 impl SqliteView {
     /// Opens (creating if needed) the view at `path` and brings its schema up to date, with
@@ -62,10 +70,21 @@ impl SqliteView {
             .synchronous(SqliteSynchronous::Normal)
             // A negative size is in KiB (a positive one would be in pages).
             .pragma("cache_size", format!("-{per_connection_kib}"))
+            .pragma("wal_autocheckpoint", FALLBACK_AUTOCHECKPOINT.to_string())
             .busy_timeout(Duration::from_secs(10));
         let pool = pool_options(CONNECTIONS).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(SqliteView { pool })
+        let checkpoints = match checkpoints::Checkpoints::start(path) {
+            Ok(checkpoints) => checkpoints,
+            Err(e) => {
+                pool.close().await;
+                return Err(ViewError::Sql(sqlx::Error::Io(e)));
+            }
+        };
+        Ok(SqliteView {
+            pool,
+            checkpoints: parking_lot::Mutex::new(Some(checkpoints)),
+        })
     }
 
     /// Opens the view at `path` for reading only: never creates the file, never migrates it,
@@ -78,7 +97,10 @@ impl SqliteView {
             pool.close().await;
             return Err(e);
         }
-        Ok(SqliteView { pool })
+        Ok(SqliteView {
+            pool,
+            checkpoints: parking_lot::Mutex::new(None),
+        })
     }
 
     /// The checkpoint of the view at `path`, read as [`Self::open_existing_read_only`] reads
@@ -231,6 +253,10 @@ impl ViewStore for SqliteView {
     }
 
     async fn close(&self) {
+        let checkpoints = self.checkpoints.lock().take();
+        if let Some(checkpoints) = checkpoints {
+            checkpoints.stop().await;
+        }
         self.pool.close().await;
     }
 }
