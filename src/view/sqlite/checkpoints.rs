@@ -196,8 +196,24 @@ mod tests {
         let view = SqliteView::open(&dir.path().join("v.sqlite"))
             .await
             .unwrap();
-        // The thread opens its connection after the view is open.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // The thread opens its connection after the view is open: looked for until it has.
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let (ours, idle_workers) = loop {
+            let found = idle_threads();
+            if (found.0 >= 1 && found.1 >= 1) || Instant::now() >= deadline {
+                break found;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert!(ours >= 1, "no checkpointing thread found");
+        assert!(idle_workers >= 1, "no connection worker in the idle class");
+        view.close().await;
+    }
+
+    /// The checkpointing threads (each asserted to be in the idle class), and the connection
+    /// workers in the idle class, of this process.
+    #[cfg(target_os = "linux")]
+    fn idle_threads() -> (usize, usize) {
         let idle = 3 << 13;
         let mut ours = 0;
         let mut idle_workers = 0;
@@ -216,8 +232,6 @@ mod tests {
                 idle_workers += 1;
             }
         }
-        assert!(ours >= 1, "no checkpointing thread found");
-        assert!(idle_workers >= 1, "no connection worker in the idle class");
-        view.close().await;
+        (ours, idle_workers)
     }
 }
