@@ -71,6 +71,12 @@ impl SqliteView {
             // A negative size is in KiB (a positive one would be in pages).
             .pragma("cache_size", format!("-{per_connection_kib}"))
             .pragma("wal_autocheckpoint", FALLBACK_AUTOCHECKPOINT.to_string())
+            // Every multi-row statement of the projector's transactions keeps a statement
+            // journal (a copy of each page it changes, so that it can be undone alone); past
+            // 64 KiB SQLite spills it to a new temporary file, created and unlinked per
+            // statement. In memory, a statement's journal is freed when it ends, and the
+            // file system never sees it.
+            .pragma("temp_store", "memory")
             .busy_timeout(Duration::from_secs(10));
         let pool = pool_options(CONNECTIONS).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
@@ -276,6 +282,28 @@ mod tests {
             assert_eq!(options.get_max_lifetime(), None);
             assert_eq!(options.get_min_connections(), 0);
         }
+    }
+
+    /// Statement journals and temporary tables stay in memory on every connection (see
+    /// [`SqliteView::open_with_cache`]).
+    #[tokio::test]
+    async fn temporary_files_stay_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let view = SqliteView::open(&dir.path().join("v.sqlite"))
+            .await
+            .unwrap();
+        let mut held = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let mut conn = view.pool.acquire().await.unwrap();
+            let store: i64 = sqlx::query_scalar("PRAGMA temp_store")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(store, 2, "2 is MEMORY");
+            held.push(conn);
+        }
+        drop(held);
+        view.close().await;
     }
 
     /// The view's cache setting reaches every connection, split evenly between them.
