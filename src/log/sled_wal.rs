@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
+use std::time::Instant;
 
 use super::{EncodedRecord, LogError};
 use crate::domain::Seq;
@@ -195,6 +196,11 @@ pub(super) fn remove_all(dir: &Path) -> Result<u64, LogError> {
     Ok(found.last().map_or(0, |g| g + 1))
 }
 
+/// Milliseconds from `a` to `b`, to a tenth, for the debug timeline.
+fn ms_between(a: Instant, b: Instant) -> f64 {
+    (b.saturating_duration_since(a).as_secs_f64() * 10_000.0).round() / 10.0
+}
+
 fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -240,14 +246,27 @@ impl Wal {
             .name("wkuser-log-checkpoint".into())
             .spawn(move || {
                 while let Ok((before, first)) = rx.recv() {
-                    let done = first().and_then(|()| checkpoint(&db, &files, before));
+                    let started = Instant::now();
+                    let stored = first();
+                    let flushing = Instant::now();
+                    let done = stored.and_then(|()| checkpoint(&db, &files, before));
                     if let Err(e) = done {
                         // The files stay; the next checkpoint (or the next start) removes them,
                         // once the next roll has stored what this one could not.
                         tracing::warn!(error = %e, "the log's checkpoint failed");
                     }
+                    let collecting = Instant::now();
                     // The spill before the roll and the flush replaced much of sled's memory.
                     super::sled_epoch::collect();
+                    // A timeline for whoever looks for what a stall of the writes coincided
+                    // with (`RUST_LOG=wkuser::log=debug`).
+                    tracing::debug!(
+                        before,
+                        store_ms = ms_between(started, flushing),
+                        flush_ms = ms_between(flushing, collecting),
+                        collect_ms = ms_between(collecting, Instant::now()),
+                        "the log's checkpoint"
+                    );
                     flag.store(false, Ordering::Release);
                 }
             })
@@ -314,10 +333,16 @@ impl Wal {
     /// checkpoint thread, whatever the older files hold that sled does not, so that the
     /// checkpoint's flush covers it.
     pub(super) fn roll(&mut self, first: BeforeCheckpoint) {
+        let started = Instant::now();
         if let Err(e) = self.next_file(first) {
             // The batches are durable all the same: the file grows until a move succeeds.
             tracing::warn!(error = %e, "cannot start the log's next write-ahead file");
         }
+        tracing::debug!(
+            generation = self.generation,
+            ms = ms_between(started, Instant::now()),
+            "the log's write-ahead file rolled over"
+        );
     }
 
     /// Cuts the last record written off the file (its batch failed to become durable).
