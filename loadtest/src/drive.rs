@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
@@ -111,6 +111,26 @@ pub struct ChurnRun {
     /// Operations due that could not start (too many in flight, or no held session free).
     pub skipped: u64,
     pub elapsed: Duration,
+    /// The slowest connect and close, and when each was sent: a soak's stall is found in the
+    /// server's own log by its wall-clock time.
+    pub slowest_connect: Option<Slowest>,
+    pub slowest_close: Option<Slowest>,
+}
+
+/// One operation's latency and the wall-clock time its frame was sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Slowest {
+    pub took: Duration,
+    pub sent_at: SystemTime,
+}
+
+impl Slowest {
+    /// Keeps in `slot` the slower of what it holds and this one.
+    fn keep(slot: &mut Option<Slowest>, took: Duration, sent_at: SystemTime) {
+        if slot.is_none_or(|s| took > s.took) {
+            *slot = Some(Slowest { took, sent_at });
+        }
+    }
 }
 
 /// For `duration`, closes a held session and opens a new one for the same user `rate` times a
@@ -193,10 +213,12 @@ pub async fn churn_in_windows(
             let addr = addr.for_index(i);
             ops.spawn(async move {
                 let _permit = permit;
+                let close_sent = SystemTime::now();
                 let closed = match timeout(OP_TIMEOUT, ws::close(held)).await {
                     Ok(r) => r,
                     Err(_) => Err("close timed out".into()),
                 };
+                let connect_sent = SystemTime::now();
                 let opened =
                     match timeout(OP_TIMEOUT, ws::open(addr, frames.connect(i), expect)).await {
                         Ok(Ok(o)) => {
@@ -206,7 +228,12 @@ pub async fn churn_in_windows(
                         Ok(Err(e)) => Err(e),
                         Err(_) => Err("connect timed out".into()),
                     };
-                Op { closed, opened }
+                Op {
+                    closed,
+                    close_sent,
+                    opened,
+                    connect_sent,
+                }
             });
         }
         while let Some(done) = ops.try_join_next() {
@@ -230,7 +257,9 @@ pub async fn churn_in_windows(
 
 struct Op {
     closed: Result<ws::Closed, String>,
+    close_sent: SystemTime,
     opened: Result<Duration, String>,
+    connect_sent: SystemTime,
 }
 
 impl ChurnRun {
@@ -239,6 +268,7 @@ impl ChurnRun {
             Ok(c) => {
                 self.disconnects += 1;
                 self.close_in.record(c.took);
+                Slowest::keep(&mut self.slowest_close, c.took, op.close_sent);
                 if !c.close_frame {
                     self.closes_without_frame += 1;
                 }
@@ -249,6 +279,7 @@ impl ChurnRun {
             Ok(d) => {
                 self.connects += 1;
                 self.connect_in.record(d);
+                Slowest::keep(&mut self.slowest_connect, d, op.connect_sent);
             }
             Err(e) => self.errors.add(e),
         }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::cpu::CpuTimes;
-use crate::drive::{self, ChurnRun, StatusRun};
+use crate::drive::{self, ChurnRun, Slowest, StatusRun};
 use crate::figures::{self, Figures, Target};
 use crate::measure::{ms, rate, Errors, Summary};
 use crate::run::{self, Clock, Probe, ServerStats};
@@ -73,6 +73,8 @@ struct Window {
     errors: u64,
     skipped: u64,
     cpu_busy: Option<f64>,
+    slowest_connect: Option<Slowest>,
+    slowest_close: Option<Slowest>,
 }
 
 impl Window {
@@ -97,10 +99,13 @@ impl Window {
             errors: churn.errors.total() + status.errors.total(),
             skipped: churn.skipped,
             cpu_busy,
+            slowest_connect: churn.slowest_connect,
+            slowest_close: churn.slowest_close,
         }
     }
 
-    /// One line: `minute 3 (180 s): RSS ... | connect ... | close ... | onlinestatus ... | errors`.
+    /// One line: `minute 3 (180 s): RSS ... | connect ... | close ... | onlinestatus ... | errors
+    /// ... | slowest connect ... at TIME, close ... at TIME`.
     fn line(&self, unit: &str, ceiling: f64) -> String {
         let rss = self
             .rss
@@ -114,7 +119,7 @@ impl Window {
             .cpu_busy
             .map_or("?".into(), |b| format!("{:.0}%", b * 100.0));
         format!(
-            "{unit} {:>3} ({:>5.0} s): {rss} | connect {:.0}/s p99 {} p999 {} | close {:.0}/s p99 {} p999 {} | onlinestatus {:.0}/s {ratio} p99 {} p999 {} | {} errors / {} skipped | CPUs {cpu}",
+            "{unit} {:>3} ({:>5.0} s): {rss} | connect {:.0}/s p99 {} p999 {} | close {:.0}/s p99 {} p999 {} | onlinestatus {:.0}/s {ratio} p99 {} p999 {} | {} errors / {} skipped | CPUs {cpu} | slowest connect {}, close {}",
             self.number,
             self.end_s,
             self.connects_per_sec,
@@ -128,8 +133,22 @@ impl Window {
             ms(self.status.p999),
             self.errors,
             self.skipped,
+            slowest(self.slowest_connect),
+            slowest(self.slowest_close),
         )
     }
+}
+
+/// `12.3 ms at 2026-12-07T20:31:05.123Z` (the time its frame was sent, as the server's log
+/// prints its own), or `-`.
+fn slowest(s: Option<Slowest>) -> String {
+    s.map_or("-".into(), |s| {
+        format!(
+            "{} at {}",
+            ms(Some(s.took)),
+            humantime::format_rfc3339_millis(s.sent_at)
+        )
+    })
 }
 
 /// Runs the soak and prints its windows and verdicts.
