@@ -497,10 +497,41 @@ mod tests {
             errors: 0,
             skipped: 0,
             cpu_busy: Some(1.0),
+            slowest_connect: None,
+            slowest_close: None,
         }
     }
 
     const MINUTE: Duration = Duration::from_secs(60);
+
+    /// A minute's line ends with its slowest operations and when they were sent, in the form
+    /// the server's log prints its own times; a minute without any says so.
+    #[test]
+    fn a_line_names_the_slowest_operations_and_when_they_were_sent() {
+        let mut w = row(3, 100, 9, 12);
+        assert!(
+            w.line("minute", 1.0)
+                .ends_with("| slowest connect -, close -"),
+            "{}",
+            w.line("minute", 1.0)
+        );
+        let sent = std::time::UNIX_EPOCH + Duration::from_millis(1_796_676_079_386);
+        w.slowest_connect = Some(Slowest {
+            took: Duration::from_millis(184),
+            sent_at: sent,
+        });
+        w.slowest_close = Some(Slowest {
+            took: Duration::from_micros(12_500),
+            sent_at: sent + Duration::from_millis(2),
+        });
+        let line = w.line("minute", 1.0);
+        assert!(
+            line.ends_with(
+                "| slowest connect 184 ms at 2026-12-07T20:41:19.386Z, close 12.50 ms at 2026-12-07T20:41:19.388Z"
+            ),
+            "{line}"
+        );
+    }
 
     #[test]
     fn rss_is_judged_from_the_fifth_minute_on() {
