@@ -284,6 +284,24 @@ mod tests {
         }
     }
 
+    /// `PRAGMA name` as each of the pool's connections answers it: all of them held at once,
+    /// so that each answer comes from a connection of its own.
+    async fn pragma_on_every_connection(view: &SqliteView, name: &str) -> Vec<i64> {
+        let mut held = Vec::new();
+        let mut answers = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let mut conn = view.pool.acquire().await.unwrap();
+            answers.push(
+                sqlx::query_scalar(&format!("PRAGMA {name}"))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap(),
+            );
+            held.push(conn);
+        }
+        answers
+    }
+
     /// Statement journals and temporary tables stay in memory on every connection (see
     /// [`SqliteView::open_with_cache`]).
     #[tokio::test]
@@ -292,17 +310,11 @@ mod tests {
         let view = SqliteView::open(&dir.path().join("v.sqlite"))
             .await
             .unwrap();
-        let mut held = Vec::new();
-        for _ in 0..CONNECTIONS {
-            let mut conn = view.pool.acquire().await.unwrap();
-            let store: i64 = sqlx::query_scalar("PRAGMA temp_store")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
-            assert_eq!(store, 2, "2 is MEMORY");
-            held.push(conn);
-        }
-        drop(held);
+        // 2 is MEMORY.
+        assert_eq!(
+            pragma_on_every_connection(&view, "temp_store").await,
+            vec![2; CONNECTIONS as usize]
+        );
         view.close().await;
     }
 
@@ -313,17 +325,10 @@ mod tests {
         let view = SqliteView::open_with_cache(&dir.path().join("v.sqlite"), 16)
             .await
             .unwrap();
-        let mut held = Vec::new();
-        for _ in 0..CONNECTIONS {
-            let mut conn = view.pool.acquire().await.unwrap();
-            let kib: i64 = sqlx::query_scalar("PRAGMA cache_size")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
-            assert_eq!(kib, -(16 * 1024 / i64::from(CONNECTIONS)));
-            held.push(conn);
-        }
-        drop(held);
+        assert_eq!(
+            pragma_on_every_connection(&view, "cache_size").await,
+            vec![-(16 * 1024 / i64::from(CONNECTIONS)); CONNECTIONS as usize]
+        );
         view.close().await;
     }
 }
