@@ -5,13 +5,15 @@
 //! threads in turn) and waits for a pool thread to write and sync it. At 2,000 appends a second
 //! that was a dozen thread wake-ups per batch (docs/performance.md, "Where a login storm's
 //! time goes"). Here the writer's thread makes each batch durable itself: it appends the batch
-//! as one record to a file of its own (`wal.<generation>` in the log's directory) and syncs
-//! that range with `sync_file_range`, the very call sled makes durable with; sled gets the same
+//! as one record to a file of its own (`wal.<generation>` in the log's directory) and makes it
+//! durable with `fdatasync`: the record, the file's new length and the device's write cache,
+//! so an acknowledged batch survives a power loss and not only a crash of the process (sled's
+//! own `sync_file_range` writes neither the length nor the cache); sled gets the same
 //! batch (or, for the block being filled and each uid's last run, the store's memory: see
 //! [`super::sled_store`]) and writes it out later. When a file passes [`CHECKPOINT_BYTES`] the
 //! writer starts the next file, and a checkpoint thread puts what the store held back into sled
-//! (the work the roll hands it), flushes sled (which then holds everything the older files hold)
-//! and removes them.
+//! (the work the roll hands it), flushes sled and fsyncs sled's file (which then holds, on the
+//! device, everything the older files hold) and removes them.
 //!
 //! Owns the files and their format: a record is the payload's length (u32), its CRC-32 (u32)
 //! and the payload: the number of events (u32), then each event's seq (u64), its bytes (u32
@@ -20,8 +22,8 @@
 //! into sled every whole record ([`replayable`]), flushes sled and removes the files; a torn record (a crash mid-write) and everything after it is ignored:
 //! nobody was told it was durable. A batch taken back ([`Wal::take_back`]) is cut off the file
 //! and the cut synced with `fdatasync` before the next batch (a rare path). Must never: let a
-//! file be removed before sled's flush covers every batch in it, or replay a record that would
-//! leave a gap in the seqs (it refuses to open instead).
+//! file be removed before sled's flush, and an fsync of sled's file, cover every batch in it, or
+//! replay a record that would leave a gap in the seqs (it refuses to open instead).
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -186,6 +188,9 @@ pub(super) fn replayable(dir: &Path, last: Seq) -> Result<Vec<Vec<Replayed>>, Lo
 /// Removes every file in `dir` (after sled's flush made them needless) and syncs the directory.
 pub(super) fn remove_all(dir: &Path) -> Result<u64, LogError> {
     let found = generations(dir)?;
+    if !found.is_empty() {
+        sync_sled_file(dir)?;
+    }
     for generation in &found {
         let path = file_of(dir, *generation);
         std::fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
@@ -310,14 +315,11 @@ impl Wal {
             return Err(e);
         }
         let path = || file_of(&self.dir, self.generation);
-        if std::mem::take(&mut self.cut) {
+        if std::mem::take(&mut self.cut) || self.len > self.synced {
             if let Err(e) = self.file.sync_data() {
                 self.cut = true;
                 return Err(io_error(&path(), e));
             }
-        } else if self.len > self.synced {
-            sync_range(&self.file, self.synced, self.len - self.synced)
-                .map_err(|e| io_error(&path(), e))?;
         }
         self.synced = self.len;
         Ok(())
@@ -412,6 +414,7 @@ fn create(dir: &Path, generation: u64) -> Result<File, LogError> {
 /// removes those files.
 fn checkpoint(db: &sled::Db, dir: &Path, last_generation: u64) -> Result<(), LogError> {
     db.flush().map_err(LogError::storage)?;
+    sync_sled_file(dir)?;
     for generation in generations(dir)? {
         if generation <= last_generation {
             let path = file_of(dir, generation);
@@ -421,22 +424,15 @@ fn checkpoint(db: &sled::Db, dir: &Path, last_generation: u64) -> Result<(), Log
     Ok(())
 }
 
-/// Writes the range out and waits for it: the call sled 0.34 makes its own writes durable with.
-fn sync_range(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-        | libc::SYNC_FILE_RANGE_WRITE
-        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-    // SAFETY: a plain system call on a file descriptor this `File` owns for the whole call.
-    let ret = unsafe { libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, flags) };
-    if ret == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::ENOSYS) {
-        return file.sync_data();
-    }
-    Err(err)
+/// Makes what sled's flush wrote durable on the device. sled 0.34 syncs its writes with
+/// `sync_file_range`, which leaves the device's write cache and the file's length to chance; an
+/// fsync of its file (`db` in its directory) covers both before a write-ahead file that holds
+/// the same batches is removed.
+fn sync_sled_file(dir: &Path) -> Result<(), LogError> {
+    let path = dir.join("db");
+    File::open(&path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_error(&path, e))
 }
 
 #[cfg(test)]
@@ -462,7 +458,7 @@ mod tests {
     #[test]
     fn records_read_back_after_the_last_seq_and_a_torn_tail_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = sled::open(dir.path()).unwrap();
         let mut wal = Wal::start(dir.path(), 0, db).unwrap();
         wal.write(&[record(1, "ann"), record(2, "bob")]);
         wal.write(&[record(3, "cy")]);
@@ -494,7 +490,7 @@ mod tests {
     #[test]
     fn a_batch_taken_back_is_not_read_and_its_place_is_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = sled::open(dir.path()).unwrap();
         let mut wal = Wal::start(dir.path(), 3, db).unwrap();
         wal.write(&[record(1, "ann")]);
         wal.sync().unwrap();
@@ -507,10 +503,25 @@ mod tests {
         assert_eq!(all[1][0].uids, ["cy"]);
     }
 
+    /// A checkpoint removes a file only once sled's own file is synced: where that file cannot
+    /// be synced (here: sled lives elsewhere), the write-ahead files stay for the next start.
+    #[test]
+    fn a_file_stays_until_sleds_file_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = sled::Config::new().temporary(true).open().unwrap();
+        create(dir.path(), 0).unwrap();
+        create(dir.path(), 1).unwrap();
+        assert!(checkpoint(&elsewhere, dir.path(), 0).is_err());
+        assert_eq!(generations(dir.path()).unwrap(), [0, 1]);
+        let beside = sled::open(dir.path()).unwrap();
+        checkpoint(&beside, dir.path(), 0).unwrap();
+        assert_eq!(generations(dir.path()).unwrap(), [1]);
+    }
+
     #[test]
     fn a_gap_in_the_seqs_refuses_to_replay() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = sled::open(dir.path()).unwrap();
         let mut wal = Wal::start(dir.path(), 0, db).unwrap();
         wal.write(&[record(5, "ann")]);
         wal.sync().unwrap();
