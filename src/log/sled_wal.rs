@@ -229,7 +229,8 @@ pub(super) struct Wal {
     last_start: u64,
     /// Why the last write failed: the next sync fails with it, so the batch is taken back.
     failed: Option<LogError>,
-    /// A take-back cut the file: the next sync is a full `fdatasync`.
+    /// A take-back cut the file (or the last sync failed): the next sync runs even if no record
+    /// was written since, so that the file's new length is durable.
     cut: bool,
     /// The size past which the file rolls over ([`CHECKPOINT_BYTES`]; smaller in tests).
     pub(super) roll_at: u64,
