@@ -2,17 +2,18 @@
 //! `log_events`, `log_uids` and `log_batches` of `migrations/postgres/0003_log.sql`).
 //!
 //! Owns the numbering of every node's batches, and the doorbell that tells a node another one
-//! appended. A batch is one statement, `wk_log_append_after`
-//! (`migrations/postgres/0008_log_append_after.sql`, the successor of `wk_log_append`), in its
-//! own implicit transaction: it takes the append lock ([`APPEND_LOCK`], a transaction-level
-//! advisory lock), looks the batch up by its id (on a retry), checks the guards, reads the
-//! log's last seq, numbers the batch after it, inserts it (its events, their uid index rows and
-//! the batch's id), rings the doorbell, reads the other nodes' events between what this node
-//! has seen and its batch (answered with the batch's seq, so that the node publishes its batch
-//! without reading them again), and commits as the statement ends; the lock goes with the
-//! commit, and is never held across a round trip to this node. That commit does not wait for
-//! the WAL flush: a second statement makes the batch durable before it is answered, and every
-//! read waits for the flush of what it saw ([`durable`]). Promises: seqs are dense and
+//! appended. A batch is one statement, a CALL of `wk_log_append_durable`
+//! (`migrations/postgres/0009_log_append_durable.sql`), which runs `wk_log_append_after` (0008,
+//! the successor of `wk_log_append`) in a transaction of its own: it takes the append lock
+//! ([`APPEND_LOCK`], a transaction-level advisory lock), looks the batch up by its id (on a
+//! retry), checks the guards, reads the log's last seq, numbers the batch after it, inserts it
+//! (its events, their uid index rows and the batch's id), rings the doorbell, and reads the
+//! other nodes' events between what this node has seen and its batch (answered with the batch's
+//! seq, so that the node publishes its batch without reading them again). The procedure then
+//! commits; the lock goes with the commit, and is never held across a round trip to this node.
+//! That commit does not wait for the WAL flush: the procedure's second transaction makes the
+//! batch durable before the CALL answers, and every read waits for the flush of what it saw
+//! ([`durable`]). Promises: seqs are dense and
 //! become visible in seq order, so a tailer reading `seq > last` never passes an event that
 //! commits later (the trap of a `bigserial` key, whose values are taken before their
 //! transactions commit, in any order); a batch whose answer was lost is looked up under the
@@ -68,14 +69,15 @@ const RESOLVE_LIMIT: Duration = Duration::from_secs(10);
 /// The first pause between two tries of a batch in doubt, doubled after each.
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 
-/// One append, whole, in the database (`wk_log_append_after` of `migrations/postgres`): the
-/// lock, the lookup by batch id (on a retry, `$8`), the guards, the numbering and the inserts,
-/// in the implicit transaction of this one statement, and then the read of the other writers'
-/// events between `$9` and the batch (at most `$10` of them). Sent outside any transaction
-/// block, it commits when it ends; its answer is read up to the server's `ReadyForQuery`, which
-/// follows the commit.
-const APPEND: &str = "SELECT first_seq, conflict_uids, gap_seqs, gap_bodies \
-     FROM wk_log_append_after($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+/// One append, whole, in the database, and durable when it answers
+/// (`wk_log_append_durable` of `migrations/postgres`): the lock, the lookup by batch id (on a
+/// retry, `$8`), the guards, the numbering and the inserts, committed without waiting for the
+/// WAL (so the lock goes at once), the read of the other writers' events between `$9` and the
+/// batch (at most `$10` of them), and then, in a second transaction of the same CALL, the flush
+/// that makes the batch durable. Sent outside any transaction block, as the procedure's COMMIT
+/// requires.
+const APPEND: &str = "CALL wk_log_append_durable($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+     NULL, NULL, NULL, NULL)";
 
 /// The most events before its batch an append answers: a node that was behind by more reads the
 /// rest itself, rather than hold the append lock while they are read. With several nodes busy
@@ -221,7 +223,7 @@ impl PostgresStore {
 
     /// One try: one statement, [`APPEND`], which under the lock finds the batch recorded (a
     /// `retry` only: a first try cannot have been), or checks its guards, numbers it after the
-    /// last seq and inserts it, then [`durable::FLUSH`]. Returns the batch's first seq, and the
+    /// last seq and inserts it, and then flushes it. Returns the batch's first seq, and the
     /// events after `after` that precede it, once they are all durable.
     async fn try_append(
         appends: &AppendConnection,
@@ -262,7 +264,7 @@ impl PostgresStore {
         tried
     }
 
-    /// [`APPEND`] then [`durable::FLUSH`] on `conn`, their answers read.
+    /// [`APPEND`] on `conn`, its answer read.
     #[allow(clippy::too_many_arguments)]
     async fn send_append(
         conn: &mut sqlx::PgConnection,
@@ -300,11 +302,6 @@ impl PostgresStore {
         let conflicts: Option<Vec<String>> = row.get(1);
         match (first, conflicts) {
             (Some(first), _) => {
-                // Committed, not yet durable: a flush that fails leaves the outcome unknown.
-                sqlx::query(durable::FLUSH)
-                    .execute(conn)
-                    .await
-                    .map_err(TryError::Unknown)?;
                 let seqs: Option<Vec<i64>> = row.get(2);
                 let bodies: Option<Vec<Vec<u8>>> = row.get(3);
                 // The batch is recorded whatever the gap holds: a seq out of range (the table
@@ -378,10 +375,11 @@ impl PostgresStore {
     }
 }
 
-/// Whether an error to [`APPEND`] says its statement failed, and so its implicit transaction
-/// did not commit: an error the database answered in the statement's course. Not so an error of
-/// the connection (the answer lost), nor one of the classes a server sends when it ends a
-/// session or fails in itself, which may come after the commit.
+/// Whether an error to [`APPEND`] says its statement failed, and so its batch did not commit:
+/// an error the database answered in the statement's course. Not so an error of the connection
+/// (the answer lost), nor one of the classes a server sends when it ends a session or fails in
+/// itself, which may come after the commit; the procedure raises an error after its commit (its
+/// flush failing) in class 58 for that reason.
 fn statement_surely_failed(e: &sqlx::Error) -> bool {
     let sqlx::Error::Database(db) = e else {
         return false;

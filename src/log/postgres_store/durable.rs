@@ -1,20 +1,21 @@
 //! When an event of the shared log is durable: the appends' commit split in two, and the
 //! readers' wait for the WAL flush.
 //!
-//! Owns the statement that makes a node's appends durable ([`FLUSH`]), the option its appends'
-//! connection runs with ([`APPENDS_COMMIT`]), and the mark every read of events carries
-//! ([`MARK`]) with the wait it asks for ([`wait_until_flushed`]).
+//! Owns the statement that makes the database's commits so far durable ([`FLUSH`]), the option
+//! the appends' connection runs with ([`APPENDS_COMMIT`]), and the mark every read of events
+//! carries ([`MARK`]) with the wait it asks for ([`wait_until_flushed`]).
 //!
 //! Why split: every node's append takes the append lock, in turn, until its commit ends. A
 //! commit that waits for its WAL flush holds the lock through the flush, so the nodes' flushes
 //! queue one after another. The appends' connection therefore commits without waiting
 //! (`synchronous_commit = off`): the lock goes as soon as the batch is numbered and its commit
-//! record written. The node then sends [`FLUSH`], which writes one WAL record in a transaction of
-//! its own and commits it waiting for the flush: that flush covers the batch's commit record
-//! and every one before it (the WAL is written in order). The nodes' flushes run side by side,
-//! and PostgreSQL serves them with shared fsyncs.
+//! record written. The same CALL (`wk_log_append_durable`, `migrations/postgres/0009`) then does
+//! what [`FLUSH`] does in a transaction of its own: it writes one WAL record and commits it
+//! waiting for the flush, which covers the batch's commit record and every one before it (the
+//! WAL is written in order). The nodes' flushes run side by side, and PostgreSQL serves them
+//! with shared fsyncs. A read that saw a commit not yet flushed runs [`FLUSH`] itself.
 //!
-//! Promises: an append is answered only after its [`FLUSH`] has answered; a read answers events
+//! Promises: an append is answered only after its flush has; a read answers events
 //! only once the WAL on disk holds every commit its snapshot saw. A crash of PostgreSQL loses
 //! only commits no one was told of, and those form the log's tail (their seqs come after every
 //! durable one), so the log stays dense and the seqs lost are given again. Must never: answer,
@@ -24,7 +25,6 @@
 use std::time::Duration;
 
 use sqlx::postgres::PgPool;
-use tokio::time::Instant;
 
 /// The setting of the appends' connection: commits answer before their WAL flush.
 pub(super) const APPENDS_COMMIT: (&str, &str) = ("synchronous_commit", "off");
@@ -48,33 +48,23 @@ pub(super) const MARK: &str = "(SELECT CASE WHEN pg_is_in_recovery() THEN NULL E
      (SELECT CASE WHEN pg_current_wal_flush_lsn() >= m.at THEN NULL ELSE m.at::text END \
      FROM (SELECT pg_current_wal_insert_lsn() AS at) AS m) END)";
 
-/// How long a read waits for the WAL to be flushed before it fails. PostgreSQL's WAL writer
-/// flushes any commit within three `wal_writer_delay`s (0.6 s by default) even if no node sends
-/// [`FLUSH`]; a read that waits longer than this is talking to a database in trouble.
+/// How long a read waits for the WAL to be flushed before it fails: a flush that takes longer
+/// than this is a database in trouble.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
-/// The pause between two looks at the flush position: about one fsync.
-const PAUSE: Duration = Duration::from_millis(1);
-
-/// Waits until the WAL is on disk up to `at` (a position [`MARK`] answered), asking
-/// PostgreSQL's flush position at once and then every [`PAUSE`].
+/// Waits until the WAL is on disk up to `at` (a position [`MARK`] answered) by running
+/// [`FLUSH`] on one of `pool`'s connections: its commit returns once the WAL is flushed up to
+/// its own record, which was written after `at`. One round trip, answered as soon as the flush
+/// is done (most often one already under way: PostgreSQL flushes concurrent commits together),
+/// where asking for the flush position again and again would cost a statement per look and up
+/// to a pause of latency.
 pub(super) async fn wait_until_flushed(pool: &PgPool, at: &str) -> Result<(), sqlx::Error> {
-    let deadline = Instant::now() + FLUSH_LIMIT;
-    loop {
-        let flushed: bool = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn")
-            .bind(at)
-            .fetch_one(pool)
-            .await?;
-        if flushed {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            // An I/O error: the caller reports the database as unavailable.
-            return Err(sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the database did not flush its WAL up to {at} within {FLUSH_LIMIT:?}"),
-            )));
-        }
-        tokio::time::sleep(PAUSE).await;
+    match tokio::time::timeout(FLUSH_LIMIT, sqlx::query(FLUSH).execute(pool)).await {
+        Ok(flushed) => flushed.map(|_| ()),
+        // An I/O error: the caller reports the database as unavailable.
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the database did not flush its WAL up to {at} within {FLUSH_LIMIT:?}"),
+        ))),
     }
 }

@@ -1,16 +1,15 @@
 //! A TCP relay between a store and PostgreSQL that, once armed, loses one commit: the next
-//! append (the call of `wk_log_append`, a statement that commits as it ends) or the next flush
-//! that makes appends durable (the statement naming `wk_log_flush`) either never reaches the
-//! database, or reaches it and its answer never comes back. Either way the client's connection
-//! breaks at the commit, and only the database knows whether the batch was recorded, and
-//! whether it is durable.
+//! append (the CALL of `wk_log_append_durable`, a statement that commits the batch and then
+//! flushes it before it answers) either never reaches the database, or reaches it and its answer
+//! never comes back. Either way the client's connection breaks at the commit, and only the
+//! database knows whether the batch was recorded.
 //!
-//! The relay reads the frontend's messages: a `Parse` of a statement naming `wk_log_append` or
-//! `wk_log_flush` names the statement, and a `Bind` of that name runs it (sqlx prepares a
-//! statement once per connection, then binds it by name). Owns the relay's listener and its
-//! connections. Promises: unarmed, it passes every byte unchanged; armed, it cuts exactly one
-//! statement of the kind armed and says so in [`CommitCutter::cuts`]. Must never: be given a TLS connection (the client must
-//! connect with `sslmode=disable`, so that the messages can be read).
+//! The relay reads the frontend's messages: a `Parse` of a statement naming `wk_log_append`
+//! names the statement, and a `Bind` of that name runs it (sqlx prepares a statement once per
+//! connection, then binds it by name). Owns the relay's listener and its connections.
+//! Promises: unarmed, it passes every byte unchanged; armed, it cuts exactly one append and says
+//! so in [`CommitCutter::cuts`]. Must never: be given a TLS connection (the client must connect
+//! with `sslmode=disable`, so that the messages can be read).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,18 +23,6 @@ use tokio::task::JoinHandle;
 /// What the statement of an append calls.
 const APPEND_CALL: &[u8] = b"wk_log_append";
 
-/// What the statement of a flush names.
-const FLUSH_CALL: &[u8] = b"wk_log_flush";
-
-/// The statement an armed relay cuts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Commit {
-    /// The append, which commits without waiting for the WAL flush.
-    Append,
-    /// The flush that follows it, which makes it durable.
-    Flush,
-}
-
 /// Where the armed relay cuts.
 #[derive(Debug, Clone, Copy)]
 pub enum Cut {
@@ -48,7 +35,7 @@ pub enum Cut {
 
 pub struct CommitCutter {
     addr: SocketAddr,
-    armed: Arc<Mutex<Option<(Commit, Cut)>>>,
+    armed: Arc<Mutex<Option<Cut>>>,
     cuts: Arc<AtomicUsize>,
     accept: JoinHandle<()>,
 }
@@ -89,9 +76,9 @@ impl CommitCutter {
         format!("{scheme}://{user}{}/{path}{sep}sslmode=disable", self.addr)
     }
 
-    /// Cuts the next statement of kind `commit` that passes.
-    pub fn arm_at(&self, commit: Commit, cut: Cut) {
-        *self.armed.lock() = Some((commit, cut));
+    /// Cuts the next append that passes.
+    pub fn arm_at(&self, cut: Cut) {
+        *self.armed.lock() = Some(cut);
     }
 
     /// How many appends were cut.
@@ -127,7 +114,7 @@ pub async fn upstream_of(url: &str) -> SocketAddr {
 async fn relay(
     mut client: TcpStream,
     mut server: TcpStream,
-    armed: Arc<Mutex<Option<(Commit, Cut)>>>,
+    armed: Arc<Mutex<Option<Cut>>>,
     cuts: Arc<AtomicUsize>,
 ) {
     let (mut client_in, mut client_out) = client.split();
@@ -143,11 +130,7 @@ async fn relay(
                 frontend.pending.extend_from_slice(&from_client[..n]);
                 // Whole messages only, each looked at before it is passed on.
                 while let Some(message) = frontend.next_message() {
-                    let cut = frontend.runs(&message).and_then(|kind| {
-                        let mut armed = armed.lock();
-                        let (commit, cut) = (*armed)?;
-                        (commit == kind).then(|| { *armed = None; cut })
-                    });
+                    let cut = frontend.runs_append(&message).then(|| armed.lock().take()).flatten();
                     if let Some(cut) = cut {
                         cuts.fetch_add(1, Ordering::SeqCst);
                         match cut {
@@ -175,12 +158,12 @@ async fn relay(
 }
 
 /// The frontend's side of one connection: bytes not yet cut into messages, and the names of
-/// the statements that append or flush.
+/// the statements that append.
 #[derive(Default)]
 struct Frontend {
     pending: Vec<u8>,
     started: bool,
-    commits: Vec<(Vec<u8>, Commit)>,
+    appends: Vec<Vec<u8>>,
 }
 
 impl Frontend {
@@ -200,7 +183,7 @@ impl Frontend {
         Some(message)
     }
 
-    /// Notes the name of a statement prepared to call `wk_log_append` or to flush.
+    /// Notes the name of a statement prepared to call `wk_log_append`.
     fn remember(&mut self, message: &[u8]) {
         if message.first() != Some(&b'P') {
             return;
@@ -210,27 +193,21 @@ impl Frontend {
             return;
         };
         // A name prepared again (the unnamed statement, each time) names the new statement.
-        self.commits.retain(|(known, _)| known != name);
-        let names = |call: &[u8]| query.windows(call.len()).any(|w| w == call);
-        if names(APPEND_CALL) {
-            self.commits.push((name.to_vec(), Commit::Append));
-        } else if names(FLUSH_CALL) {
-            self.commits.push((name.to_vec(), Commit::Flush));
+        self.appends.retain(|known| known != name);
+        if query.windows(APPEND_CALL.len()).any(|w| w == APPEND_CALL) {
+            self.appends.push(name.to_vec());
         }
     }
 
-    /// What `message` runs, if it is an append or a flush: a `Bind` of a statement noted.
-    fn runs(&self, message: &[u8]) -> Option<Commit> {
+    /// Whether `message` runs an append: a `Bind` of a statement noted.
+    fn runs_append(&self, message: &[u8]) -> bool {
         if message.first() != Some(&b'B') {
-            return None;
+            return false;
         }
         let mut fields = message[5..].split(|b| *b == 0);
         let (Some(_portal), Some(statement)) = (fields.next(), fields.next()) else {
-            return None;
+            return false;
         };
-        self.commits
-            .iter()
-            .find(|(name, _)| name == statement)
-            .map(|(_, kind)| *kind)
+        self.appends.iter().any(|name| name == statement)
     }
 }

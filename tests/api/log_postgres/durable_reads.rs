@@ -1,7 +1,7 @@
 //! A read of the shared log answers another writer's events only once the WAL on disk holds
 //! them. An append commits without waiting for its WAL flush (so that the append lock goes at
-//! once) and flushes in a second statement; a read in between sees the batch, and must wait for
-//! that flush, or it could hand out an event a crash of PostgreSQL would take back.
+//! once) and flushes in a second transaction; a read in between sees the batch, and must wait
+//! for a flush, or it could hand out an event a crash of PostgreSQL would take back.
 //!
 //! The first test runs its own PostgreSQL, whose WAL writer (which flushes such commits by
 //! itself every `wal_writer_delay`) is slowed to 10 s: during the test only the writer's own
@@ -16,7 +16,7 @@ use wkuser::domain::Seq;
 use super::*;
 use crate::helpers::ThrowawayPostgres;
 
-/// What a node's append sends after its commit to make it durable.
+/// What makes the database's commits so far durable, as a node's append does after its commit.
 const FLUSH: &str = "SELECT set_config('synchronous_commit', 'on', true), \
      pg_logical_emit_message(true, 'wk_log_flush', '')";
 

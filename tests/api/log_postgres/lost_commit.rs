@@ -1,15 +1,15 @@
-//! An append whose commit is cut on the way (the connection breaks at the append, before or after
-//! the database committed, or at the flush that makes it durable) is tried again by the store,
+//! An append whose commit is cut on the way (the connection breaks at the append, before the
+//! database ran it, or after it committed and flushed the batch) is tried again by the store,
 //! which looks the batch up by its id before inserting it: either way the appenders are
 //! answered with the batch recorded, once, and the log stays dense.
 
 use sqlx::postgres::PgPoolOptions;
 use wkuser::domain::{RecordedEvent, Seq};
 
-use super::commit_cutter::{upstream_of, Commit, CommitCutter, Cut};
+use super::commit_cutter::{upstream_of, CommitCutter, Cut};
 use super::*;
 
-async fn append_through_a_lost_commit(commit: Commit, cut: Cut) {
+async fn append_through_a_lost_commit(cut: Cut) {
     let db = database().await;
     let cutter = CommitCutter::start(upstream_of(&db.url).await).await;
     let store = postgres_store(&cutter.url_through(&db.url)).await;
@@ -19,7 +19,7 @@ async fn append_through_a_lost_commit(commit: Commit, cut: Cut) {
         .await
         .expect("the first append is recorded");
 
-    cutter.arm_at(commit, cut);
+    cutter.arm_at(cut);
     let cut_short = log
         .append(vec![token("bob", 1), token("cy", 1)])
         .await
@@ -73,26 +73,12 @@ async fn append_through_a_lost_commit(commit: Commit, cut: Cut) {
 // test's thread waits for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_commit_answer_was_lost_after_it_committed_is_recorded_once() {
-    append_through_a_lost_commit(Commit::Append, Cut::AfterCommit).await;
+    append_through_a_lost_commit(Cut::AfterCommit).await;
 }
 
 // The relay runs on the test's runtime: a worker of its own keeps it relaying whatever the
 // test's thread waits for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_commit_never_reached_the_database_is_recorded_once() {
-    append_through_a_lost_commit(Commit::Append, Cut::BeforeCommit).await;
-}
-
-// The relay runs on the test's runtime: a worker of its own keeps it relaying whatever the
-// test's thread waits for.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_whose_flush_answer_was_lost_is_recorded_once() {
-    append_through_a_lost_commit(Commit::Flush, Cut::AfterCommit).await;
-}
-
-// The relay runs on the test's runtime: a worker of its own keeps it relaying whatever the
-// test's thread waits for.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_whose_flush_never_reached_the_database_is_recorded_once() {
-    append_through_a_lost_commit(Commit::Flush, Cut::BeforeCommit).await;
+    append_through_a_lost_commit(Cut::BeforeCommit).await;
 }

@@ -4,7 +4,8 @@
 //! the same tailer catching the skip of a naive `bigserial` table ([`tailing`]); a batch whose
 //! commit answer was lost recorded once ([`lost_commit`]); a node publishing the other nodes'
 //! events its append answered before its own batch, without reading them ([`preceding`]); a
-//! read answering another writer's events only once they are durable ([`durable_reads`]).
+//! read answering another writer's events only once they are durable ([`durable_reads`]); an
+//! append answered only once it is durable ([`durable_appends`]).
 //!
 //! Each test has a database of its own on the machine's PostgreSQL ([`TestDatabase`]). The
 //! stores are driven through [`EventLog`], the way a node appends; their sync reads run on
@@ -12,6 +13,7 @@
 
 mod commit_cutter;
 mod conformance;
+mod durable_appends;
 mod durable_reads;
 mod lost_commit;
 mod preceding;
