@@ -169,16 +169,20 @@ impl PostgresStore {
                     })
                 })
                 .connect_lazy_with(options.clone());
-            let appends = AppendConnection::new(options.options([durable::APPENDS_COMMIT]));
-            if matches!(schema, Schema::Migrate) {
-                // A role that may not write the flush's WAL record is told now, not at its
-                // first append.
-                let mut lease = appends.lease().await?;
-                sqlx::query(durable::FLUSH).execute(lease.conn()).await?;
-            }
+            let appends = AppendConnection::new(options.options([durable::APPENDS_COMMIT]))?;
             Ok::<_, sqlx::Error>((reads, appends))
         })
         .map_err(|e| LogError::storage(format_args!("cannot open the shared log: {e}")))?;
+        if matches!(schema, Schema::Migrate) {
+            // A role that may not write the flush's WAL record is told now, not at its first
+            // append.
+            appends
+                .block_on(async {
+                    let mut lease = appends.lease().await?;
+                    sqlx::query(durable::FLUSH).execute(lease.conn()).await
+                })
+                .map_err(|e| LogError::storage(format_args!("cannot open the shared log: {e}")))?;
+        }
         Ok(PostgresStore {
             runtime: Some(runtime),
             handle,
@@ -492,7 +496,7 @@ impl LogStore for PostgresStore {
             return Ok(Vec::new());
         }
         let after = after.map(to_i64).transpose().map_err(AppendError::Failed)?;
-        let (first, gap) = self.wait(Self::append_batch(
+        let (first, gap) = self.appends.block_on(Self::append_batch(
             &self.appends,
             self.writer_id,
             batch_id,
@@ -549,12 +553,12 @@ impl Drop for PostgresStore {
     fn drop(&mut self) {
         // Closes the connections politely (bounded: a database out of reach must not hold the
         // drop), then lets the runtime go without waiting for it.
-        let (pool, appends) = (self.pool.clone(), &self.appends);
-        let _ = self.wait(async move {
-            tokio::time::timeout(Duration::from_secs(1), async {
-                tokio::join!(pool.close(), appends.close())
-            })
-            .await
+        let pool = self.pool.clone();
+        let _ = self
+            .wait(async move { tokio::time::timeout(Duration::from_secs(1), pool.close()).await });
+        let appends = &self.appends;
+        let _ = appends.block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), appends.close()).await
         });
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
