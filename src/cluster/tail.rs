@@ -1,13 +1,14 @@
 //! The tail: how the other nodes' events reach this node.
 //!
 //! Owns a task that asks the shared log for what it has not published yet and hands it to the
-//! [`Follower`]: [`RING_GATHER`] after the log's doorbell rings (another node committed), and every
-//! [`POLL_WITH_DOORBELL`] whatever happens, so that a ring that never comes (a doorbell whose
-//! connection hangs) delays an event by one poll at most; every [`POLL`] for a store without
-//! a doorbell. Promises: an event another node committed is published here within about one
-//! [`RING_GATHER`] and a round trip of its commit while the doorbell works, and within one poll otherwise; a read that fails is retried at the next poll, and nothing is
-//! skipped (the follower reads from where it is). Must never: run its database reads on an
-//! async worker thread.
+//! [`Follower`]: [`RING_GATHER`] after the log's doorbell rings (another node committed), and
+//! every [`POLL_WITH_DOORBELL`] whatever happens, so that a ring that never comes (a doorbell
+//! whose connection hangs) delays an event by one poll at most; every [`POLL`] for a store
+//! without a doorbell. Promises: an event another node committed is published here within about
+//! [`RING_GATHER`] and a round trip of its commit while the doorbell works, and within one poll
+//! otherwise; a read that fails is retried at the next poll, and nothing is skipped (the
+//! follower reads from where it is). Must never: run its database reads on an async worker
+//! thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -26,8 +26,10 @@
 //! lock would outlive the statement), or run a query on the async runtime's worker threads.
 //!
 //! The trait is synchronous, so the store owns a small runtime of its own whose one worker
-//! drives the pools' connections (and the doorbell's listener); the caller's thread (the log's writer, or a blocking task)
-//! runs each query with [`Handle::block_on`] and waits for it there.
+//! drives the readers' connections and the doorbell's listener; the caller's thread (a
+//! blocking task) runs each read with [`Handle::block_on`] and waits for it there. The appends'
+//! connection has a runtime of its own, which the appending thread (the log's writer) drives
+//! while it waits ([`append_connection`]).
 
 use std::future::Future;
 use std::sync::OnceLock;
