@@ -410,19 +410,25 @@ fn db_error(e: sqlx::Error) -> LogError {
 }
 
 /// Runs `future` to completion on the calling thread, its connections driven by `handle`'s
-/// runtime. Called from a thread of an async runtime (a caller that skipped the blocking task),
-/// where blocking in place is refused, it waits on a thread of its own instead.
+/// runtime.
 fn wait_on<F>(handle: &Handle, future: F) -> F::Output
 where
     F: Future + Send,
     F::Output: Send,
 {
+    blocking_here(|| handle.block_on(future))
+}
+
+/// Runs `wait` (which blocks until a future is done) on the calling thread; called from a
+/// thread of an async runtime (a caller that skipped the blocking task), where blocking in place
+/// is refused, on a thread of its own instead.
+fn blocking_here<R: Send>(wait: impl FnOnce() -> R + Send) -> R {
     if Handle::try_current().is_err() {
-        return handle.block_on(future);
+        return wait();
     }
     std::thread::scope(|scope| {
         scope
-            .spawn(|| handle.block_on(future))
+            .spawn(wait)
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })

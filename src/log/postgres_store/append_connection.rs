@@ -55,8 +55,8 @@ impl AppendConnection {
     }
 
     /// Runs `future` (which uses this connection) to completion on the calling thread, which
-    /// drives the connection's IO meanwhile. Called from a thread of an async runtime, where
-    /// blocking in place is refused, it runs on a thread of its own instead.
+    /// drives the connection's IO meanwhile (see [`super::blocking_here`] for a caller on an
+    /// async runtime).
     pub(super) fn block_on<F>(&self, future: F) -> F::Output
     where
         F: Future + Send,
@@ -66,15 +66,7 @@ impl AppendConnection {
             .runtime
             .as_ref()
             .expect("the runtime is taken out at drop only");
-        if tokio::runtime::Handle::try_current().is_err() {
-            return runtime.block_on(future);
-        }
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| runtime.block_on(future))
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        super::blocking_here(|| runtime.block_on(future))
     }
 
     /// The connection, opened now if there is none.
