@@ -8,9 +8,8 @@
 //! as soon as the appends are answered: the WAL buffers in shared memory die with them, and
 //! after the restart every batch answered must be there.
 
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
-use wkuser::domain::{RecordedEvent, Seq};
+use wkuser::domain::RecordedEvent;
 
 use super::*;
 use crate::helpers::ThrowawayPostgres;
@@ -21,15 +20,7 @@ async fn every_answered_append_survives_a_crash_of_postgresql_right_after() {
     let mut server = ThrowawayPostgres::start().await;
     let url = server.url();
     let mut admin = PgConnection::connect(&url).await.expect("a connection");
-    for statement in [
-        "ALTER SYSTEM SET wal_writer_delay = '10s'",
-        "SELECT pg_reload_conf()",
-    ] {
-        sqlx::query(statement)
-            .execute(&mut admin)
-            .await
-            .expect("the WAL writer slowed");
-    }
+    slow_wal_writer(&mut admin).await;
     admin.close().await.ok();
     let store = postgres_store(&url).await;
     let log = start_log(store.clone(), 1).await;
@@ -54,24 +45,8 @@ async fn every_answered_append_survives_a_crash_of_postgresql_right_after() {
     drop(store);
     server.restart().await;
 
-    let check = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await
-        .expect("the restarted server connects");
-    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT seq, body FROM log_events ORDER BY seq")
-        .fetch_all(&check)
-        .await
-        .expect("the log reads");
-    check.close().await;
-    let held: Vec<(u64, uuid::Uuid)> = rows
-        .iter()
-        .map(|(seq, body)| {
-            let event = RecordedEvent::decode(Seq(*seq as u64), body).expect("an event");
-            (event.seq.0, event.event_id)
-        })
-        .collect();
-    let told: Vec<(u64, uuid::Uuid)> = acked.iter().map(|r| (r.seq.0, r.event_id)).collect();
+    let held = held_in_database(&url).await;
+    let told = as_told(&acked);
     assert_eq!(
         held, told,
         "every answered append is in the log after the crash, once, at its seq"

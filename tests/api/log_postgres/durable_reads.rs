@@ -33,15 +33,7 @@ async fn a_read_answers_an_event_committed_without_a_flush_only_once_the_wal_hol
     let server = ThrowawayPostgres::start().await;
     let url = server.url();
     let mut admin = PgConnection::connect(&url).await.expect("a connection");
-    for statement in [
-        "ALTER SYSTEM SET wal_writer_delay = '10s'",
-        "SELECT pg_reload_conf()",
-    ] {
-        sqlx::query(statement)
-            .execute(&mut admin)
-            .await
-            .expect("the WAL writer slowed");
-    }
+    slow_wal_writer(&mut admin).await;
     let store = postgres_store(&url).await;
 
     // Another writer commits an event without a flush. Its commit must still be only in memory

@@ -95,6 +95,46 @@ fn comparable(events: &[RecordedEvent]) -> Vec<(u64, u64, Event)> {
         .collect()
 }
 
+/// Each event the log's table holds, as (seq, event id), in seq order: read straight from the
+/// database at `url`, past any store.
+async fn held_in_database(url: &str) -> Vec<(u64, uuid::Uuid)> {
+    let check = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .expect("the database connects");
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT seq, body FROM log_events ORDER BY seq")
+        .fetch_all(&check)
+        .await
+        .expect("the log reads");
+    check.close().await;
+    rows.iter()
+        .map(|(seq, body)| {
+            let event = RecordedEvent::decode(Seq(*seq as u64), body).expect("an event");
+            (event.seq.0, event.event_id)
+        })
+        .collect()
+}
+
+/// The events acknowledged, as [`held_in_database`] says them.
+fn as_told(acked: &[RecordedEvent]) -> Vec<(u64, uuid::Uuid)> {
+    acked.iter().map(|r| (r.seq.0, r.event_id)).collect()
+}
+
+/// Slows the WAL writer of the server `admin` is connected to to one round per 10 s: a commit
+/// made without a flush then stays in memory until someone flushes.
+async fn slow_wal_writer(admin: &mut sqlx::PgConnection) {
+    for statement in [
+        "ALTER SYSTEM SET wal_writer_delay = '10s'",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut *admin)
+            .await
+            .expect("the WAL writer slowed");
+    }
+}
+
 /// The database a test appends to, created for it.
 async fn database() -> TestDatabase {
     crate::watchdog::arm();
