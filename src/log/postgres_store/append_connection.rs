@@ -15,9 +15,8 @@
 //! behind it), be opened without its commit setting ([`super::durable::APPENDS_COMMIT`]), or be
 //! used outside [`AppendConnection::block_on`] (nothing else drives its IO).
 
-use std::time::Duration;
-
 use std::future::Future;
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::Connection;
